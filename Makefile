@@ -1,0 +1,42 @@
+# clicktrail: `make help` lists the targets. Every target creates .venv and installs what it needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test lint format pytest clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(INSTALLED): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "clicktrail needs Python 3.11 or newer")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(INSTALLED) ## create .venv and install clicktrail with its development tools
+
+run: $(INSTALLED) ## start the tracker on 127.0.0.1:8080 with an SQLite file under ./data
+	@mkdir -p data
+	$(BIN)/clicktrail serve --demo
+
+test: lint pytest ## lint, type-check and run the whole test suite
+
+lint: $(INSTALLED) ## ruff, mypy --strict and the import contract
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+pytest: $(INSTALLED) ## the test suite only
+	$(BIN)/pytest
+
+format: $(INSTALLED) ## apply ruff's formatting and safe fixes
+	$(BIN)/ruff format src tests
+	$(BIN)/ruff check --fix src tests
+
+clean: ## remove .venv and build artefacts (keeps ./data)
+	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache

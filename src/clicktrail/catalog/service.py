@@ -1,0 +1,168 @@
+"""Creating, reading and changing offers, sources and campaigns."""
+
+import secrets
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Row, Table
+
+from clicktrail.catalog.models import (
+    Campaign,
+    CampaignInput,
+    CampaignPatch,
+    Offer,
+    OfferInput,
+    OfferPatch,
+    Source,
+    SourceInput,
+    SourcePatch,
+)
+from clicktrail.errors import NotFound, ValidationFailed
+from clicktrail.ids import ALPHABET
+from clicktrail.storage import catalog_store as store
+from clicktrail.storage.database import Database
+from clicktrail.storage.schema import campaigns, offers, sources
+from clicktrail.types import CampaignId, Clock, OfferId, SourceId
+
+CAMPAIGN_KEY_LENGTH = 10
+
+
+NULLABLE = frozenset({"postback_token", "postback_url"})
+
+
+def _refuse_nulls(values: dict[str, Any]) -> None:
+    nulls = {
+        name: "cannot be null" for name, value in values.items() if value is None and name not in NULLABLE
+    }
+    if nulls:
+        raise ValidationFailed(f"{', '.join(nulls)} cannot be null", nulls)
+
+
+def _offer(row: Row[Any]) -> Offer:
+    return Offer(**row._asdict())
+
+
+def _source(row: Row[Any]) -> Source:
+    return Source(**row._asdict())
+
+
+def _campaign(row: Row[Any]) -> Campaign:
+    return Campaign(**row._asdict())
+
+
+class Catalog:
+    """The catalog's write and read operations; every change bumps the version workers watch."""
+
+    def __init__(self, database: Database, clock: Clock) -> None:
+        self._db = database
+        self._clock = clock
+
+    def _bump(self, connection: Connection) -> None:
+        self._db.set_meta_value(connection, store.CATALOG_VERSION, store.new_version())
+
+    def _create(self, table: Table, values: dict[str, Any]) -> Row[Any]:
+        now = self._clock()
+        with self._db.begin() as connection:
+            row = store.insert_row(connection, table, {**values, "created_at": now, "updated_at": now})
+            self._bump(connection)
+        return row
+
+    def _patch(self, table: Table, row_id: int, values: dict[str, Any], noun: str) -> Row[Any]:
+        _refuse_nulls(values)
+        with self._db.begin() as connection:
+            if values:
+                values = {**values, "updated_at": self._clock()}
+            row = store.update_row(connection, table, row_id, values)
+            if row is None:
+                raise NotFound(f"no {noun} with id {row_id}")
+            self._bump(connection)
+        return row
+
+    def _get(self, table: Table, row_id: int, noun: str) -> Row[Any]:
+        with self._db.begin() as connection:
+            row = store.get_row(connection, table, row_id)
+        if row is None:
+            raise NotFound(f"no {noun} with id {row_id}")
+        return row
+
+    def _list(self, table: Table, after_id: int, limit: int) -> Sequence[Row[Any]]:
+        with self._db.begin() as connection:
+            return store.list_rows(connection, table, after_id=after_id, limit=limit)
+
+    # Offers
+    def create_offer(self, data: OfferInput) -> Offer:
+        return _offer(self._create(offers, data.model_dump()))
+
+    def patch_offer(self, offer_id: int, data: OfferPatch) -> Offer:
+        return _offer(self._patch(offers, offer_id, data.model_dump(exclude_unset=True), "offer"))
+
+    def get_offer(self, offer_id: int) -> Offer:
+        return _offer(self._get(offers, offer_id, "offer"))
+
+    def list_offers(self, after_id: int = 0, limit: int = 100) -> list[Offer]:
+        return [_offer(row) for row in self._list(offers, after_id, limit)]
+
+    # Sources
+    def create_source(self, data: SourceInput) -> Source:
+        return _source(self._create(sources, data.model_dump()))
+
+    def patch_source(self, source_id: int, data: SourcePatch) -> Source:
+        return _source(self._patch(sources, source_id, data.model_dump(exclude_unset=True), "source"))
+
+    def get_source(self, source_id: int) -> Source:
+        return _source(self._get(sources, source_id, "source"))
+
+    def list_sources(self, after_id: int = 0, limit: int = 100) -> list[Source]:
+        return [_source(row) for row in self._list(sources, after_id, limit)]
+
+    # Campaigns
+    def _check_references(self, connection: Connection, source_id: int | None, offer_id: int | None) -> None:
+        problems = {}
+        if source_id is not None and store.get_row(connection, sources, source_id) is None:
+            problems["source_id"] = f"no source with id {source_id}"
+        if offer_id is not None and store.get_row(connection, offers, offer_id) is None:
+            problems["offer_id"] = f"no offer with id {offer_id}"
+        if problems:
+            raise ValidationFailed("; ".join(problems.values()), problems)
+
+    def _new_key(self, connection: Connection) -> str:
+        while True:
+            key = "".join(secrets.choice(ALPHABET) for _ in range(CAMPAIGN_KEY_LENGTH))
+            if not store.key_exists(connection, key):
+                return key
+
+    def create_campaign(self, data: CampaignInput) -> Campaign:
+        now = self._clock()
+        with self._db.begin() as connection:
+            self._check_references(connection, data.source_id, data.offer_id)
+            values = {
+                **data.model_dump(),
+                "key": self._new_key(connection),
+                "created_at": now,
+                "updated_at": now,
+            }
+            row = store.insert_row(connection, campaigns, values)
+            self._bump(connection)
+        return _campaign(row)
+
+    def patch_campaign(self, campaign_id: int, data: CampaignPatch) -> Campaign:
+        values = data.model_dump(exclude_unset=True)
+        _refuse_nulls(values)
+        with self._db.begin() as connection:
+            self._check_references(connection, values.get("source_id"), values.get("offer_id"))
+            if values:
+                values["updated_at"] = self._clock()
+            row = store.update_row(connection, campaigns, campaign_id, values)
+            if row is None:
+                raise NotFound(f"no campaign with id {campaign_id}")
+            self._bump(connection)
+        return _campaign(row)
+
+    def get_campaign(self, campaign_id: int) -> Campaign:
+        return _campaign(self._get(campaigns, campaign_id, "campaign"))
+
+    def list_campaigns(self, after_id: int = 0, limit: int = 100) -> list[Campaign]:
+        return [_campaign(row) for row in self._list(campaigns, after_id, limit)]
+
+
+__all__ = ["Campaign", "CampaignId", "Catalog", "Offer", "OfferId", "Source", "SourceId"]

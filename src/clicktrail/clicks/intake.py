@@ -1,0 +1,44 @@
+"""Turning a parsed visit and its route into a click row and the redirect the visitor follows."""
+
+from datetime import datetime
+from typing import Any
+
+from clicktrail.catalog.routes import Route
+from clicktrail.clicks.request import ClickRequest
+from clicktrail.macros import SUB_IDS, fill
+from clicktrail.types import ClickId
+
+
+def click_row(request: ClickRequest, route: Route, click_id: ClickId, now: datetime) -> dict[str, Any]:
+    return {
+        "click_id": click_id,
+        "created_at": now,
+        "campaign_id": route.campaign_id,
+        "offer_id": route.offer.id,
+        "source_id": route.source_id,
+        **dict(zip(SUB_IDS, request.subs, strict=True)),
+        "external_id": request.external_id,
+        "cost": request.cost,
+        "ip": request.ip,
+        "user_agent": request.user_agent,
+        "referrer": request.referrer,
+        "country": None,
+        "device_type": None,
+        "os": None,
+        "browser": None,
+        "is_bot": False,
+        "is_unique": True,
+    }
+
+
+def redirect_url(request: ClickRequest, route: Route, click_id: ClickId) -> str:
+    """The offer's own URL with the macros filled; visitor values are percent-encoded by `fill`."""
+    values: dict[str, str | None] = {
+        "click_id": click_id,
+        "campaign_id": str(route.campaign_id),
+        "offer_id": str(route.offer.id),
+        "source_id": str(route.source_id),
+        "external_id": request.external_id,
+        **dict(zip(SUB_IDS, request.subs, strict=True)),
+    }
+    return fill(route.offer.url, values)

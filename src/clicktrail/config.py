@@ -1,0 +1,92 @@
+"""Settings, read once from CLICKTRAIL_* environment variables (or built directly in tests)."""
+
+import ipaddress
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite:///./data/clicktrail.db"
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _parse_networks(text: str) -> tuple[Network, ...]:
+    networks = []
+    for item in text.split(","):
+        if item.strip():
+            networks.append(ipaddress.ip_network(item.strip(), strict=False))
+    return tuple(networks)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CLICKTRAIL_", frozen=True, extra="ignore")
+
+    database_url: str = Field(
+        DEFAULT_DATABASE_URL, description="CLICKTRAIL_DATABASE_URL: sqlite:///path or postgresql://…"
+    )
+    admin_token: SecretStr | None = Field(
+        None, description="CLICKTRAIL_ADMIN_TOKEN: admin bearer token; generated on first start when unset"
+    )
+    secret_key: SecretStr | None = Field(
+        None, description="CLICKTRAIL_SECRET_KEY: keys the click ID tag; generated on first start when unset"
+    )
+    public_url: str = Field(
+        "http://127.0.0.1:8080", description="CLICKTRAIL_PUBLIC_URL: base of the tracking links"
+    )
+    trusted_proxies: str = Field(
+        "", description="CLICKTRAIL_TRUSTED_PROXIES: comma-separated CIDRs whose X-Forwarded-For is believed"
+    )
+    click_batch_size: int = Field(
+        2000, ge=1, le=100_000, description="CLICKTRAIL_CLICK_BATCH_SIZE: most clicks in one group commit"
+    )
+    click_queue_limit: int = Field(
+        20_000, ge=1, description="CLICKTRAIL_CLICK_QUEUE_LIMIT: clicks waiting for a commit before 503"
+    )
+    catalog_refresh_seconds: float = Field(
+        1.0, gt=0, description="CLICKTRAIL_CATALOG_REFRESH_SECONDS: how often workers look for config changes"
+    )
+    postback_body_limit: int = Field(
+        16_384, ge=1024, description="CLICKTRAIL_POSTBACK_BODY_LIMIT: largest postback body in bytes"
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        if not value.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:", "postgres:")):
+            raise ValueError("CLICKTRAIL_DATABASE_URL must be sqlite:///… or postgresql://…")
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_networks(cls, value: str) -> str:
+        _parse_networks(value)
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @cached_property
+    def trusted_networks(self) -> tuple[Network, ...]:
+        return _parse_networks(self.trusted_proxies)
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        url = self.database_url
+        for prefix in ("postgresql://", "postgres://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url[len(prefix) :]
+        return url
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite:")
+
+    def sqlite_path(self) -> Path | None:
+        if not self.is_sqlite:
+            return None
+        path = self.database_url.split(":///", 1)[1] if ":///" in self.database_url else ""
+        return Path(path) if path and path != ":memory:" else None

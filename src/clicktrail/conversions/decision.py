@@ -1,0 +1,36 @@
+"""What happened to an inbound postback: one closed set, shared by the answer, the log and the tests."""
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from clicktrail.types import ConversionId
+
+
+class Decision(StrEnum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    UPDATED = "updated"
+    MALFORMED = "malformed"
+    UNKNOWN_CLICK = "unknown_click"
+    EXPIRED = "expired"
+    BAD_TOKEN = "bad_token"  # noqa: S105 -- a decision, not a secret
+    TOO_LARGE = "too_large"
+
+
+class ConversionStatus(StrEnum):
+    APPROVED = "approved"
+    PENDING = "pending"
+    REJECTED = "rejected"
+    CHARGEBACK = "chargeback"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    decision: Decision
+    conversion_id: ConversionId | None = None
+    error: str | None = None
+    detail: str | None = None
+
+    @property
+    def recorded(self) -> bool:
+        return self.decision in (Decision.ACCEPTED, Decision.DUPLICATE, Decision.UPDATED)

@@ -1,0 +1,93 @@
+"""Reading conversions and the inbound postback log back, newest first, a page at a time."""
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row
+
+from clicktrail.conversions.decision import Decision
+from clicktrail.errors import ValidationFailed
+from clicktrail.storage import event_store as store
+from clicktrail.storage.database import Database
+
+
+@dataclass(frozen=True, slots=True)
+class TimeRange:
+    start: datetime | None = None
+    end: datetime | None = None
+    """Exclusive."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConversionPage:
+    rows: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PostbackPage:
+    rows: list[Row[Any]]
+    next_cursor: str | None
+
+
+def find_conversions(
+    database: Database,
+    *,
+    click_id: str | None,
+    campaign_id: int | None,
+    period: TimeRange,
+    cursor: str | None,
+    limit: int,
+) -> ConversionPage:
+    with database.begin() as connection:
+        rows = store.list_conversions(
+            connection,
+            click_id=click_id.lower() if click_id else None,
+            campaign_id=campaign_id,
+            start=period.start,
+            end=period.end,
+            before=cursor,
+            limit=limit + 1,
+        )
+        page = rows[:limit]
+        history: dict[str, list[Row[Any]]] = defaultdict(list)
+        for change in store.status_history(connection, [row.conversion_id for row in page]):
+            history[change.conversion_id].append(change)
+    items = [{**row._asdict(), "history": history[row.conversion_id]} for row in page]
+    next_cursor = page[-1].conversion_id if len(rows) > limit else None
+    return ConversionPage(items, next_cursor)
+
+
+def find_postbacks(
+    database: Database,
+    *,
+    click_id: str | None,
+    txid: str | None,
+    decision: str | None,
+    period: TimeRange,
+    cursor: str | None,
+    limit: int,
+) -> PostbackPage:
+    if decision is not None and decision not in {d.value for d in Decision}:
+        allowed = ", ".join(d.value for d in Decision)
+        raise ValidationFailed(f"decision must be one of {allowed}", {"decision": allowed})
+    before: int | None = None
+    if cursor is not None:
+        if not cursor.isdigit():
+            raise ValidationFailed("cursor is the next_cursor of a previous page", {"cursor": "not a cursor"})
+        before = int(cursor)
+    with database.begin() as connection:
+        rows = store.list_postbacks(
+            connection,
+            click_id=click_id.lower() if click_id else None,
+            txid=txid,
+            decision=decision,
+            start=period.start,
+            end=period.end,
+            before=before,
+            limit=limit + 1,
+        )
+    page = list(rows[:limit])
+    return PostbackPage(page, str(page[-1].id) if len(rows) > limit else None)

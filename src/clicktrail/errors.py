@@ -1,0 +1,45 @@
+"""The clicktrail error tree.
+
+    ClicktrailError
+    ├── ClientError            the caller sent something we refuse (maps to a 4xx)
+    │   ├── ValidationFailed   a field is missing or wrong
+    │   ├── NotFound           the thing named does not exist
+    │   └── Unauthorized       no or wrong credentials
+    └── StorageError           the database failed; the request may be retried (maps to 503)
+
+Domain code raises these; the web layer maps `code` to an HTTP status in one table.
+"""
+
+from collections.abc import Mapping
+
+
+class ClicktrailError(Exception):
+    code = "internal_error"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class ClientError(ClicktrailError):
+    code = "bad_request"
+
+
+class ValidationFailed(ClientError):
+    code = "validation_error"
+
+    def __init__(self, detail: str, fields: Mapping[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.fields = dict(fields or {})
+
+
+class NotFound(ClientError):
+    code = "not_found"
+
+
+class Unauthorized(ClientError):
+    code = "unauthorized"
+
+
+class StorageError(ClicktrailError):
+    code = "storage_unavailable"

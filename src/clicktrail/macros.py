@@ -1,0 +1,61 @@
+"""URL templates with `{macro}` placeholders, filled with percent-encoded values.
+
+Every value is encoded with no safe characters, so nothing a visitor or a merchant sends can add
+a parameter, a fragment, a path segment or a header line, or change the scheme or the host.
+"""
+
+import re
+from collections.abc import Iterable, Mapping
+from urllib.parse import quote, urlsplit
+
+_MACRO = re.compile(r"\{([a-z0-9_]+)\}")
+_MAX_TEMPLATE = 2048
+
+SUB_IDS = tuple(f"sub{n}" for n in range(1, 11))
+CLICK_MACROS = frozenset({"click_id", "campaign_id", "offer_id", "source_id", "external_id", *SUB_IDS})
+
+
+class InvalidTemplate(ValueError):
+    pass
+
+
+def macros_in(template: str) -> set[str]:
+    return set(_MACRO.findall(template))
+
+
+def validate_url_template(template: str, allowed: Iterable[str]) -> str:
+    """Check an http(s) URL template and that it names only known macros; return it stripped."""
+    text = template.strip()
+    if not text:
+        raise InvalidTemplate("the URL is empty")
+    if len(text) > _MAX_TEMPLATE:
+        raise InvalidTemplate(f"the URL is longer than {_MAX_TEMPLATE} characters")
+    if any(ord(ch) < 0x21 or ord(ch) >= 0x7F for ch in text):
+        raise InvalidTemplate("the URL holds spaces, control or non-ASCII characters; percent-encode them")
+    unknown = sorted(macros_in(text) - set(allowed))
+    if unknown:
+        names = ", ".join("{" + name + "}" for name in unknown)
+        raise InvalidTemplate(f"unknown macros {names}; known: {', '.join(sorted(allowed))}")
+    # Parse with the macros replaced so `{…}` in the host position is judged as text.
+    parts = urlsplit(_MACRO.sub("x", text))
+    if parts.scheme not in ("http", "https"):
+        raise InvalidTemplate("the URL must start with http:// or https://")
+    if not parts.hostname:
+        raise InvalidTemplate("the URL has no host")
+    host_part = urlsplit(text).netloc
+    if _MACRO.search(host_part):
+        raise InvalidTemplate("macros may not appear in the URL's host")
+    return text
+
+
+def fill(template: str, values: Mapping[str, str | None]) -> str:
+    """Replace each `{name}` whose name is in `values` by its percent-encoded value ('' for None)."""
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in values:
+            return match.group(0)
+        value = values[name]
+        return "" if value is None else quote(value, safe="")
+
+    return _MACRO.sub(replace, template)

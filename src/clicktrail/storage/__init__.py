@@ -1,0 +1,1 @@
+"""Storage: the schema, migrations, the database handle and the click batch writer."""

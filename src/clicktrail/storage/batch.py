@@ -1,0 +1,77 @@
+"""Group commit: many concurrent requests share one transaction, and each waits for it.
+
+A request appends its row and awaits; one flush at a time takes everything waiting (up to the
+batch size) and commits it in a worker thread while the event loop keeps accepting requests, so
+the next batch fills during this commit. A request is answered only after its row is committed,
+and the queue is bounded: past the limit new rows are refused (the caller answers 503) instead of
+growing memory without end.
+"""
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Generic, TypeVar
+
+from clicktrail.errors import StorageError
+
+Row = TypeVar("Row")
+log = logging.getLogger(__name__)
+
+
+class Overloaded(StorageError):
+    code = "overloaded"
+
+
+class GroupCommitWriter(Generic[Row]):
+    def __init__(
+        self, commit: Callable[[Sequence[Row]], None], *, batch_size: int, queue_limit: int, name: str
+    ) -> None:
+        self._commit = commit
+        self._batch_size = batch_size
+        self._queue_limit = queue_limit
+        self._waiting: list[tuple[Row, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self.committed = 0
+
+    async def write(self, row: Row) -> None:
+        """Return once `row` is committed; raise StorageError if it could not be."""
+        if len(self._waiting) >= self._queue_limit:
+            raise Overloaded("too many writes are waiting for the database; retry shortly")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((row, future))
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush_all())
+        await future
+
+    async def _flush_all(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._waiting:
+                batch = self._waiting[: self._batch_size]
+                del self._waiting[: self._batch_size]
+                rows = [row for row, _ in batch]
+                try:
+                    await loop.run_in_executor(self._executor, self._commit, rows)
+                except Exception as exc:
+                    log.exception("group commit of %d rows failed", len(rows))
+                    error = exc if isinstance(exc, StorageError) else StorageError(f"could not store: {exc}")
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(error)
+                else:
+                    self.committed += len(rows)
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_result(None)
+        finally:
+            self._flusher = None
+
+    async def drain(self) -> None:
+        """Wait until everything queued so far is committed (or failed)."""
+        while self._flusher is not None:
+            await asyncio.shield(self._flusher)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)

@@ -1,0 +1,75 @@
+"""The database handle: one SQLAlchemy engine for SQLite or PostgreSQL, tuned for each."""
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, insert, select
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.pool import QueuePool
+
+from clicktrail.errors import StorageError
+from clicktrail.storage.schema import meta
+
+
+def _tune_sqlite(dbapi_connection: Any, _record: object) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    # FULL: a commit is on disk before its redirect leaves; group commit keeps the fsyncs few.
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+class Database:
+    def __init__(self, url: str, *, pool_size: int = 8) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            path = url.split(":///", 1)[1] if ":///" in url else ""
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self.engine: Engine = create_engine(
+                url, poolclass=QueuePool, pool_size=pool_size, connect_args={"check_same_thread": False}
+            )
+            event.listen(self.engine, "connect", _tune_sqlite)
+        else:
+            self.engine = create_engine(url, pool_size=pool_size, max_overflow=4, pool_pre_ping=True)
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """A transaction; database failures leave as StorageError (retryable), integrity errors unchanged."""
+        try:
+            with self.engine.begin() as connection:
+                yield connection
+        except OperationalError as exc:
+            raise StorageError(f"the database is unavailable: {exc.orig}") from exc
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    def meta_value(self, name: str, make: Callable[[], str]) -> str:
+        """Read a stored setting, creating it with `make()` if absent; safe when workers race."""
+        with self.begin() as connection:
+            found = connection.execute(select(meta.c.value).where(meta.c.name == name)).scalar_one_or_none()
+            if found is not None:
+                return str(found)
+        try:
+            with self.begin() as connection:
+                connection.execute(insert(meta).values(name=name, value=make()))
+        except IntegrityError:
+            pass  # another process created it first: read theirs
+        with self.begin() as connection:
+            return str(connection.execute(select(meta.c.value).where(meta.c.name == name)).scalar_one())
+
+    def set_meta_value(self, connection: Connection, name: str, value: str) -> None:
+        updated = connection.execute(meta.update().where(meta.c.name == name).values(value=value))
+        if updated.rowcount == 0:
+            connection.execute(insert(meta).values(name=name, value=value))
+
+    def read_meta_value(self, name: str) -> str | None:
+        with self.begin() as connection:
+            found = connection.execute(select(meta.c.value).where(meta.c.name == name)).scalar_one_or_none()
+        return None if found is None else str(found)

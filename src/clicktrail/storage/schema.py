@@ -1,0 +1,162 @@
+"""The tables. Event tables (clicks, conversions) are append-mostly and denormalised: a conversion
+carries its click's dimensions, so reports need no join and a later move to a columnar store is easy.
+Changes to this file go with a migration under `migrations/versions/`."""
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from clicktrail.storage.types import Money, UtcDateTime
+
+metadata = MetaData()
+
+SUB_COLUMNS = tuple(f"sub{n}" for n in range(1, 11))
+SUB_MAX = 255
+
+meta = Table(
+    "meta",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+offers = Table(
+    "offers",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("revenue", Money, nullable=False),
+    Column("payout", Money, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("attribution_window_days", Integer, nullable=False),
+    Column("postback_token", String(200), nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+sources = Table(
+    "sources",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False),
+    Column("postback_url", Text, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+campaigns = Table(
+    "campaigns",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("key", String(32), nullable=False, unique=True),
+    Column("name", String(200), nullable=False),
+    Column("source_id", Integer, ForeignKey("sources.id"), nullable=False),
+    Column("offer_id", Integer, ForeignKey("offers.id"), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+clicks = Table(
+    "clicks",
+    metadata,
+    Column("click_id", String(32), primary_key=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("campaign_id", Integer, nullable=False),
+    Column("offer_id", Integer, nullable=False),
+    Column("source_id", Integer, nullable=False),
+    *(Column(name, String(SUB_MAX), nullable=True) for name in SUB_COLUMNS),
+    Column("external_id", String(SUB_MAX), nullable=True),
+    Column("cost", Money, nullable=True),
+    Column("ip", String(45), nullable=True),
+    Column("user_agent", String(512), nullable=True),
+    Column("referrer", String(1024), nullable=True),
+    Column("country", String(2), nullable=True),
+    Column("device_type", String(16), nullable=True),
+    Column("os", String(64), nullable=True),
+    Column("browser", String(64), nullable=True),
+    Column("is_bot", Boolean, nullable=False, default=False),
+    Column("is_unique", Boolean, nullable=False, default=True),
+)
+Index("ix_clicks_campaign_time", clicks.c.campaign_id, clicks.c.created_at)
+
+conversions = Table(
+    "conversions",
+    metadata,
+    Column("conversion_id", String(26), primary_key=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("click_id", String(32), nullable=False),
+    Column("event", String(64), nullable=False),
+    Column("txid", String(255), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("revenue", Money, nullable=False),
+    Column("payout", Money, nullable=False),
+    Column("currency", String(3), nullable=False),
+    # The click's dimensions, copied so reports need no join.
+    Column("click_time", UtcDateTime, nullable=False),
+    Column("campaign_id", Integer, nullable=False),
+    Column("offer_id", Integer, nullable=False),
+    Column("source_id", Integer, nullable=False),
+    *(Column(name, String(SUB_MAX), nullable=True) for name in SUB_COLUMNS),
+    Column("external_id", String(SUB_MAX), nullable=True),
+    Column("country", String(2), nullable=True),
+    UniqueConstraint("click_id", "event", "txid", name="uq_conversions_click_event_txid"),
+)
+Index("ix_conversions_campaign_time", conversions.c.campaign_id, conversions.c.created_at)
+
+conversion_status_history = Table(
+    "conversion_status_history",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("conversion_id", String(26), ForeignKey("conversions.conversion_id"), nullable=False, index=True),
+    Column("changed_at", UtcDateTime, nullable=False),
+    Column("old_status", String(16), nullable=True),
+    Column("new_status", String(16), nullable=False),
+    Column("revenue", Money, nullable=False),
+)
+
+postback_log = Table(
+    "postback_log",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("received_at", UtcDateTime, nullable=False),
+    Column("method", String(8), nullable=False),
+    Column("query", Text, nullable=False),
+    Column("ip", String(45), nullable=True),
+    Column("click_id", String(64), nullable=True, index=True),
+    Column("event", String(64), nullable=True),
+    Column("txid", String(255), nullable=True),
+    Column("decision", String(32), nullable=False, index=True),
+    Column("error", String(64), nullable=True),
+    Column("detail", Text, nullable=True),
+    Column("conversion_id", String(26), nullable=True),
+)
+
+# Outbound postbacks to send, written in the conversion's transaction (the outbox).
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("conversion_id", String(26), nullable=False, index=True),
+    Column("click_id", String(32), nullable=False, index=True),
+    Column("source_id", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("conversion_status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UtcDateTime, nullable=True),
+    Column("locked_until", UtcDateTime, nullable=True),
+    Column("last_error", Text, nullable=True),
+)
+Index("ix_deliveries_due", deliveries.c.status, deliveries.c.next_attempt_at)

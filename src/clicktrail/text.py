@@ -1,0 +1,11 @@
+"""Cleaning visitor-supplied text before it is stored."""
+
+_FORBIDDEN = dict.fromkeys(range(0x20), None) | {0x7F: None}
+
+
+def clean(value: str | None, limit: int) -> str | None:
+    """Drop control characters (PostgreSQL refuses NUL; CR/LF have no place in a value) and cap length."""
+    if value is None:
+        return None
+    cleaned = value.translate(_FORBIDDEN)[:limit]
+    return cleaned or None

@@ -1,0 +1,1 @@
+"""The HTTP layer: lean ASGI edge routes for clicks and postbacks, the admin API, error mapping."""

@@ -1,0 +1,60 @@
+"""The ASGI application: edge routes dispatched by hand, everything else to the admin API."""
+
+import logging
+
+from starlette.types import Receive, Scope, Send
+
+from clicktrail.config import Settings
+from clicktrail.types import Clock, utc_now
+from clicktrail.web.api import create_api
+from clicktrail.web.edge import Edge
+from clicktrail.web.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+class ClicktrailApp:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._edge = Edge(runtime)
+        self._api = create_api(runtime)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            path: str = scope["path"]
+            if path.startswith("/c/"):
+                await self._edge.click(scope, receive, send)
+            elif path == "/postback":
+                await self._edge.postback(scope, receive, send)
+            elif path == "/health":
+                await self._edge.health(scope, receive, send)
+            else:
+                await self._api(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.runtime.start()
+                except Exception as exc:
+                    log.exception("clicktrail could not start")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.runtime.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def create_app(settings: Settings, *, clock: Clock = utc_now, migrate: bool = False) -> ClicktrailApp:
+    return ClicktrailApp(Runtime(settings, clock=clock, migrate=migrate))
+
+
+def create_app_from_environment() -> ClicktrailApp:
+    """Factory for the server's worker processes: settings come from CLICKTRAIL_* variables."""
+    return create_app(Settings())

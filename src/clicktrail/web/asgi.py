@@ -1,0 +1,61 @@
+"""Small helpers for answering raw ASGI requests on the lean edge routes."""
+
+import json
+from typing import Any
+
+from starlette.types import Receive, Scope, Send
+
+NO_STORE = (b"cache-control", b"no-store")
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+async def respond(
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: bytes,
+    extra: list[tuple[bytes, bytes]] | None = None,
+    *,
+    head: bool = False,
+) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), NO_STORE]
+    if extra:
+        headers.extend(extra)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if head else body})
+
+
+async def respond_json(send: Send, status: int, payload: dict[str, Any], *, head: bool = False) -> None:
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    await respond(send, status, body, b"application/json", head=head)
+
+
+async def respond_error(send: Send, status: int, code: str, detail: str, *, head: bool = False) -> None:
+    await respond_json(send, status, {"error": code, "detail": detail}, head=head)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(receive: Receive, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)

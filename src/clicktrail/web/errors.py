@@ -1,0 +1,31 @@
+"""Error codes and postback decisions mapped to HTTP statuses: the one table."""
+
+from clicktrail.conversions.decision import Decision
+
+ERROR_STATUS: dict[str, int] = {
+    "bad_request": 400,
+    "validation_error": 422,
+    "unauthorized": 401,
+    "not_found": 404,
+    "method_not_allowed": 405,
+    "payload_too_large": 413,
+    "unsupported_media_type": 415,
+    "storage_unavailable": 503,
+    "overloaded": 503,
+    "internal_error": 500,
+}
+
+DECISION_STATUS: dict[Decision, int] = {
+    Decision.ACCEPTED: 200,
+    Decision.DUPLICATE: 200,
+    Decision.UPDATED: 200,
+    Decision.MALFORMED: 400,
+    Decision.UNKNOWN_CLICK: 404,
+    Decision.EXPIRED: 410,
+    Decision.BAD_TOKEN: 403,
+    Decision.TOO_LARGE: 413,
+}
+
+
+def status_for(code: str) -> int:
+    return ERROR_STATUS.get(code, 400)

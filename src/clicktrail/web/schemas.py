@@ -1,0 +1,140 @@
+"""What the admin API answers, as pydantic models so the OpenAPI spec describes it exactly."""
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, PlainSerializer
+
+from clicktrail.money import format_money
+
+MoneyText = Annotated[Decimal, PlainSerializer(format_money, return_type=str)]
+Item = TypeVar("Item")
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class OfferOut(_Out):
+    id: int
+    name: str
+    url: str
+    revenue: MoneyText
+    payout: MoneyText
+    currency: str
+    attribution_window_days: int
+    postback_token: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class SourceOut(_Out):
+    id: int
+    name: str
+    postback_url: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class CampaignOut(_Out):
+    id: int
+    key: str
+    name: str
+    source_id: int
+    offer_id: int
+    tracking_url: str
+    postback_url: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class ClickOut(_Out):
+    click_id: str
+    created_at: datetime
+    campaign_id: int
+    offer_id: int
+    source_id: int
+    sub1: str | None
+    sub2: str | None
+    sub3: str | None
+    sub4: str | None
+    sub5: str | None
+    sub6: str | None
+    sub7: str | None
+    sub8: str | None
+    sub9: str | None
+    sub10: str | None
+    external_id: str | None
+    cost: MoneyText | None
+    ip: str | None
+    user_agent: str | None
+    referrer: str | None
+    country: str | None
+    device_type: str | None
+    os: str | None
+    browser: str | None
+    is_bot: bool
+    is_unique: bool
+
+
+class StatusChangeOut(_Out):
+    changed_at: datetime
+    old_status: str | None
+    new_status: str
+    revenue: MoneyText
+
+
+class ConversionOut(_Out):
+    conversion_id: str
+    created_at: datetime
+    updated_at: datetime
+    click_id: str
+    event: str
+    txid: str
+    status: str
+    revenue: MoneyText
+    payout: MoneyText
+    currency: str
+    click_time: datetime
+    campaign_id: int
+    offer_id: int
+    source_id: int
+    sub1: str | None
+    sub2: str | None
+    sub3: str | None
+    sub4: str | None
+    sub5: str | None
+    sub6: str | None
+    sub7: str | None
+    sub8: str | None
+    sub9: str | None
+    sub10: str | None
+    external_id: str | None
+    country: str | None
+    history: list[StatusChangeOut]
+
+
+class PostbackLogOut(_Out):
+    id: int
+    received_at: datetime
+    method: str
+    query: str
+    ip: str | None
+    click_id: str | None
+    event: str | None
+    txid: str | None
+    decision: str
+    error: str | None
+    detail: str | None
+    conversion_id: str | None
+
+
+class Page(BaseModel, Generic[Item]):
+    items: list[Item]
+    next_cursor: str | None = None
+
+
+class ErrorOut(BaseModel):
+    error: str
+    detail: str
