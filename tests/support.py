@@ -164,8 +164,12 @@ class Tracker:
     def close(self) -> None:
         self.http.close()
 
-    def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        return self.http.request(method, f"/api/v1{path}", headers=self.admin, **kwargs)
+    def api(
+        self, method: str, path: str, headers: dict[str, str] | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        return self.http.request(
+            method, f"/api/v1{path}", headers={**self.admin, **(headers or {})}, **kwargs
+        )
 
     def create(self, noun: str, **fields: Any) -> dict[str, Any]:
         response = self.api("POST", f"/{noun}", json=fields)

@@ -49,8 +49,9 @@ class Edge:
             return
         key = scope["path"][3:]
         route = self._rt.cache.route(key) if len(key) <= _MAX_KEY else None
-        if route is None and len(key) <= _MAX_KEY and self._rt.cache.worth_reloading_for_miss():
-            await asyncio.to_thread(self._rt.cache.reload)
+        if route is None and len(key) <= _MAX_KEY:
+            # Look again even when this call did not reload: a concurrent miss may have just done it.
+            await asyncio.to_thread(self._rt.cache.reload_if_changed)
             route = self._rt.cache.route(key)
         if route is None:
             await respond(send, 404, _NOT_FOUND_PAGE, b"text/html; charset=utf-8", head=head)

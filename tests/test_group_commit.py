@@ -1,0 +1,107 @@
+"""Group commit: concurrent writers share transactions, each returns only after its row is
+committed, failures reach every waiter, and the queue is bounded."""
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from clicktrail.errors import StorageError
+from clicktrail.storage.batch import GroupCommitWriter, Overloaded
+
+
+def _sqlite_sink(path: Path) -> tuple[list[int], "object"]:
+    batches: list[int] = []
+    lock = threading.Lock()
+
+    def commit(rows: Sequence[int]) -> None:
+        with lock, sqlite3.connect(path) as connection:
+            connection.executemany("INSERT INTO t(v) VALUES (?)", [(row,) for row in rows])
+        batches.append(len(rows))
+
+    return batches, commit
+
+
+def test_concurrent_writes_share_commits_and_all_land(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    sqlite3.connect(path).execute("CREATE TABLE t(v INTEGER)").connection.close()
+    batches, commit = _sqlite_sink(path)
+
+    async def main() -> None:
+        writer: GroupCommitWriter[int] = GroupCommitWriter(
+            commit,  # type: ignore[arg-type]
+            batch_size=100,
+            queue_limit=10_000,
+            name="t",
+        )
+        await asyncio.gather(*(writer.write(n) for n in range(1000)))
+        writer.close()
+
+    asyncio.run(main())
+    with sqlite3.connect(path) as connection:
+        stored = sorted(v for (v,) in connection.execute("SELECT v FROM t"))
+    assert stored == list(range(1000))
+    assert sum(batches) == 1000
+    assert len(batches) < 1000 / 5, "writes should be grouped, not committed one by one"
+    assert max(batches) <= 100
+
+
+def test_a_write_returns_only_after_its_commit() -> None:
+    committed: list[int] = []
+    gate = threading.Event()
+
+    def slow_commit(rows: Sequence[int]) -> None:
+        gate.wait(5)
+        committed.extend(rows)
+
+    async def main() -> None:
+        writer: GroupCommitWriter[int] = GroupCommitWriter(
+            slow_commit, batch_size=10, queue_limit=10, name="t"
+        )
+        task = asyncio.create_task(writer.write(1))
+        await asyncio.sleep(0.05)
+        assert not task.done()
+        gate.set()
+        await task
+        assert committed == [1]
+        writer.close()
+
+    asyncio.run(main())
+
+
+def test_a_failed_commit_fails_every_write_in_its_batch() -> None:
+    def broken(rows: Sequence[int]) -> None:
+        raise RuntimeError("disk full")
+
+    async def main() -> None:
+        writer: GroupCommitWriter[int] = GroupCommitWriter(broken, batch_size=10, queue_limit=100, name="t")
+        results = await asyncio.gather(*(writer.write(n) for n in range(5)), return_exceptions=True)
+        assert all(isinstance(result, StorageError) for result in results)
+        writer.close()
+
+    asyncio.run(main())
+
+
+def test_past_the_queue_limit_writes_are_refused_not_buffered() -> None:
+    gate = threading.Event()
+
+    def blocked(rows: Sequence[int]) -> None:
+        gate.wait(5)
+
+    async def main() -> None:
+        writer: GroupCommitWriter[int] = GroupCommitWriter(blocked, batch_size=1, queue_limit=2, name="t")
+        in_flight = asyncio.create_task(writer.write(0))
+        await asyncio.sleep(0.05)  # row 0 is being committed (blocked)
+        waiting = [in_flight, *(asyncio.create_task(writer.write(n)) for n in (1, 2))]
+        await asyncio.sleep(0.05)  # rows 1 and 2 wait: the queue is full
+        with pytest.raises(Overloaded):
+            await writer.write(99)
+        gate.set()
+        await asyncio.gather(*waiting)
+        await writer.drain()
+        writer.close()
+
+    asyncio.run(main())

@@ -1,0 +1,71 @@
+"""Click IDs: time-sortable, URL-safe, at most 32 characters, and refused when forged or mangled."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from clicktrail.ids import ALPHABET, ClickIdCodec, InvalidClickId, click_time, mint_event_id
+
+KEY = b"k" * 32
+codec = ClickIdCodec(KEY)
+moments = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC))
+
+
+@given(moments)
+def test_a_minted_id_verifies_and_carries_its_time(moment: datetime) -> None:
+    click_id = codec.mint(moment)
+    assert codec.verify(click_id) == click_id
+    assert len(click_id) == 32
+    assert set(click_id) <= set(ALPHABET)
+    assert abs(click_time(click_id) - moment) < timedelta(milliseconds=1)
+
+
+@given(moments, st.integers(0, 31), st.sampled_from(ALPHABET))
+def test_any_changed_character_is_refused(moment: datetime, position: int, replacement: str) -> None:
+    click_id = codec.mint(moment)
+    mangled = click_id[:position] + replacement + click_id[position + 1 :]
+    if mangled == click_id:
+        return
+    with pytest.raises(InvalidClickId):
+        codec.verify(mangled)
+
+
+@given(moments, moments)
+def test_ids_sort_by_time(first: datetime, second: datetime) -> None:
+    if click_time(codec.mint(first)) == click_time(codec.mint(second)):
+        return
+    assert (codec.mint(first) < codec.mint(second)) == (first < second)
+
+
+@given(st.text(max_size=40))
+def test_arbitrary_text_is_refused_not_crashed_on(text: str) -> None:
+    try:
+        verified = codec.verify(text)
+    except InvalidClickId:
+        return
+    assert verified == text.lower()
+
+
+def test_an_id_from_another_installation_is_refused() -> None:
+    other = ClickIdCodec(b"x" * 32).mint(datetime.now(UTC))
+    with pytest.raises(InvalidClickId, match="tag"):
+        codec.verify(other)
+
+
+def test_upper_case_is_accepted_as_the_same_id() -> None:
+    click_id = codec.mint(datetime.now(UTC))
+    assert codec.verify(click_id.upper()) == click_id
+
+
+def test_a_short_key_is_refused() -> None:
+    with pytest.raises(ValueError, match="16 bytes"):
+        ClickIdCodec(b"short")
+
+
+def test_event_ids_are_time_ordered_and_unique() -> None:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    ids = [mint_event_id(start + timedelta(milliseconds=n)) for n in range(100)]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == 100

@@ -1,0 +1,185 @@
+"""The server as a process: several workers on one SQLite file, a clean SIGTERM, first-start set-up."""
+
+import signal
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from clicktrail.config import Settings
+from clicktrail.storage.database import Database
+from tests.support import Tracker, fresh_database, start_server
+
+
+def _stored_click_ids(database_url: str) -> set[str]:
+    database = Database(Settings(database_url=database_url).sqlalchemy_url)
+    with database.begin() as connection:
+        ids = {row[0] for row in connection.exec_driver_sql("SELECT click_id FROM clicks")}
+    database.dispose()
+    return ids
+
+
+def _click_id(response: httpx.Response) -> str:
+    """The click ID in a redirect: tests' offers carry it as `cid`, the demo offer as `click_id`."""
+    query = parse_qs(urlsplit(response.headers["location"]).query)
+    return (query.get("cid") or query["click_id"])[0]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_two_workers_share_one_database_and_store_every_redirected_click(
+    backend: str, tmp_path: Path
+) -> None:
+    with fresh_database(backend, tmp_path) as url:
+        server = start_server(url, tmp_path, workers=2)
+        try:
+            tracker = Tracker(server)
+            campaign = tracker.campaign()
+            with httpx.Client(base_url=server.base_url, timeout=10) as client, ThreadPoolExecutor(16) as pool:
+                responses = list(
+                    pool.map(
+                        lambda n: client.get(f"/c/{campaign['key']}", params={"sub1": str(n)}), range(400)
+                    )
+                )
+            assert {r.status_code for r in responses} == {302}
+            redirected = {_click_id(r) for r in responses}
+            assert len(redirected) == 400
+            assert redirected <= _stored_click_ids(url)
+            # A campaign created through one worker works at once whichever worker takes the click.
+            fresh = [tracker.campaign() for _ in range(3)]
+            for created in fresh:
+                for _ in range(4):
+                    assert httpx.get(created["tracking_url"]).status_code == 302
+            tracker.close()
+        finally:
+            assert server.stop() == 0, server.log()
+
+
+# Connections the server closes at shutdown leave httpcore sockets that Python reports as unclosed
+# in the test process: client-side noise, not a server behaviour under test.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_sigterm_drains_in_flight_clicks_and_exits_cleanly(tmp_path: Path) -> None:
+    with fresh_database("sqlite", tmp_path) as url:
+        server = start_server(url, tmp_path)
+        tracker = Tracker(server)
+        campaign = tracker.campaign()
+        tracker.close()
+        redirected: list[str] = []
+        stop = threading.Event()
+
+        def hammer() -> None:
+            with httpx.Client(base_url=server.base_url, timeout=10) as client:
+                while not stop.is_set():
+                    try:
+                        response = client.get(f"/c/{campaign['key']}")
+                    except httpx.TransportError:
+                        return  # the server has stopped listening
+                    if response.status_code == 302:
+                        redirected.append(_click_id(response))
+
+        threads = [threading.Thread(target=hammer) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        while len(redirected) < 200:
+            threading.Event().wait(0.01)
+        exit_code = server.stop(signal.SIGTERM)
+        stop.set()
+        for thread in threads:
+            thread.join()
+
+        assert exit_code == 0, server.log()
+        assert "Traceback" not in server.log()
+        assert set(redirected) <= _stored_click_ids(url)
+
+
+def _serve_briefly(tmp_path: Path, env: dict[str, str]) -> str:
+    """Start `clicktrail serve --demo` in tmp_path, wait until it listens, stop it; return its output."""
+    server = start_server(
+        f"sqlite:///{tmp_path / 'data' / 'clicktrail.db'}", tmp_path, extra_env=env, args=("--demo",)
+    )
+    server.stop()
+    return server.log()
+
+
+def test_first_start_prints_a_token_once_and_a_ready_tracking_link(tmp_path: Path) -> None:
+    no_token = {"CLICKTRAIL_ADMIN_TOKEN": "", "CLICKTRAIL_SECRET_KEY": ""}
+    first = _serve_briefly(tmp_path, no_token)
+    token = next(
+        line.split(": ", 1)[1] for line in first.splitlines() if line.startswith("admin token (shown")
+    )
+    link = next(
+        line.split(": ", 1)[1].strip() for line in first.splitlines() if line.startswith("tracking link")
+    )
+
+    second = _serve_briefly(tmp_path, no_token)
+    assert token not in second
+    assert "admin token: printed on first start" in second
+
+    server = start_server(f"sqlite:///{tmp_path / 'data' / 'clicktrail.db'}", tmp_path, extra_env=no_token)
+    try:
+        authorised = httpx.get(
+            f"{server.base_url}/api/v1/offers", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert authorised.status_code == 200
+        key = urlsplit(link).path.rsplit("/", 1)[1]
+        assert httpx.get(f"{server.base_url}/c/{key}").status_code == 302
+        # The generated secret key persisted: IDs minted before a restart still verify after it.
+        click = httpx.get(f"{server.base_url}/c/{key}")
+        assert (
+            httpx.get(f"{server.base_url}/postback", params={"click_id": _click_id(click)}).status_code == 200
+        )
+        # A token reset while serving takes effect without a restart.
+        reset = subprocess.run(
+            [sys.executable, "-m", "clicktrail.cli", "tokens", "reset"],
+            env=server.env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        new_token = reset.stdout.strip().rsplit(" ", 1)[1]
+        threading.Event().wait(2.1)
+        new_auth = {"Authorization": f"Bearer {new_token}"}
+        assert httpx.get(f"{server.base_url}/api/v1/offers", headers=new_auth).status_code == 200
+        old_auth = {"Authorization": f"Bearer {token}"}
+        assert httpx.get(f"{server.base_url}/api/v1/offers", headers=old_auth).status_code == 401
+    finally:
+        server.stop()
+
+
+def test_a_bad_setting_is_a_one_line_error_not_a_traceback(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "clicktrail.cli", "migrate"],
+        env={"CLICKTRAIL_DATABASE_URL": "mysql://nope", "PATH": "/usr/bin"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "CLICKTRAIL_DATABASE_URL" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_trusted_proxies_decide_whose_forwarded_for_is_believed(tmp_path: Path) -> None:
+    with fresh_database("sqlite", tmp_path) as url:
+        server = start_server(url, tmp_path, extra_env={"CLICKTRAIL_TRUSTED_PROXIES": "127.0.0.0/8"})
+        try:
+            tracker = Tracker(server)
+            campaign = tracker.campaign()
+            response = tracker.http.get(f"/c/{campaign['key']}", headers={"X-Forwarded-For": "198.51.100.7"})
+            click = tracker.api("GET", f"/clicks/{_click_id(response)}").json()
+            assert click["ip"] == "198.51.100.7"
+            tracker.close()
+        finally:
+            server.stop()
+
+
+def test_forwarded_for_is_ignored_by_default(tracker: Tracker) -> None:
+    campaign = tracker.campaign()
+    response = tracker.http.get(f"/c/{campaign['key']}", headers={"X-Forwarded-For": "198.51.100.7"})
+    assert tracker.api("GET", f"/clicks/{_click_id(response)}").json()["ip"] == "127.0.0.1"
