@@ -15,6 +15,7 @@ REASONS = {"missing_click_id", "bad_event", "bad_amount", "bad_currency", "bad_s
 
 @given(st.dictionaries(st.sampled_from(FIELDS), st.text(max_size=300)))
 def test_any_parameters_parse_or_are_refused_with_a_reason(params: dict[str, str]) -> None:
+    refusal: MalformedPostback | None
     try:
         request = parse_postback(params)
     except MalformedPostback as exc:
