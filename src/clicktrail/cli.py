@@ -1,10 +1,12 @@
 """The `clicktrail` command: serve, migrate, tokens."""
 
 import argparse
+import json
 import os
 import signal
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 from types import FrameType
 
 from pydantic import ValidationError
@@ -12,9 +14,16 @@ from pydantic import ValidationError
 from clicktrail import __version__
 from clicktrail.bootstrap import prepare, reset_admin_token
 from clicktrail.catalog.models import CampaignInput, OfferInput, SourceInput
+from clicktrail.catalog.routes import load_snapshot
 from clicktrail.catalog.service import Catalog
 from clicktrail.config import Settings
 from clicktrail.errors import ClicktrailError
+from clicktrail.reports.dimensions import DIMENSIONS
+from clicktrail.reports.engine import DuckDbReports
+from clicktrail.reports.feed import AnalyticsFeed
+from clicktrail.reports.render import csv_text, json_rows, text_table
+from clicktrail.reports.request import parse_report_request
+from clicktrail.reports.segments import SegmentStore
 from clicktrail.storage.database import Database
 from clicktrail.storage.migrate import upgrade
 from clicktrail.types import utc_now
@@ -115,6 +124,36 @@ def tokens_reset(_: argparse.Namespace) -> None:
     print(f"new admin token (shown once, keep it): {token}")
 
 
+def report(args: argparse.Namespace) -> None:
+    """The same report as GET /api/v1/reports, fed up to date first, printed as a table (or CSV/JSON)."""
+    settings = _settings()
+    database = Database(settings.sqlalchemy_url)
+    prepare(settings, database)
+    segments = SegmentStore(settings.analytics_path())
+    AnalyticsFeed(database, segments, lag=timedelta(seconds=settings.analytics_lag_seconds)).run_once(
+        utc_now()
+    )
+    with database.begin() as connection:
+        names = load_snapshot(connection).names
+    database.dispose()
+
+    params = {"group_by": args.group_by, "tz": args.tz, "sort": args.sort, "limit": str(args.limit)}
+    params |= {"from": args.start, "to": args.end, "events": args.events, "event": args.event, "by": args.by}
+    for item in args.filter:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise CommandError(f"--filter takes name=value, got {item!r}")
+        params[name] = value
+    request = parse_report_request({k: v for k, v in params.items() if v}, today=utc_now().date())
+    result = DuckDbReports(segments, memory_limit=settings.report_memory_limit).run(request)
+    if args.output == "csv":
+        sys.stdout.write(csv_text(result, names))
+    elif args.output == "json":
+        print(json.dumps(json_rows(result, names), indent=2))
+    else:
+        print(text_table(result, names))
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clicktrail", description="Self-hosted S2S postback tracker")
     parser.add_argument("--version", action="version", version=f"clicktrail {__version__}")
@@ -132,6 +171,24 @@ def _parser() -> argparse.ArgumentParser:
 
     migrate_cmd = commands.add_parser("migrate", help="bring the database schema up to date")
     migrate_cmd.set_defaults(run=migrate)
+
+    report_cmd = commands.add_parser("report", help="print a report (same options as GET /api/v1/reports)")
+    report_cmd.add_argument("--group-by", default="campaign", help="up to 4 of: " + ", ".join(DIMENSIONS))
+    report_cmd.add_argument(
+        "--from", dest="start", help="first day (YYYY-MM-DD, in --tz); default 6 days ago"
+    )
+    report_cmd.add_argument("--to", dest="end", help="last day, included; default today")
+    report_cmd.add_argument("--tz", default="UTC", help="IANA timezone for days, hours and the date range")
+    report_cmd.add_argument("--filter", action="append", default=[], help="dimension=value, e.g. country=FR")
+    report_cmd.add_argument("--event", help="count only this conversion event")
+    report_cmd.add_argument("--events", help="events side by side, e.g. lead,sale")
+    report_cmd.add_argument("--by", choices=["click_time", "conversion_time"], default="click_time")
+    report_cmd.add_argument(
+        "--sort", default="-clicks", help="a dimension or metric; prefix - for descending"
+    )
+    report_cmd.add_argument("--limit", type=int, default=50)
+    report_cmd.add_argument("--output", choices=["table", "csv", "json"], default="table")
+    report_cmd.set_defaults(run=report)
 
     tokens_cmd = commands.add_parser("tokens", help="admin token management")
     tokens_sub = tokens_cmd.add_subparsers(dest="tokens_command", required=True)

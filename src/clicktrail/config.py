@@ -51,6 +51,20 @@ class Settings(BaseSettings):
         16_384, ge=1024, description="CLICKTRAIL_POSTBACK_BODY_LIMIT: largest postback body in bytes"
     )
 
+    analytics_dir: Path | None = Field(
+        None,
+        description="CLICKTRAIL_ANALYTICS_DIR: report segments (default: beside the SQLite file)",
+    )
+    analytics_lag_seconds: float = Field(
+        15.0, ge=0, description="CLICKTRAIL_ANALYTICS_LAG_SECONDS: how long events settle before the feed"
+    )
+    analytics_interval_seconds: float = Field(
+        10.0, gt=0, description="CLICKTRAIL_ANALYTICS_INTERVAL_SECONDS: how often the report feed runs"
+    )
+    report_memory_limit: str = Field(
+        "256MB", pattern=r"^[0-9]+(MB|GB)$", description="CLICKTRAIL_REPORT_MEMORY_LIMIT: DuckDB's memory cap"
+    )
+
     @field_validator("database_url")
     @classmethod
     def _known_backend(cls, value: str) -> str:
@@ -84,6 +98,12 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite:")
+
+    def analytics_path(self) -> Path:
+        if self.analytics_dir is not None:
+            return self.analytics_dir
+        sqlite = self.sqlite_path()
+        return (sqlite.parent if sqlite else Path("data")) / "analytics"
 
     def sqlite_path(self) -> Path | None:
         if not self.is_sqlite:

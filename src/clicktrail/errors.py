@@ -2,7 +2,8 @@
 
     ClicktrailError
     ├── ClientError            the caller sent something we refuse (maps to a 4xx)
-    │   ├── ValidationFailed   a field is missing or wrong
+    │   ├── ValidationFailed   a field is missing or wrong (422)
+    │   │   └── InvalidQuery   a query names an unknown dimension, timezone… (400)
     │   ├── NotFound           the thing named does not exist
     │   └── Unauthorized       no or wrong credentials
     └── StorageError           the database failed; the request may be retried (maps to 503)
@@ -31,6 +32,12 @@ class ValidationFailed(ClientError):
     def __init__(self, detail: str, fields: Mapping[str, str] | None = None) -> None:
         super().__init__(detail)
         self.fields = dict(fields or {})
+
+
+class InvalidQuery(ValidationFailed):
+    """A query (report parameters, say) names something that does not exist; answered 400."""
+
+    code = "invalid_query"
 
 
 class NotFound(ClientError):

@@ -103,3 +103,9 @@ def mint_conversion_id(moment: datetime) -> ConversionId:
 
 def new_secret_key() -> str:
     return secrets.token_urlsafe(32)
+
+
+def click_id_floor(ms: int) -> ClickId:
+    """The smallest click ID minted at or after `ms` (epoch milliseconds): IDs sort by time, so a time
+    window of clicks is a primary-key range."""
+    return ClickId(_encode(max(0, min(ms, _MAX_MS)) << (_RANDOM_BITS + _TAG_BITS), CLICK_ID_LENGTH))

@@ -38,6 +38,8 @@ class CatalogSnapshot:
     postback_urls: MappingProxyType[SourceId, str | None] = field(
         default_factory=lambda: MappingProxyType({})
     )
+    names: MappingProxyType[str, dict[int, str]] = field(default_factory=lambda: MappingProxyType({}))
+    """Display names by kind ("campaign", "offer", "source") and ID, for reports."""
 
 
 def load_snapshot(connection: Connection) -> CatalogSnapshot:
@@ -65,4 +67,11 @@ def load_snapshot(connection: Connection) -> CatalogSnapshot:
         routes=MappingProxyType(routes),
         offers=MappingProxyType(offers),
         postback_urls=MappingProxyType(postback_urls),
+        names=MappingProxyType(
+            {
+                "campaign": {row.id: row.name for row in campaign_rows},
+                "offer": {row.id: row.name for row in offer_rows},
+                "source": {row.id: row.name for row in source_rows},
+            }
+        ),
     )

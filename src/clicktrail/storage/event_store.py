@@ -1,14 +1,36 @@
 """SQL for the event tables: clicks, conversions and their history, the postback log, the outbox."""
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, insert, select, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    DateTime,
+    Result,
+    Row,
+    func,
+    insert,
+    select,
+    type_coerce,
+    update,
+)
 
 from clicktrail.storage.schema import clicks, conversion_status_history, conversions, deliveries, postback_log
 
 ClickRow = Mapping[str, Any]
+
+# What the analytics feed copies (the rest, such as IP and user agent, stays in the row store).
+CLICK_FEED_COLUMNS = frozenset(
+    {"click_id", "created_at", "campaign_id", "offer_id", "source_id", "external_id", "cost", "country",
+     "device_type", "os", "browser", "is_bot", "is_unique", *(f"sub{n}" for n in range(1, 11))}
+)  # fmt: skip
+CONVERSION_FEED_COLUMNS = frozenset(
+    {"conversion_id", "created_at", "updated_at", "click_id", "event", "status", "revenue", "payout",
+     "currency", "click_time", "campaign_id", "offer_id", "source_id", "external_id", "country",
+     *(f"sub{n}" for n in range(1, 11))}
+)  # fmt: skip
 
 
 def insert_clicks(connection: Connection, rows: Sequence[ClickRow]) -> None:
@@ -112,3 +134,49 @@ def list_postbacks(
     if before is not None:
         query = query.where(postback_log.c.id < before)
     return connection.execute(query).all()
+
+
+def _raw(column: Any, kind: Any) -> Any:
+    """The column as stored (micros, naive UTC), skipping the Python-side type conversion: the feed
+    hands values straight to the analytics store."""
+    return type_coerce(column, kind).label(column.name)
+
+
+def click_rows_between(connection: Connection, low_id: str, high_id: str) -> Iterator[Row[Any]]:
+    """Clicks whose IDs (so whose times) fall in [low_id, high_id), streamed."""
+    raw_types = {"cost": BigInteger, "created_at": DateTime}
+    columns = [
+        _raw(col, raw_types[col.name]) if col.name in raw_types else col
+        for col in clicks.c
+        if col.name in CLICK_FEED_COLUMNS
+    ]
+    query = select(*columns).where(clicks.c.click_id >= low_id, clicks.c.click_id < high_id)
+    rows: Result[Any] = connection.execution_options(yield_per=5000).execute(query)
+    yield from rows
+
+
+def first_click_id(connection: Connection) -> str | None:
+    return connection.execute(select(func.min(clicks.c.click_id))).scalar_one_or_none()
+
+
+def conversion_rows_between(connection: Connection, start: datetime, end: datetime) -> Iterator[Row[Any]]:
+    """Conversions last changed in [start, end), with the click dimensions they do not carry."""
+    money = {"revenue", "payout"}
+    times = {"created_at", "updated_at", "click_time"}
+    columns = [
+        _raw(col, BigInteger) if col.name in money else _raw(col, DateTime) if col.name in times else col
+        for col in conversions.c
+        if col.name in CONVERSION_FEED_COLUMNS
+    ]
+    query = (
+        select(*columns, clicks.c.device_type, clicks.c.os, clicks.c.browser, clicks.c.is_bot)
+        .join(clicks, clicks.c.click_id == conversions.c.click_id)
+        .where(conversions.c.updated_at >= start, conversions.c.updated_at < end)
+    )
+    rows: Result[Any] = connection.execution_options(yield_per=5000).execute(query)
+    yield from rows
+
+
+def first_conversion_change(connection: Connection) -> datetime | None:
+    value = connection.execute(select(func.min(conversions.c.updated_at))).scalar_one_or_none()
+    return value if isinstance(value, datetime) else None

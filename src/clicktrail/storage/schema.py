@@ -114,6 +114,8 @@ conversions = Table(
     UniqueConstraint("click_id", "event", "txid", name="uq_conversions_click_event_txid"),
 )
 Index("ix_conversions_campaign_time", conversions.c.campaign_id, conversions.c.created_at)
+# The analytics feed reads conversions by the time they last changed.
+Index("ix_conversions_updated_at", conversions.c.updated_at)
 
 conversion_status_history = Table(
     "conversion_status_history",

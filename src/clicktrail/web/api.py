@@ -5,7 +5,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from clicktrail import __version__
@@ -21,6 +21,8 @@ from clicktrail.catalog.models import (
 from clicktrail.clicks.queries import get_click
 from clicktrail.conversions.queries import TimeRange, find_conversions, find_postbacks
 from clicktrail.errors import ClicktrailError, Unauthorized, ValidationFailed
+from clicktrail.reports.render import csv_text, json_rows
+from clicktrail.reports.request import OutputFormat, parse_report_request
 from clicktrail.web.errors import status_for
 from clicktrail.web.runtime import Runtime
 from clicktrail.web.schemas import (
@@ -227,6 +229,28 @@ def create_api(runtime: Runtime) -> FastAPI:
         return Page(
             items=[PostbackLogOut.model_validate(row) for row in page.rows], next_cursor=page.next_cursor
         )
+
+    @api.get(
+        f"{v1}/reports",
+        dependencies=admin,
+        responses={**_ERRORS, 200: {"content": {"text/csv": {}}, "description": "rows and totals"}},
+        tags=["reports"],
+    )
+    def report(request: Request) -> Response:
+        """Grouped metrics. Parameters: group_by (up to 4 of the dimensions), from, to (dates in tz),
+        tz, any dimension filter (campaign_id=, country=, sub3=…), event, events, by
+        (click_time|conversion_time), sort (prefix - for descending), limit, offset, format (json|csv)."""
+        params = dict(request.query_params)
+        parsed = parse_report_request(params, today=runtime.clock().date())
+        result = runtime.reports.run(parsed)
+        names = runtime.cache.snapshot.names
+        if parsed.output is OutputFormat.CSV:
+            return Response(
+                csv_text(result, names),
+                media_type="text/csv; charset=utf-8",
+                headers={"content-disposition": 'attachment; filename="clicktrail-report.csv"'},
+            )
+        return JSONResponse(json_rows(result, names))
 
     return api
 

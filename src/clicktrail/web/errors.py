@@ -5,6 +5,7 @@ from clicktrail.conversions.decision import Decision
 ERROR_STATUS: dict[str, int] = {
     "bad_request": 400,
     "validation_error": 422,
+    "invalid_query": 400,
     "unauthorized": 401,
     "not_found": 404,
     "method_not_allowed": 405,

@@ -5,6 +5,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from clicktrail.bootstrap import AdminTokenCheck, prepare
@@ -12,6 +13,9 @@ from clicktrail.catalog.cache import CatalogCache
 from clicktrail.catalog.service import Catalog
 from clicktrail.config import Settings
 from clicktrail.conversions.intake import PostbackIntake
+from clicktrail.reports.engine import DuckDbReports
+from clicktrail.reports.feed import AnalyticsFeed
+from clicktrail.reports.segments import SegmentStore
 from clicktrail.storage import event_store
 from clicktrail.storage.batch import GroupCommitWriter
 from clicktrail.storage.database import Database
@@ -37,7 +41,13 @@ class Runtime:
             name="click-writer",
         )
         self.postbacks = PostbackIntake(self.database, self.codec, lambda: self.cache.snapshot, clock)
+        segments = SegmentStore(settings.analytics_path())
+        self.reports = DuckDbReports(segments, memory_limit=settings.report_memory_limit)
+        self.feed = AnalyticsFeed(
+            self.database, segments, lag=timedelta(seconds=settings.analytics_lag_seconds)
+        )
         self._poller: asyncio.Task[None] | None = None
+        self._feeder: asyncio.Task[None] | None = None
 
     def _commit_clicks(self, rows: Sequence[dict[str, Any]]) -> None:
         with self.database.begin() as connection:
@@ -46,6 +56,15 @@ class Runtime:
     async def start(self) -> None:
         await asyncio.to_thread(self.cache.reload)
         self._poller = asyncio.create_task(self._watch_catalog())
+        self._feeder = asyncio.create_task(self._feed_reports())
+
+    async def _feed_reports(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.analytics_interval_seconds)
+            try:
+                await asyncio.to_thread(self.feed.run_once, self.clock())
+            except Exception:
+                log.exception("the report feed failed; it will try again")
 
     async def _watch_catalog(self) -> None:
         while True:
@@ -60,10 +79,11 @@ class Runtime:
         self.cache.reload()
 
     async def stop(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
+        for task in (self._poller, self._feeder):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.clicks.drain()
         self.clicks.close()
         self.database.dispose()

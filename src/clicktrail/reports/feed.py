@@ -1,0 +1,163 @@
+"""The feed from the row store (SQLite / PostgreSQL) to the analytics segments.
+
+Every few seconds, one process (a file lock decides which) copies the clicks and the conversion
+changes of the window [cursor, now - lag) into a new segment. The lag leaves time for commits in
+flight: a click's row is committed within its group commit, long before the lag (15 s by default)
+runs out, so nothing committed late can fall behind a window already written. Long gaps (a first
+feed over months of data) are cut into windows of a day at most.
+"""
+
+import json
+import logging
+import tempfile
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from clicktrail.ids import click_id_floor, click_time
+from clicktrail.reports.columns import CLICK_COLUMNS, CONVERSION_COLUMNS, struct_literal
+from clicktrail.reports.segments import CLICKS, CONVERSIONS, Segment, SegmentStore
+from clicktrail.storage import event_store
+from clicktrail.storage.database import Database
+from clicktrail.types import ClickId
+
+log = logging.getLogger(__name__)
+
+MAX_WINDOW = timedelta(days=1)
+COMPACT_ABOVE = 48
+KEEP_UNCOMPACTED = 8
+COMPACT_SPAN_MS = 6 * 3600 * 1000
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def _utc(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat(sep=" ")
+    return value
+
+
+class AnalyticsFeed:
+    def __init__(self, database: Database, store: SegmentStore, *, lag: timedelta) -> None:
+        self._db = database
+        self._store = store
+        self._lag = lag
+
+    def run_once(self, now: datetime) -> int:
+        """Feed every full window up to now - lag; returns the rows written (0 if another process is
+        feeding)."""
+        with self._store.writer_lock() as mine:
+            if not mine:
+                return 0
+            written = self._feed_clicks(now) + self._feed_conversions(now)
+            for kind in (CLICKS, CONVERSIONS):
+                self._compact(kind)
+            return written
+
+    def _windows(self, start_ms: int, now: datetime) -> Iterator[tuple[int, int]]:
+        end_ms = _ms(now - self._lag)
+        while start_ms < end_ms:
+            window_end = min(end_ms, start_ms + int(MAX_WINDOW.total_seconds() * 1000))
+            yield start_ms, window_end
+            start_ms = window_end
+
+    def _feed_clicks(self, now: datetime) -> int:
+        start_ms = self._store.cursor(CLICKS)
+        if start_ms is None:
+            with self._db.begin() as connection:
+                first = event_store.first_click_id(connection)
+            if first is None:
+                return 0
+            start_ms = _ms(click_time(ClickId(first)))
+        written = 0
+        for low, high in self._windows(start_ms, now):
+            with self._db.begin() as connection:
+                rows = event_store.click_rows_between(connection, click_id_floor(low), click_id_floor(high))
+                written += self._write(CLICKS, low, high, rows, CLICK_COLUMNS)
+        return written
+
+    def _feed_conversions(self, now: datetime) -> int:
+        start_ms = self._store.cursor(CONVERSIONS)
+        if start_ms is None:
+            with self._db.begin() as connection:
+                first = event_store.first_conversion_change(connection)
+            if first is None:
+                return 0
+            start_ms = _ms(first)
+        written = 0
+        for low, high in self._windows(start_ms, now):
+            with self._db.begin() as connection:
+                rows = event_store.conversion_rows_between(connection, _utc(low), _utc(high))
+                written += self._write(CONVERSIONS, low, high, rows, CONVERSION_COLUMNS)
+        return written
+
+    def _write(self, kind: str, low: int, high: int, rows: Iterable[Any], columns: dict[str, str]) -> int:
+        folder = self._store.folder(kind)
+        names = list(columns)
+        count = 0
+        with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".jsonl", delete=False) as staging:
+            for row in rows:
+                mapping = row._mapping
+                staging.write(json.dumps({name: _json_value(mapping[name]) for name in names}) + "\n")
+                count += 1
+        staging_path = Path(staging.name)
+        try:
+            final = self._store.path_for(kind, low, high)
+            temporary = final.with_suffix(".parquet.tmp")
+            connection = duckdb.connect()
+            try:
+                connection.execute(
+                    # Our own paths and column names only: no outside text reaches this SQL.
+                    f"COPY (SELECT * FROM read_json('{staging_path}', format='newline_delimited', "  # noqa: S608
+                    f"columns={struct_literal(columns)})) TO '{temporary}' (FORMAT parquet, COMPRESSION zstd)"
+                )
+            finally:
+                connection.close()
+            self._store.publish(temporary, final)
+        finally:
+            staging_path.unlink(missing_ok=True)
+        return count
+
+    def _compact(self, kind: str) -> None:
+        """Merge runs of short segments (one per feed cycle) into segments of up to six hours, so a
+        report reads tens of files, not thousands; long segments are never rewritten."""
+        live = self._store.live(kind)
+        if len(live) <= COMPACT_ABOVE:
+            return
+        group: list[Segment] = []
+        for segment in live[:-KEEP_UNCOMPACTED]:
+            short = segment.end_ms - segment.start_ms < COMPACT_SPAN_MS
+            fits = group and segment.end_ms - group[0].start_ms <= COMPACT_SPAN_MS
+            if short and (not group or fits):
+                group.append(segment)
+                continue
+            self._merge(kind, group)
+            group = [segment] if short else []
+        self._merge(kind, group)
+        self._store.remove_covered(kind)
+
+    def _merge(self, kind: str, group: list[Segment]) -> None:
+        if len(group) < 2:
+            return
+        final = self._store.path_for(kind, group[0].start_ms, group[-1].end_ms)
+        temporary = final.with_suffix(".parquet.tmp")
+        files = ", ".join(f"'{segment.path}'" for segment in group)
+        connection = duckdb.connect()
+        try:
+            connection.execute(
+                f"COPY (SELECT * FROM read_parquet([{files}], union_by_name=true)) "  # noqa: S608 -- our paths
+                f"TO '{temporary}' (FORMAT parquet, COMPRESSION zstd)"
+            )
+        finally:
+            connection.close()
+        self._store.publish(temporary, final)
+        log.info("compacted %d %s segments into %s", len(group), kind, final.name)
