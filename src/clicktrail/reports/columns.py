@@ -50,4 +50,4 @@ def struct_literal(columns: dict[str, str]) -> str:
 
 
 def empty_table_sql(name: str, columns: dict[str, str]) -> str:
-    return f"CREATE TEMP TABLE {name} (" + ", ".join(f"{col} {kind}" for col, kind in columns.items()) + ")"
+    return f"CREATE TABLE {name} (" + ", ".join(f"{col} {kind}" for col, kind in columns.items()) + ")"

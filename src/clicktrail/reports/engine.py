@@ -71,15 +71,15 @@ def derive(row: Row) -> None:
 class DuckDbReports:
     def __init__(self, store: SegmentStore, *, memory_limit: str = "256MB", threads: int = 2) -> None:
         self._store = store
-        self._memory_limit = memory_limit
-        self._threads = threads
+        # One in-memory database per process; each report gets its own cursor (connecting costs ~40 ms).
+        self._database = duckdb.connect(config={"memory_limit": memory_limit, "threads": threads})
+        self._database.execute(empty_table_sql("empty_clicks", CLICK_COLUMNS))
+        self._database.execute(empty_table_sql("empty_conversions", CONVERSION_COLUMNS))
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
-        connection = duckdb.connect(config={"memory_limit": self._memory_limit, "threads": self._threads})
-        connection.execute("SET TimeZone = 'UTC'")
-        connection.execute(empty_table_sql("empty_clicks", CLICK_COLUMNS))
-        connection.execute(empty_table_sql("empty_conversions", CONVERSION_COLUMNS))
-        return connection
+        cursor = self._database.cursor()
+        cursor.execute("SET TimeZone = 'UTC'")
+        return cursor
 
     def run(self, request: ReportRequest) -> ReportResult:
         dims = [DIMENSIONS[name] for name in request.group_by]
@@ -110,6 +110,8 @@ class DuckDbReports:
             params[f"e{n}"] = event
             per_event.append(f"count(*) FILTER (WHERE status = 'approved' AND event = $e{n}) AS ev{n}")
 
+        event_columns = [f"ev{n}" for n in range(len(request.events))]
+        order_by = _order_by(request, dims)
         clicks_source = _source(CLICKS, self._store, "empty_clicks")
         conversions_source = _source(CONVERSIONS, self._store, "empty_conversions")
         sql = f"""
@@ -134,13 +136,36 @@ class DuckDbReports:
                 {"".join(", " + e for e in per_event)}
             FROM latest
             WHERE {conversion_time} >= $start AND {conversion_time} < $end{filter_sql}{event_filter}{group}
+        ), joined AS (
+            SELECT {", ".join([f"coalesce(c.d{i}, v.d{i}) AS d{i}" for i in range(len(dims))] + [""])}
+                coalesce(c.clicks, 0) AS clicks, coalesce(c.unique_clicks, 0) AS unique_clicks,
+                coalesce(c.bot_clicks, 0) AS bot_clicks, coalesce(c.cost, 0) AS cost,
+                coalesce(v.conversions, 0) AS conversions, coalesce(v.pending, 0) AS pending,
+                coalesce(v.rejected, 0) AS rejected, coalesce(v.revenue, 0) AS revenue,
+                coalesce(v.payout, 0) AS payout
+                {"".join(f", coalesce(v.ev{n}, 0) AS ev{n}" for n in range(len(request.events)))}
+            FROM c FULL OUTER JOIN v ON {same_group}
+        ), kept AS (
+            -- A group with nothing but chargebacks (say) has nothing to report.
+            SELECT *, revenue - payout - cost AS profit FROM joined
+            WHERE clicks > 0 OR conversions > 0 OR pending > 0 OR rejected > 0
         )
-        SELECT {", ".join([f"coalesce(c.d{i}, v.d{i})" for i in range(len(dims))] + [""])}
-            coalesce(c.clicks, 0), coalesce(c.unique_clicks, 0), coalesce(c.bot_clicks, 0),
-            coalesce(c.cost, 0), coalesce(v.conversions, 0), coalesce(v.pending, 0),
-            coalesce(v.rejected, 0), coalesce(v.revenue, 0), coalesce(v.payout, 0)
-            {"".join(f", coalesce(v.ev{n}, 0)" for n in range(len(request.events)))}
-        FROM c FULL OUTER JOIN v ON {same_group}
+        SELECT 0 AS is_total, * FROM (
+            SELECT {", ".join([*(f"d{i}" for i in range(len(dims))), *SUMMED, *event_columns])},
+                count(*) OVER () AS total_rows
+            FROM kept ORDER BY {order_by} LIMIT {request.limit} OFFSET {request.offset}
+        )
+        UNION ALL
+        SELECT 1, {
+            ", ".join(
+                [
+                    *("NULL" for _ in dims),
+                    *(f"sum({m})" for m in SUMMED),
+                    *(f"sum({e})" for e in event_columns),
+                ]
+            )
+        }, count(*)
+        FROM kept
         """  # noqa: S608 -- built from whitelisted dimensions and our own file names; values are bound
         connection = self._connect()
         try:
@@ -156,45 +181,55 @@ class DuckDbReports:
         width = len(request.group_by)
         event_keys = [f"{event}s" for event in request.events]
         rows: list[Row] = []
-        totals: Row = {
-            "clicks": 0, "unique_clicks": 0, "bot_clicks": 0, "cost": Decimal(0), "conversions": 0,
-            "pending": 0, "rejected": 0, "revenue": Decimal(0), "payout": Decimal(0),
-            **dict.fromkeys(event_keys, 0),
-        }  # fmt: skip
+        totals: Row = {}
+        total_rows = 0
         for record in fetched:
-            dims, values = record[:width], record[width:]
-            clicks, unique, bots, cost, conversions, pending, rejected, revenue, payout = values[:9]
-            row: Row = dict(zip(request.group_by, dims, strict=True))
-            row |= {
-                "clicks": int(clicks),
-                "unique_clicks": int(unique),
-                "bot_clicks": int(bots),
-                "cost": from_micros(int(cost)),
-                "conversions": int(conversions),
-                "pending": int(pending),
-                "rejected": int(rejected),
-                "revenue": from_micros(int(revenue)),
-                "payout": from_micros(int(payout)),
-            }
-            for key, count in zip(event_keys, values[9:], strict=True):
-                row[key] = int(count)
-            if all(row[key] == 0 for key in ("clicks", "conversions", "pending", "rejected")):
-                continue  # a conversion group with only chargebacks, say: nothing to report
-            for key in totals:
-                totals[key] += row[key]
+            is_total, dims, values = record[0], record[1 : 1 + width], record[1 + width :]
+            row: Row = {} if is_total else dict(zip(request.group_by, dims, strict=True))
+            for name, value in zip((*SUMMED, *event_keys), values, strict=False):
+                row[name] = from_micros(int(value or 0)) if name in MONEY_SUMS else int(value or 0)
             derive(row)
-            rows.append(row)
-        derive(totals)
-
-        def sort_key(row: Row) -> tuple[bool, Any]:
-            value = row.get(request.sort)
-            return (value is None, value if value is not None else 0)
-
-        ordered = sorted(rows, key=sort_key, reverse=request.descending)
-        if request.descending:  # keep empty values last either way
-            ordered = [r for r in ordered if r.get(request.sort) is not None] + [
-                r for r in ordered if r.get(request.sort) is None
-            ]
-        page = ordered[request.offset : request.offset + request.limit]
+            if is_total:
+                totals, total_rows = row, int(values[-1])
+            else:
+                rows.append(row)
         columns = [*request.group_by, *(m.value for m in Metric), *event_keys]
-        return ReportResult(columns, page, totals, len(rows))
+        return ReportResult(columns, rows, totals, total_rows)
+
+
+SUMMED = (
+    "clicks",
+    "unique_clicks",
+    "bot_clicks",
+    "cost",
+    "conversions",
+    "pending",
+    "rejected",
+    "revenue",
+    "payout",
+)
+MONEY_SUMS = frozenset({"cost", "revenue", "payout"})
+# Sort keys for the derived metrics, in SQL (approximate doubles, for ordering only; the values shown
+# are computed exactly from the sums).
+_SORT_EXPRESSIONS = {
+    "profit": "profit",
+    "cr": "conversions * 100.0 / nullif(clicks, 0)",
+    "epc": "revenue * 1.0 / nullif(clicks, 0)",
+    "cpc": "cost * 1.0 / nullif(clicks, 0)",
+    "roi": "profit * 100.0 / nullif(payout + cost, 0)",
+}
+
+
+def _order_by(request: ReportRequest, dims: list[Dimension]) -> str:
+    direction = "DESC" if request.descending else "ASC"
+    if request.sort in request.group_by:
+        key = f"d{request.group_by.index(request.sort)}"
+    elif request.sort in _SORT_EXPRESSIONS:
+        key = _SORT_EXPRESSIONS[request.sort]
+    elif request.sort in SUMMED:
+        key = request.sort
+    else:  # an event's side-by-side count, "sales"
+        key = f"ev{[f'{event}s' for event in request.events].index(request.sort)}"
+    # Then every dimension, so pages are stable.
+    tie_breaks = "".join(f", d{i} ASC NULLS LAST" for i in range(len(dims)))
+    return f"{key} {direction} NULLS LAST{tie_breaks}"

@@ -4,10 +4,14 @@ Every few seconds, one process (a file lock decides which) copies the clicks and
 changes of the window [cursor, now - lag) into a new segment. The lag leaves time for commits in
 flight: a click's row is committed within its group commit, long before the lag (15 s by default)
 runs out, so nothing committed late can fall behind a window already written. Long gaps (a first
-feed over months of data) are cut into windows of a day at most.
+feed over months of data) are cut into windows of a week at most.
+
+Rows travel as CSV (the csv module is C, an order of magnitude faster than building JSON per row),
+read by DuckDB with the column types given; an empty value is NULL, which is also how the row store
+keeps empty visitor values.
 """
 
-import json
+import csv
 import logging
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -26,7 +30,7 @@ from clicktrail.types import ClickId
 
 log = logging.getLogger(__name__)
 
-MAX_WINDOW = timedelta(days=1)
+MAX_WINDOW = timedelta(days=7)
 COMPACT_ABOVE = 48
 KEEP_UNCOMPACTED = 8
 COMPACT_SPAN_MS = 6 * 3600 * 1000
@@ -40,17 +44,12 @@ def _utc(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
 
-def _json_value(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat(sep=" ")
-    return value
-
-
 class AnalyticsFeed:
     def __init__(self, database: Database, store: SegmentStore, *, lag: timedelta) -> None:
         self._db = database
         self._store = store
         self._lag = lag
+        self._duck: duckdb.DuckDBPyConnection
 
     def run_once(self, now: datetime) -> int:
         """Feed every full window up to now - lag; returns the rows written (0 if another process is
@@ -58,9 +57,13 @@ class AnalyticsFeed:
         with self._store.writer_lock() as mine:
             if not mine:
                 return 0
-            written = self._feed_clicks(now) + self._feed_conversions(now)
-            for kind in (CLICKS, CONVERSIONS):
-                self._compact(kind)
+            self._duck = duckdb.connect(config={"threads": 1})
+            try:
+                written = self._feed_clicks(now) + self._feed_conversions(now)
+                for kind in (CLICKS, CONVERSIONS):
+                    self._compact(kind)
+            finally:
+                self._duck.close()
             return written
 
     def _windows(self, start_ms: int, now: datetime) -> Iterator[tuple[int, int]]:
@@ -81,7 +84,9 @@ class AnalyticsFeed:
         written = 0
         for low, high in self._windows(start_ms, now):
             with self._db.begin() as connection:
-                rows = event_store.click_rows_between(connection, click_id_floor(low), click_id_floor(high))
+                rows = event_store.click_rows_between(
+                    connection, click_id_floor(low), click_id_floor(high), list(CLICK_COLUMNS)
+                )
                 written += self._write(CLICKS, low, high, rows, CLICK_COLUMNS)
         return written
 
@@ -96,32 +101,30 @@ class AnalyticsFeed:
         written = 0
         for low, high in self._windows(start_ms, now):
             with self._db.begin() as connection:
-                rows = event_store.conversion_rows_between(connection, _utc(low), _utc(high))
+                rows = event_store.conversion_rows_between(
+                    connection, _utc(low), _utc(high), list(CONVERSION_COLUMNS)
+                )
                 written += self._write(CONVERSIONS, low, high, rows, CONVERSION_COLUMNS)
         return written
 
     def _write(self, kind: str, low: int, high: int, rows: Iterable[Any], columns: dict[str, str]) -> int:
         folder = self._store.folder(kind)
-        names = list(columns)
         count = 0
-        with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".jsonl", delete=False) as staging:
+        with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".csv", delete=False, newline="") as staging:
+            writer = csv.writer(staging)
             for row in rows:
-                mapping = row._mapping
-                staging.write(json.dumps({name: _json_value(mapping[name]) for name in names}) + "\n")
+                writer.writerow(row)
                 count += 1
         staging_path = Path(staging.name)
         try:
             final = self._store.path_for(kind, low, high)
             temporary = final.with_suffix(".parquet.tmp")
-            connection = duckdb.connect()
-            try:
-                connection.execute(
-                    # Our own paths and column names only: no outside text reaches this SQL.
-                    f"COPY (SELECT * FROM read_json('{staging_path}', format='newline_delimited', "  # noqa: S608
-                    f"columns={struct_literal(columns)})) TO '{temporary}' (FORMAT parquet, COMPRESSION zstd)"
-                )
-            finally:
-                connection.close()
+            self._duck.execute(
+                # Our own paths and column names only: no outside text reaches this SQL.
+                f"COPY (SELECT * FROM read_csv('{staging_path}', header=false, auto_detect=false, "  # noqa: S608
+                f"delim=',', quote='\"', escape='\"', columns={struct_literal(columns)})) "
+                f"TO '{temporary}' (FORMAT parquet, COMPRESSION zstd)"
+            )
             self._store.publish(temporary, final)
         finally:
             staging_path.unlink(missing_ok=True)
@@ -151,13 +154,9 @@ class AnalyticsFeed:
         final = self._store.path_for(kind, group[0].start_ms, group[-1].end_ms)
         temporary = final.with_suffix(".parquet.tmp")
         files = ", ".join(f"'{segment.path}'" for segment in group)
-        connection = duckdb.connect()
-        try:
-            connection.execute(
-                f"COPY (SELECT * FROM read_parquet([{files}], union_by_name=true)) "  # noqa: S608 -- our paths
-                f"TO '{temporary}' (FORMAT parquet, COMPRESSION zstd)"
-            )
-        finally:
-            connection.close()
+        self._duck.execute(
+            f"COPY (SELECT * FROM read_parquet([{files}], union_by_name=true)) "  # noqa: S608 -- our paths
+            f"TO '{temporary}' (FORMAT parquet, COMPRESSION zstd)"
+        )
         self._store.publish(temporary, final)
         log.info("compacted %d %s segments into %s", len(group), kind, final.name)

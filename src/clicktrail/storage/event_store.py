@@ -7,9 +7,10 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Connection,
-    DateTime,
+    Integer,
     Result,
     Row,
+    String,
     func,
     insert,
     select,
@@ -20,17 +21,6 @@ from sqlalchemy import (
 from clicktrail.storage.schema import clicks, conversion_status_history, conversions, deliveries, postback_log
 
 ClickRow = Mapping[str, Any]
-
-# What the analytics feed copies (the rest, such as IP and user agent, stays in the row store).
-CLICK_FEED_COLUMNS = frozenset(
-    {"click_id", "created_at", "campaign_id", "offer_id", "source_id", "external_id", "cost", "country",
-     "device_type", "os", "browser", "is_bot", "is_unique", *(f"sub{n}" for n in range(1, 11))}
-)  # fmt: skip
-CONVERSION_FEED_COLUMNS = frozenset(
-    {"conversion_id", "created_at", "updated_at", "click_id", "event", "status", "revenue", "payout",
-     "currency", "click_time", "campaign_id", "offer_id", "source_id", "external_id", "country",
-     *(f"sub{n}" for n in range(1, 11))}
-)  # fmt: skip
 
 
 def insert_clicks(connection: Connection, rows: Sequence[ClickRow]) -> None:
@@ -136,21 +126,23 @@ def list_postbacks(
     return connection.execute(query).all()
 
 
-def _raw(column: Any, kind: Any) -> Any:
-    """The column as stored (micros, naive UTC), skipping the Python-side type conversion: the feed
-    hands values straight to the analytics store."""
-    return type_coerce(column, kind).label(column.name)
+_RAW_TYPES: dict[str, Any] = {"cost": BigInteger, "revenue": BigInteger, "payout": BigInteger,
+                              "is_bot": Integer, "is_unique": Integer}  # fmt: skip
 
 
-def click_rows_between(connection: Connection, low_id: str, high_id: str) -> Iterator[Row[Any]]:
-    """Clicks whose IDs (so whose times) fall in [low_id, high_id), streamed."""
-    raw_types = {"cost": BigInteger, "created_at": DateTime}
-    columns = [
-        _raw(col, raw_types[col.name]) if col.name in raw_types else col
-        for col in clicks.c
-        if col.name in CLICK_FEED_COLUMNS
-    ]
-    query = select(*columns).where(clicks.c.click_id >= low_id, clicks.c.click_id < high_id)
+def _plain(column: Any) -> Any:
+    """The column as the driver returns it (micros; UTC text or naive timestamp; 0/1 or bool), skipping
+    the Python-side conversions: the analytics feed writes values straight out."""
+    return type_coerce(column, _RAW_TYPES.get(column.name, String)).label(column.name)
+
+
+def click_rows_between(
+    connection: Connection, low_id: str, high_id: str, names: Sequence[str]
+) -> Iterator[Row[Any]]:
+    """The named columns of clicks whose IDs (so whose times) fall in [low_id, high_id), streamed."""
+    query = select(*(_plain(clicks.c[name]) for name in names)).where(
+        clicks.c.click_id >= low_id, clicks.c.click_id < high_id
+    )
     rows: Result[Any] = connection.execution_options(yield_per=5000).execute(query)
     yield from rows
 
@@ -159,17 +151,14 @@ def first_click_id(connection: Connection) -> str | None:
     return connection.execute(select(func.min(clicks.c.click_id))).scalar_one_or_none()
 
 
-def conversion_rows_between(connection: Connection, start: datetime, end: datetime) -> Iterator[Row[Any]]:
-    """Conversions last changed in [start, end), with the click dimensions they do not carry."""
-    money = {"revenue", "payout"}
-    times = {"created_at", "updated_at", "click_time"}
-    columns = [
-        _raw(col, BigInteger) if col.name in money else _raw(col, DateTime) if col.name in times else col
-        for col in conversions.c
-        if col.name in CONVERSION_FEED_COLUMNS
-    ]
+def conversion_rows_between(
+    connection: Connection, start: datetime, end: datetime, names: Sequence[str]
+) -> Iterator[Row[Any]]:
+    """The named columns of conversions last changed in [start, end), streamed; names the conversion
+    does not carry (device, OS…) come from its click."""
+    columns = [_plain(conversions.c[name] if name in conversions.c else clicks.c[name]) for name in names]
     query = (
-        select(*columns, clicks.c.device_type, clicks.c.os, clicks.c.browser, clicks.c.is_bot)
+        select(*columns)
         .join(clicks, clicks.c.click_id == conversions.c.click_id)
         .where(conversions.c.updated_at >= start, conversions.c.updated_at < end)
     )
