@@ -1,6 +1,7 @@
 """Reading conversions and the inbound postback log back, newest first, a page at a time."""
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -36,7 +37,7 @@ def find_conversions(
     database: Database,
     *,
     click_id: str | None,
-    campaign_id: int | None,
+    filters: Sequence[tuple[str, str | int]],
     period: TimeRange,
     cursor: str | None,
     limit: int,
@@ -45,7 +46,7 @@ def find_conversions(
         rows = store.list_conversions(
             connection,
             click_id=click_id.lower() if click_id else None,
-            campaign_id=campaign_id,
+            filters=filters,
             start=period.start,
             end=period.end,
             before=cursor,
@@ -91,3 +92,26 @@ def find_postbacks(
         )
     page = list(rows[:limit])
     return PostbackPage(page, str(page[-1].id) if len(rows) > limit else None)
+
+
+@dataclass(frozen=True, slots=True)
+class ClickPage:
+    rows: list[Row[Any]]
+    next_cursor: str | None
+
+
+def find_clicks(
+    database: Database,
+    *,
+    filters: Sequence[tuple[str, str | int]],
+    period: TimeRange,
+    cursor: str | None,
+    limit: int,
+) -> ClickPage:
+    """The click log, newest first (click IDs sort by time)."""
+    with database.begin() as connection:
+        rows = store.list_clicks(
+            connection, filters=filters, start=period.start, end=period.end, before=cursor, limit=limit + 1
+        )
+    page = list(rows[:limit])
+    return ClickPage(page, page[-1].click_id if len(rows) > limit else None)

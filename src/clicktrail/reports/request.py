@@ -69,6 +69,27 @@ def _slug(value: str, field: str) -> str:
     return slug
 
 
+def parse_dimension_filters(params: Mapping[str, str]) -> tuple[tuple[str, str | int], ...]:
+    """The dimension filters among the parameters (campaign_id=1, country=fr, sub3=x…), as
+    (column, value) pairs; the columns come from the whitelist, the values are bound later."""
+    filters: list[tuple[str, str | int]] = []
+    for dim in DIMENSIONS.values():
+        if dim.filter_param and dim.filter_param in params:
+            value = params[dim.filter_param]
+            if dim.numeric:
+                if not value.isdigit() or len(value) > 12:
+                    raise _fail(dim.filter_param, "a numeric ID")
+                filters.append((dim.column, int(value)))
+            else:
+                if len(value) > _FILTER_VALUE_MAX:
+                    raise _fail(dim.filter_param, f"at most {_FILTER_VALUE_MAX} characters")
+                filters.append((dim.column, value.upper() if dim.name == "country" else value))
+    return tuple(filters)
+
+
+FILTER_PARAMS = tuple(dim.filter_param for dim in DIMENSIONS.values() if dim.filter_param)
+
+
 def parse_report_request(params: Mapping[str, str], *, today: date) -> ReportRequest:
     """Parse and validate; every refusal names what is allowed."""
     allowed_params = {
@@ -103,18 +124,7 @@ def parse_report_request(params: Mapping[str, str], *, today: date) -> ReportReq
     if end - start > timedelta(days=MAX_DAYS):
         raise _fail("to", f"a report covers at most {MAX_DAYS} days")
 
-    filters: list[tuple[str, str | int]] = []
-    for dim in DIMENSIONS.values():
-        if dim.filter_param and dim.filter_param in params:
-            value = params[dim.filter_param]
-            if dim.numeric:
-                if not value.isdigit():
-                    raise _fail(dim.filter_param, "a numeric ID")
-                filters.append((dim.column, int(value)))
-            else:
-                if len(value) > _FILTER_VALUE_MAX:
-                    raise _fail(dim.filter_param, f"at most {_FILTER_VALUE_MAX} characters")
-                filters.append((dim.column, value.upper() if dim.name == "country" else value))
+    filters = parse_dimension_filters(params)
 
     event = _slug(params["event"], "event") if params.get("event") else None
     events = tuple(_slug(e, "events") for e in params.get("events", "").split(",") if e.strip())
@@ -149,5 +159,5 @@ def parse_report_request(params: Mapping[str, str], *, today: date) -> ReportReq
         raise _fail("limit", f"a whole number from 1 to {MAX_LIMIT}")
 
     return ReportRequest(
-        group_by, start, end, tz, tuple(filters), event, events, by, sort, descending, limit, offset, output
+        group_by, start, end, tz, filters, event, events, by, sort, descending, limit, offset, output
     )

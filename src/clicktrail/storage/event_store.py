@@ -75,11 +75,33 @@ def status_history(connection: Connection, conversion_ids: Sequence[str]) -> Seq
     return connection.execute(query).all()
 
 
+def list_clicks(
+    connection: Connection,
+    *,
+    filters: Sequence[tuple[str, str | int]],
+    start: datetime | None,
+    end: datetime | None,
+    before: str | None,
+    limit: int,
+) -> Sequence[Row[Any]]:
+    """Newest first. Filter columns come from the caller's whitelist; values are bound."""
+    query = select(clicks).order_by(clicks.c.click_id.desc()).limit(limit)
+    for column, value in filters:
+        query = query.where(clicks.c[column] == value)
+    if start is not None:
+        query = query.where(clicks.c.created_at >= start)
+    if end is not None:
+        query = query.where(clicks.c.created_at < end)
+    if before is not None:
+        query = query.where(clicks.c.click_id < before)
+    return connection.execute(query).all()
+
+
 def list_conversions(
     connection: Connection,
     *,
     click_id: str | None,
-    campaign_id: int | None,
+    filters: Sequence[tuple[str, str | int]],
     start: datetime | None,
     end: datetime | None,
     before: str | None,
@@ -88,8 +110,11 @@ def list_conversions(
     query = select(conversions).order_by(conversions.c.conversion_id.desc()).limit(limit)
     if click_id is not None:
         query = query.where(conversions.c.click_id == click_id)
-    if campaign_id is not None:
-        query = query.where(conversions.c.campaign_id == campaign_id)
+    if any(column not in conversions.c for column, _ in filters):
+        # Device, OS and browser live on the click.
+        query = query.join(clicks, clicks.c.click_id == conversions.c.click_id)
+    for column, value in filters:
+        query = query.where((conversions if column in conversions.c else clicks).c[column] == value)
     if start is not None:
         query = query.where(conversions.c.created_at >= start)
     if end is not None:

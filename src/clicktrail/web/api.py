@@ -19,10 +19,10 @@ from clicktrail.catalog.models import (
     SourcePatch,
 )
 from clicktrail.clicks.queries import get_click
-from clicktrail.conversions.queries import TimeRange, find_conversions, find_postbacks
+from clicktrail.conversions.queries import TimeRange, find_clicks, find_conversions, find_postbacks
 from clicktrail.errors import ClicktrailError, Unauthorized, ValidationFailed
 from clicktrail.reports.render import csv_text, json_rows
-from clicktrail.reports.request import OutputFormat, parse_report_request
+from clicktrail.reports.request import OutputFormat, parse_dimension_filters, parse_report_request
 from clicktrail.web.errors import status_for
 from clicktrail.web.runtime import Runtime
 from clicktrail.web.schemas import (
@@ -186,19 +186,39 @@ def create_api(runtime: Runtime) -> FastAPI:
     def click(click_id: str) -> ClickOut:
         return ClickOut.model_validate(get_click(runtime.database, runtime.codec, click_id))
 
+    @api.get(f"{v1}/clicks", dependencies=admin, responses=_ERRORS, tags=["events"])
+    def clicks(
+        request: Request,
+        from_: Annotated[str | None, Query(alias="from", max_length=40)] = None,
+        to: Annotated[str | None, Query(max_length=40)] = None,
+        cursor: Annotated[str | None, Query(max_length=64)] = None,
+        limit: Limit = 100,
+    ) -> Page[ClickOut]:
+        """The click log, newest first. Filters: any report dimension (campaign_id=, sub1=, country=…)."""
+        page = find_clicks(
+            runtime.database,
+            filters=parse_dimension_filters(request.query_params),
+            period=_period(from_, to),
+            cursor=cursor,
+            limit=limit,
+        )
+        return Page(items=[ClickOut.model_validate(row) for row in page.rows], next_cursor=page.next_cursor)
+
     @api.get(f"{v1}/conversions", dependencies=admin, responses=_ERRORS, tags=["events"])
     def conversions(
+        request: Request,
         click_id: Annotated[str | None, Query(max_length=64)] = None,
-        campaign_id: int | None = None,
         from_: Annotated[str | None, Query(alias="from", max_length=40)] = None,
         to: Annotated[str | None, Query(max_length=40)] = None,
         cursor: Annotated[str | None, Query(max_length=64)] = None,
         limit: Limit = 100,
     ) -> Page[ConversionOut]:
+        """Conversions, newest first, with their status history. Filters: click_id and any report
+        dimension (campaign_id=, sub1=, country=…)."""
         page = find_conversions(
             runtime.database,
             click_id=click_id,
-            campaign_id=campaign_id,
+            filters=parse_dimension_filters(request.query_params),
             period=_period(from_, to),
             cursor=cursor,
             limit=limit,
