@@ -13,8 +13,8 @@ def test_the_click_log_filters_like_reports_and_pages_newest_first(tracker: Trac
     ).json()
     assert [c["click_id"] for c in page["items"] + rest["items"]] == list(reversed(ids))
 
-    only_x = tracker.api("GET", "/clicks", params={"campaign_id": campaign["id"], "sub1": "x"}).json()["items"]
-    assert [c["sub2"] for c in only_x] == ["n3", "n1"]
+    only_x = tracker.api("GET", "/clicks", params={"campaign_id": campaign["id"], "sub1": "x"}).json()
+    assert [c["sub2"] for c in only_x["items"]] == ["n3", "n1"]
     refused = tracker.api("GET", "/clicks", params={"campaign_id": "one"})
     assert refused.status_code == 400
     assert refused.json()["fields"] == {"campaign_id": "a numeric ID"}
