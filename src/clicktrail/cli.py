@@ -18,6 +18,7 @@ from clicktrail.catalog.routes import load_snapshot
 from clicktrail.catalog.service import Catalog
 from clicktrail.config import Settings
 from clicktrail.errors import ClicktrailError
+from clicktrail.reports.costs import cost_updates
 from clicktrail.reports.dimensions import DIMENSIONS
 from clicktrail.reports.engine import DuckDbReports
 from clicktrail.reports.feed import AnalyticsFeed
@@ -135,7 +136,6 @@ def report(args: argparse.Namespace) -> None:
     )
     with database.begin() as connection:
         names = load_snapshot(connection).names
-    database.dispose()
 
     params = {"group_by": args.group_by, "tz": args.tz, "sort": args.sort, "limit": str(args.limit)}
     params |= {"from": args.start, "to": args.end, "events": args.events, "event": args.event, "by": args.by}
@@ -145,7 +145,9 @@ def report(args: argparse.Namespace) -> None:
             raise CommandError(f"--filter takes name=value, got {item!r}")
         params[name] = value
     request = parse_report_request({k: v for k, v in params.items() if v}, today=utc_now().date())
-    result = DuckDbReports(segments, memory_limit=settings.report_memory_limit).run(request)
+    engine = DuckDbReports(segments, memory_limit=settings.report_memory_limit)
+    result = engine.run(request, cost_updates(database))
+    database.dispose()
     if args.output == "csv":
         sys.stdout.write(csv_text(result, names))
     elif args.output == "json":

@@ -3,9 +3,18 @@
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from enum import StrEnum
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    model_validator,
+)
 
 from clicktrail.macros import CLICK_MACROS, InvalidTemplate, validate_url_template
 from clicktrail.money import InvalidMoney, format_money, parse_currency, parse_money
@@ -102,16 +111,45 @@ class SourcePatch(_Input):
     postback_url: PostbackUrl = None
 
 
+class CostModel(StrEnum):
+    """How a campaign's traffic is paid for when the source does not pass `cost=` on each click."""
+
+    NONE = "none"
+    CPC = "cpc"  # cost_value per click
+    CPM = "cpm"  # cost_value per thousand clicks (each click counted as an impression)
+    CPA = "cpa"  # cost_value per approved conversion
+
+
+def _check_cost(model: CostModel | None, value: Decimal | None) -> None:
+    if model is CostModel.CPM and value is not None and value != value.quantize(Decimal("0.001")):
+        # A thousandth of the value must stay exact at six decimal places.
+        raise ValueError("a CPM cost_value has at most 3 decimal places")
+
+
 class CampaignInput(_Input):
     name: Name
     source_id: int
     offer_id: int
+    cost_model: CostModel = CostModel.NONE
+    cost_value: MoneyField = Decimal(0)
+
+    @model_validator(mode="after")
+    def _cost(self) -> "CampaignInput":
+        _check_cost(self.cost_model, self.cost_value)
+        return self
 
 
 class CampaignPatch(_Input):
     name: Name | None = None
     source_id: int | None = None
     offer_id: int | None = None
+    cost_model: CostModel | None = None
+    cost_value: MoneyField | None = None
+
+    @model_validator(mode="after")
+    def _cost(self) -> "CampaignPatch":
+        _check_cost(self.cost_model, self.cost_value)
+        return self
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,5 +182,7 @@ class Campaign:
     name: str
     source_id: SourceId
     offer_id: OfferId
+    cost_model: str
+    cost_value: Decimal
     created_at: datetime
     updated_at: datetime

@@ -28,6 +28,8 @@ class Route:
     campaign_id: CampaignId
     source_id: SourceId
     offer: OfferTerms
+    cost_model: str = "none"
+    cost_value: Decimal = Decimal(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +40,8 @@ class CatalogSnapshot:
     postback_urls: MappingProxyType[SourceId, str | None] = field(
         default_factory=lambda: MappingProxyType({})
     )
+    cpa_costs: MappingProxyType[CampaignId, Decimal] = field(default_factory=lambda: MappingProxyType({}))
+    """What an approved conversion costs, for campaigns on a CPA cost model."""
     names: MappingProxyType[str, dict[int, str]] = field(default_factory=lambda: MappingProxyType({}))
     """Display names by kind ("campaign", "offer", "source") and ID, for reports."""
 
@@ -58,7 +62,13 @@ def load_snapshot(connection: Connection) -> CatalogSnapshot:
         for row in offer_rows
     }
     routes = {
-        row.key: Route(CampaignId(row.id), SourceId(row.source_id), offers[OfferId(row.offer_id)])
+        row.key: Route(
+            CampaignId(row.id),
+            SourceId(row.source_id),
+            offers[OfferId(row.offer_id)],
+            row.cost_model,
+            row.cost_value,
+        )
         for row in campaign_rows
     }
     postback_urls = {SourceId(row.id): row.postback_url for row in source_rows}
@@ -67,6 +77,9 @@ def load_snapshot(connection: Connection) -> CatalogSnapshot:
         routes=MappingProxyType(routes),
         offers=MappingProxyType(offers),
         postback_urls=MappingProxyType(postback_urls),
+        cpa_costs=MappingProxyType(
+            {CampaignId(row.id): row.cost_value for row in campaign_rows if row.cost_model == "cpa"}
+        ),
         names=MappingProxyType(
             {
                 "campaign": {row.id: row.name for row in campaign_rows},

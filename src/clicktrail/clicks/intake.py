@@ -1,12 +1,27 @@
 """Turning a parsed visit and its route into a click row and the redirect the visitor follows."""
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from clicktrail.catalog.routes import Route
 from clicktrail.clicks.request import ClickRequest
 from clicktrail.macros import SUB_IDS, fill
 from clicktrail.types import ClickId
+
+_THOUSAND = Decimal(1000)
+
+
+def click_cost(request: ClickRequest, route: Route) -> Decimal | None:
+    """The source's own `cost=` wins; otherwise the campaign's CPC or CPM model (CPA costs land on
+    conversions)."""
+    if request.cost is not None:
+        return request.cost
+    if route.cost_model == "cpc":
+        return route.cost_value
+    if route.cost_model == "cpm":
+        return route.cost_value / _THOUSAND  # exact: CPM values have at most 3 decimal places
+    return None
 
 
 def click_row(request: ClickRequest, route: Route, click_id: ClickId, now: datetime) -> dict[str, Any]:
@@ -18,7 +33,7 @@ def click_row(request: ClickRequest, route: Route, click_id: ClickId, now: datet
         "source_id": route.source_id,
         **dict(zip(SUB_IDS, request.subs, strict=True)),
         "external_id": request.external_id,
-        "cost": request.cost,
+        "cost": click_cost(request, route),
         "ip": request.ip,
         "user_agent": request.user_agent,
         "referrer": request.referrer,

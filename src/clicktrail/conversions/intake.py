@@ -152,6 +152,7 @@ class PostbackIntake:
                 "revenue": revenue,
                 "payout": offer.payout,
                 "currency": request.currency or offer.currency,
+                "cost": self._snapshot().cpa_costs.get(click.campaign_id, Decimal(0)),
                 "click_time": click.created_at,
                 "campaign_id": click.campaign_id,
                 "offer_id": click.offer_id,

@@ -30,6 +30,7 @@ CONVERSION_COLUMNS: dict[str, str] = {
     "revenue": "BIGINT",
     "payout": "BIGINT",
     "currency": "VARCHAR",
+    "cost": "BIGINT",
     "click_time": "TIMESTAMP",
     "campaign_id": "INTEGER",
     "offer_id": "INTEGER",

@@ -6,14 +6,17 @@ and any grouping adds up to the totals. Sums are exact: money is integer million
 A ClickHouse engine can implement the same `ReportEngine` protocol later.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC
 from decimal import Decimal
 from typing import Any, Protocol
 
 import duckdb
 
-from clicktrail.money import from_micros
+from clicktrail.money import from_micros, to_micros
 from clicktrail.reports.columns import CLICK_COLUMNS, CONVERSION_COLUMNS, empty_table_sql
+from clicktrail.reports.costs import CostUpdate
 from clicktrail.reports.dimensions import DIMENSIONS, Dimension, Metric
 from clicktrail.reports.request import ReportRequest, TimeBasis
 from clicktrail.reports.segments import CLICKS, CONVERSIONS, SegmentStore
@@ -32,7 +35,7 @@ class ReportResult:
 
 
 class ReportEngine(Protocol):
-    def run(self, request: ReportRequest) -> ReportResult: ...
+    def run(self, request: ReportRequest, updates: Sequence[CostUpdate] = ()) -> ReportResult: ...
 
 
 def _dimension_sql(dim: Dimension, time_column: str, *, clicks: bool) -> str:
@@ -51,6 +54,56 @@ def _source(kind: str, store: SegmentStore, empty: str) -> str:
         return empty
     listed = ", ".join("'" + str(path).replace("'", "''") + "'" for path in files)
     return f"read_parquet([{listed}], union_by_name=true)"
+
+
+def _cost_update_ctes(
+    updates: Sequence[CostUpdate], params: dict[str, Any], clicks_source: str, conversions_source: str
+) -> str:
+    """CTEs giving `clicks_costed` and `conversions_costed`: the segments with cost updates applied.
+
+    Each click in an update's period (newest update first) gets an equal share of the amount in
+    millionths, the remainder going one millionth each to the first clicks, so shares sum to the
+    amount exactly; CPA costs of conversions on those clicks become 0 (the update is the truth)."""
+    if not updates:
+        return (
+            f"clicks_costed AS (SELECT * FROM {clicks_source}), "  # noqa: S608 -- our own file names
+            f"conversions_costed AS (SELECT * FROM {conversions_source}),"
+        )
+    values = []
+    for n, update in enumerate(updates):
+        params |= {
+            f"u{n}id": update.id,
+            f"u{n}campaign": update.campaign_id,
+            f"u{n}amount": to_micros(update.amount),
+            f"u{n}start": update.start.astimezone(UTC).replace(tzinfo=None),
+            f"u{n}end": update.end.astimezone(UTC).replace(tzinfo=None),
+        }  # fmt: skip
+        values.append(
+            f"($u{n}id::INTEGER, $u{n}campaign::INTEGER, $u{n}start::TIMESTAMP, $u{n}end::TIMESTAMP, "
+            f"$u{n}amount::BIGINT)"
+        )
+    return f"""
+        updates(id, campaign_id, ustart, uend, amount) AS (VALUES {", ".join(values)}),
+        click_base AS (SELECT * FROM {clicks_source}),
+        matched AS (
+            SELECT b.click_id, u.id AS uid, u.amount FROM click_base b JOIN updates u
+                ON b.campaign_id = u.campaign_id AND b.created_at >= u.ustart AND b.created_at < u.uend
+            QUALIFY row_number() OVER (PARTITION BY b.click_id ORDER BY u.id DESC) = 1
+        ), shares AS (
+            SELECT click_id, amount // count(*) OVER (PARTITION BY uid)
+                + CASE WHEN row_number() OVER (PARTITION BY uid ORDER BY click_id)
+                            <= amount % count(*) OVER (PARTITION BY uid) THEN 1 ELSE 0 END AS share
+            FROM matched
+        ), clicks_costed AS (
+            SELECT b.* REPLACE (CASE WHEN s.click_id IS NULL THEN b.cost ELSE s.share END AS cost)
+            FROM click_base b LEFT JOIN shares s ON b.click_id = s.click_id
+        ), conversions_costed AS (
+            SELECT v.* REPLACE (
+                CASE WHEN EXISTS (SELECT 1 FROM updates u WHERE u.campaign_id = v.campaign_id
+                                  AND v.click_time >= u.ustart AND v.click_time < u.uend)
+                     THEN 0 ELSE v.cost END AS cost)
+            FROM {conversions_source} v
+        ),"""  # noqa: S608 -- our own file names; every value is bound
 
 
 def _ratio(numerator: Decimal, denominator: Decimal, quantum: Decimal) -> Decimal | None:
@@ -81,7 +134,7 @@ class DuckDbReports:
         cursor.execute("SET TimeZone = 'UTC'")
         return cursor
 
-    def run(self, request: ReportRequest) -> ReportResult:
+    def run(self, request: ReportRequest, updates: Sequence[CostUpdate] = ()) -> ReportResult:
         dims = [DIMENSIONS[name] for name in request.group_by]
         conversion_time = "click_time" if request.by is TimeBasis.CLICK_TIME else "created_at"
         params: dict[str, Any] = {
@@ -114,17 +167,19 @@ class DuckDbReports:
         order_by = _order_by(request, dims)
         clicks_source = _source(CLICKS, self._store, "empty_clicks")
         conversions_source = _source(CONVERSIONS, self._store, "empty_conversions")
+        cost_ctes = _cost_update_ctes(updates, params, clicks_source, conversions_source)
         sql = f"""
-        WITH c AS (
+        WITH {cost_ctes}
+        c AS (
             SELECT {", ".join([*click_dims, ""])}
                 count(*) AS clicks,
                 count(*) FILTER (WHERE is_unique) AS unique_clicks,
                 count(*) FILTER (WHERE is_bot) AS bot_clicks,
                 coalesce(sum(cost), 0) AS cost
-            FROM {clicks_source}
+            FROM clicks_costed
             WHERE created_at >= $start AND created_at < $end{filter_sql}{group}
         ), latest AS (
-            SELECT * FROM {conversions_source}
+            SELECT * FROM conversions_costed
             QUALIFY row_number() OVER (PARTITION BY conversion_id ORDER BY updated_at DESC) = 1
         ), v AS (
             SELECT {", ".join([*conv_dims, ""])}
@@ -132,14 +187,16 @@ class DuckDbReports:
                 count(*) FILTER (WHERE status = 'pending') AS pending,
                 count(*) FILTER (WHERE status = 'rejected') AS rejected,
                 coalesce(sum(revenue) FILTER (WHERE status = 'approved'), 0) AS revenue,
-                coalesce(sum(payout) FILTER (WHERE status = 'approved'), 0) AS payout
+                coalesce(sum(payout) FILTER (WHERE status = 'approved'), 0) AS payout,
+                coalesce(sum(cost) FILTER (WHERE status = 'approved'), 0) AS cpa_cost
                 {"".join(", " + e for e in per_event)}
             FROM latest
             WHERE {conversion_time} >= $start AND {conversion_time} < $end{filter_sql}{event_filter}{group}
         ), joined AS (
             SELECT {", ".join([f"coalesce(c.d{i}, v.d{i}) AS d{i}" for i in range(len(dims))] + [""])}
                 coalesce(c.clicks, 0) AS clicks, coalesce(c.unique_clicks, 0) AS unique_clicks,
-                coalesce(c.bot_clicks, 0) AS bot_clicks, coalesce(c.cost, 0) AS cost,
+                coalesce(c.bot_clicks, 0) AS bot_clicks,
+                coalesce(c.cost, 0) + coalesce(v.cpa_cost, 0) AS cost,
                 coalesce(v.conversions, 0) AS conversions, coalesce(v.pending, 0) AS pending,
                 coalesce(v.rejected, 0) AS rejected, coalesce(v.revenue, 0) AS revenue,
                 coalesce(v.payout, 0) AS payout

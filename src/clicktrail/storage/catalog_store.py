@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, Table, insert, select, update
 
-from clicktrail.storage.schema import campaigns, meta, offers, sources
+from clicktrail.storage.schema import campaigns, cost_updates, meta, offers, sources
 
 CATALOG_VERSION = "catalog_version"
 
@@ -54,3 +54,14 @@ def catalog_version(connection: Connection) -> str | None:
 
 def key_exists(connection: Connection, key: str) -> bool:
     return connection.execute(select(campaigns.c.id).where(campaigns.c.key == key)).first() is not None
+
+
+def insert_cost_update(connection: Connection, values: Mapping[str, Any]) -> Row[Any]:
+    return insert_row(connection, cost_updates, values)
+
+
+def list_cost_updates(connection: Connection, campaign_id: int | None = None) -> Sequence[Row[Any]]:
+    query = select(cost_updates).order_by(cost_updates.c.id)
+    if campaign_id is not None:
+        query = query.where(cost_updates.c.campaign_id == campaign_id)
+    return connection.execute(query).all()

@@ -63,8 +63,23 @@ campaigns = Table(
     Column("name", String(200), nullable=False),
     Column("source_id", Integer, ForeignKey("sources.id"), nullable=False),
     Column("offer_id", Integer, ForeignKey("offers.id"), nullable=False),
+    # How traffic is paid for when the source does not pass `cost=` on the click.
+    Column("cost_model", String(8), nullable=False, server_default="none"),
+    Column("cost_value", Money, nullable=False, server_default="0"),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# A campaign's actual cost for a past period, spread over that period's clicks by the reports.
+cost_updates = Table(
+    "cost_updates",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("campaign_id", Integer, ForeignKey("campaigns.id"), nullable=False, index=True),
+    Column("start", UtcDateTime, nullable=False),
+    Column("end", UtcDateTime, nullable=False),
+    Column("amount", Money, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
 )
 
 clicks = Table(
@@ -103,6 +118,8 @@ conversions = Table(
     Column("revenue", Money, nullable=False),
     Column("payout", Money, nullable=False),
     Column("currency", String(3), nullable=False),
+    # What the conversion cost under a CPA cost model (counted while approved).
+    Column("cost", Money, nullable=False, server_default="0"),
     # The click's dimensions, copied so reports need no join.
     Column("click_time", UtcDateTime, nullable=False),
     Column("campaign_id", Integer, nullable=False),

@@ -21,6 +21,7 @@ from clicktrail.catalog.models import (
 from clicktrail.clicks.queries import get_click
 from clicktrail.conversions.queries import TimeRange, find_clicks, find_conversions, find_postbacks
 from clicktrail.errors import ClicktrailError, Unauthorized, ValidationFailed
+from clicktrail.reports.costs import CostUpdateInput, cost_updates, record_cost_update
 from clicktrail.reports.render import csv_text, json_rows
 from clicktrail.reports.request import OutputFormat, parse_dimension_filters, parse_report_request
 from clicktrail.web.errors import status_for
@@ -29,6 +30,7 @@ from clicktrail.web.schemas import (
     CampaignOut,
     ClickOut,
     ConversionOut,
+    CostUpdateOut,
     ErrorOut,
     OfferOut,
     Page,
@@ -250,6 +252,22 @@ def create_api(runtime: Runtime) -> FastAPI:
             items=[PostbackLogOut.model_validate(row) for row in page.rows], next_cursor=page.next_cursor
         )
 
+    @api.post(
+        f"{v1}/campaigns/{{campaign_id}}/cost", status_code=201, dependencies=admin, responses=_ERRORS,
+        tags=["reports"],
+    )  # fmt: skip
+    def update_cost(campaign_id: int, data: CostUpdateInput) -> CostUpdateOut:
+        """The campaign's actual cost for a past period, spread over that period's clicks in reports
+        (replacing their CPC/CPM/passed costs and CPA costs); the newest update wins on overlap."""
+        update = record_cost_update(runtime.database, runtime.clock, campaign_id, data)
+        return CostUpdateOut.model_validate(update)
+
+    @api.get(f"{v1}/campaigns/{{campaign_id}}/cost", dependencies=admin, responses=_ERRORS, tags=["reports"])
+    def list_cost(campaign_id: int) -> Page[CostUpdateOut]:
+        runtime.catalog.get_campaign(campaign_id)
+        updates = cost_updates(runtime.database, campaign_id)
+        return Page(items=[CostUpdateOut.model_validate(u) for u in updates])
+
     @api.get(
         f"{v1}/reports",
         dependencies=admin,
@@ -262,7 +280,7 @@ def create_api(runtime: Runtime) -> FastAPI:
         (click_time|conversion_time), sort (prefix - for descending), limit, offset, format (json|csv)."""
         params = dict(request.query_params)
         parsed = parse_report_request(params, today=runtime.clock().date())
-        result = runtime.reports.run(parsed)
+        result = runtime.reports.run(parsed, cost_updates(runtime.database))
         names = runtime.cache.snapshot.names
         if parsed.output is OutputFormat.CSV:
             return Response(

@@ -43,6 +43,8 @@ class CampaignOut(_Out):
     name: str
     source_id: int
     offer_id: int
+    cost_model: str
+    cost_value: MoneyText
     tracking_url: str
     postback_url: str
     created_at: datetime
@@ -76,6 +78,15 @@ class ClickOut(_Out):
     browser: str | None
     is_bot: bool
     is_unique: bool
+
+
+class CostUpdateOut(_Out):
+    id: int
+    campaign_id: int
+    start: datetime
+    end: datetime
+    amount: MoneyText
+    created_at: datetime
 
 
 class StatusChangeOut(_Out):
