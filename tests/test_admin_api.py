@@ -138,3 +138,20 @@ def test_lists_page_with_a_cursor(tracker: Tracker) -> None:
 def test_the_openapi_spec_is_served(tracker: Tracker) -> None:
     spec = tracker.http.get("/api/openapi.json").json()
     assert "/api/v1/offers" in spec["paths"]
+
+
+def test_ids_too_large_for_the_database_are_refused_not_crashed_on(tracker: Tracker) -> None:
+    huge = 2**70
+    assert tracker.api("GET", f"/offers/{huge}").status_code == 422
+    created = tracker.api("POST", "/campaigns", json={"name": "c", "source_id": huge, "offer_id": huge})
+    assert created.status_code == 422
+    assert tracker.api("GET", "/offers", params={"cursor": str(huge)}).status_code == 422
+    assert tracker.api("GET", "/postbacks", params={"cursor": str(huge)}).status_code == 422
+    assert tracker.api("GET", "/clicks", params={"campaign_id": str(huge)}).status_code == 400
+
+
+def test_a_method_the_route_lacks_is_a_405_with_an_allow_header(tracker: Tracker) -> None:
+    response = tracker.api("DELETE", "/offers")
+    assert response.status_code == 405
+    assert response.json()["error"] == "method_not_allowed"
+    assert response.headers["allow"]

@@ -43,6 +43,7 @@ MoneyField = Annotated[
     Decimal, BeforeValidator(_money), PlainSerializer(format_money, return_type=str, when_used="json")
 ]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
+RowId = Annotated[int, Field(ge=1, le=2_147_483_647)]
 
 
 def _offer_url(value: str) -> str:
@@ -128,8 +129,8 @@ def _check_cost(model: CostModel | None, value: Decimal | None) -> None:
 
 class CampaignInput(_Input):
     name: Name
-    source_id: int
-    offer_id: int
+    source_id: RowId
+    offer_id: RowId
     cost_model: CostModel = CostModel.NONE
     cost_value: MoneyField = Decimal(0)
 
@@ -141,8 +142,8 @@ class CampaignInput(_Input):
 
 class CampaignPatch(_Input):
     name: Name | None = None
-    source_id: int | None = None
-    offer_id: int | None = None
+    source_id: RowId | None = None
+    offer_id: RowId | None = None
     cost_model: CostModel | None = None
     cost_value: MoneyField | None = None
 

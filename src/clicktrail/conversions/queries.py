@@ -76,7 +76,7 @@ def find_postbacks(
         raise ValidationFailed(f"decision must be one of {allowed}", {"decision": allowed})
     before: int | None = None
     if cursor is not None:
-        if not cursor.isdigit():
+        if not cursor.isdigit() or len(cursor) > 18:
             raise ValidationFailed("cursor is the next_cursor of a previous page", {"cursor": "not a cursor"})
         before = int(cursor)
     with database.begin() as connection:

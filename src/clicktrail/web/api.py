@@ -3,7 +3,7 @@
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -39,9 +39,19 @@ from clicktrail.web.schemas import (
 )
 
 Limit = Annotated[int, Query(ge=1, le=1000)]
-Cursor = Annotated[str | None, Query(max_length=20, description="next_cursor of the previous page")]
+Cursor = Annotated[
+    str | None, Query(pattern=r"^[0-9]{1,12}$", description="next_cursor of the previous page")
+]
+IdPath = Annotated[int, Path(ge=1, le=2_147_483_647)]
+DateParam = Annotated[
+    str | None,
+    Query(max_length=40, pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9:.]+)?(Z|[+-][0-9:]+)?$",
+          description="an ISO date (a whole day, UTC) or datetime"),
+]  # fmt: skip
 _ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "a query names something that does not exist"},
     401: {"model": ErrorOut, "description": "missing or wrong bearer token"},
+    404: {"model": ErrorOut, "description": "no such object"},
     422: {"model": ErrorOut, "description": "invalid input"},
 }
 
@@ -104,7 +114,9 @@ def create_api(runtime: Runtime) -> FastAPI:
     @api.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
-        return JSONResponse({"error": code, "detail": str(exc.detail)}, status_code=exc.status_code)
+        return JSONResponse(
+            {"error": code, "detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+        )
 
     def campaign_out(campaign: Campaign) -> CampaignOut:
         base = runtime.settings.public_url
@@ -130,11 +142,11 @@ def create_api(runtime: Runtime) -> FastAPI:
         return Page(items=[OfferOut.model_validate(o) for o in offers], next_cursor=_next(offers, limit))
 
     @api.get(f"{v1}/offers/{{offer_id}}", dependencies=admin, responses=_ERRORS, tags=["catalog"])
-    def get_offer(offer_id: int) -> OfferOut:
+    def get_offer(offer_id: IdPath) -> OfferOut:
         return OfferOut.model_validate(runtime.catalog.get_offer(offer_id))
 
     @api.patch(f"{v1}/offers/{{offer_id}}", dependencies=admin, responses=_ERRORS, tags=["catalog"])
-    def patch_offer(offer_id: int, data: OfferPatch) -> OfferOut:
+    def patch_offer(offer_id: IdPath, data: OfferPatch) -> OfferOut:
         offer = runtime.catalog.patch_offer(offer_id, data)
         changed()
         return OfferOut.model_validate(offer)
@@ -152,11 +164,11 @@ def create_api(runtime: Runtime) -> FastAPI:
         return Page(items=[SourceOut.model_validate(s) for s in sources], next_cursor=_next(sources, limit))
 
     @api.get(f"{v1}/sources/{{source_id}}", dependencies=admin, responses=_ERRORS, tags=["catalog"])
-    def get_source(source_id: int) -> SourceOut:
+    def get_source(source_id: IdPath) -> SourceOut:
         return SourceOut.model_validate(runtime.catalog.get_source(source_id))
 
     @api.patch(f"{v1}/sources/{{source_id}}", dependencies=admin, responses=_ERRORS, tags=["catalog"])
-    def patch_source(source_id: int, data: SourcePatch) -> SourceOut:
+    def patch_source(source_id: IdPath, data: SourcePatch) -> SourceOut:
         source = runtime.catalog.patch_source(source_id, data)
         changed()
         return SourceOut.model_validate(source)
@@ -174,11 +186,11 @@ def create_api(runtime: Runtime) -> FastAPI:
         return Page(items=[campaign_out(c) for c in campaigns], next_cursor=_next(campaigns, limit))
 
     @api.get(f"{v1}/campaigns/{{campaign_id}}", dependencies=admin, responses=_ERRORS, tags=["catalog"])
-    def get_campaign(campaign_id: int) -> CampaignOut:
+    def get_campaign(campaign_id: IdPath) -> CampaignOut:
         return campaign_out(runtime.catalog.get_campaign(campaign_id))
 
     @api.patch(f"{v1}/campaigns/{{campaign_id}}", dependencies=admin, responses=_ERRORS, tags=["catalog"])
-    def patch_campaign(campaign_id: int, data: CampaignPatch) -> CampaignOut:
+    def patch_campaign(campaign_id: IdPath, data: CampaignPatch) -> CampaignOut:
         campaign = runtime.catalog.patch_campaign(campaign_id, data)
         changed()
         return campaign_out(campaign)
@@ -191,8 +203,8 @@ def create_api(runtime: Runtime) -> FastAPI:
     @api.get(f"{v1}/clicks", dependencies=admin, responses=_ERRORS, tags=["events"])
     def clicks(
         request: Request,
-        from_: Annotated[str | None, Query(alias="from", max_length=40)] = None,
-        to: Annotated[str | None, Query(max_length=40)] = None,
+        from_: Annotated[DateParam, Query(alias="from")] = None,
+        to: DateParam = None,
         cursor: Annotated[str | None, Query(max_length=64)] = None,
         limit: Limit = 100,
     ) -> Page[ClickOut]:
@@ -210,8 +222,8 @@ def create_api(runtime: Runtime) -> FastAPI:
     def conversions(
         request: Request,
         click_id: Annotated[str | None, Query(max_length=64)] = None,
-        from_: Annotated[str | None, Query(alias="from", max_length=40)] = None,
-        to: Annotated[str | None, Query(max_length=40)] = None,
+        from_: Annotated[DateParam, Query(alias="from")] = None,
+        to: DateParam = None,
         cursor: Annotated[str | None, Query(max_length=64)] = None,
         limit: Limit = 100,
     ) -> Page[ConversionOut]:
@@ -234,8 +246,8 @@ def create_api(runtime: Runtime) -> FastAPI:
         click_id: Annotated[str | None, Query(max_length=64)] = None,
         txid: Annotated[str | None, Query(max_length=255)] = None,
         decision: Annotated[str | None, Query(max_length=32)] = None,
-        from_: Annotated[str | None, Query(alias="from", max_length=40)] = None,
-        to: Annotated[str | None, Query(max_length=40)] = None,
+        from_: Annotated[DateParam, Query(alias="from")] = None,
+        to: DateParam = None,
         cursor: Annotated[str | None, Query(max_length=32)] = None,
         limit: Limit = 100,
     ) -> Page[PostbackLogOut]:
@@ -256,14 +268,14 @@ def create_api(runtime: Runtime) -> FastAPI:
         f"{v1}/campaigns/{{campaign_id}}/cost", status_code=201, dependencies=admin, responses=_ERRORS,
         tags=["reports"],
     )  # fmt: skip
-    def update_cost(campaign_id: int, data: CostUpdateInput) -> CostUpdateOut:
+    def update_cost(campaign_id: IdPath, data: CostUpdateInput) -> CostUpdateOut:
         """The campaign's actual cost for a past period, spread over that period's clicks in reports
         (replacing their CPC/CPM/passed costs and CPA costs); the newest update wins on overlap."""
         update = record_cost_update(runtime.database, runtime.clock, campaign_id, data)
         return CostUpdateOut.model_validate(update)
 
     @api.get(f"{v1}/campaigns/{{campaign_id}}/cost", dependencies=admin, responses=_ERRORS, tags=["reports"])
-    def list_cost(campaign_id: int) -> Page[CostUpdateOut]:
+    def list_cost(campaign_id: IdPath) -> Page[CostUpdateOut]:
         runtime.catalog.get_campaign(campaign_id)
         updates = cost_updates(runtime.database, campaign_id)
         return Page(items=[CostUpdateOut.model_validate(u) for u in updates])
