@@ -31,7 +31,8 @@ lint: $(INSTALLED) ## ruff, mypy --strict and the import contract
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-pytest: $(INSTALLED) ## the test suite only
+pytest: $(INSTALLED) ## the test suite only (installs Debian's chromium for the dashboard tests if missing)
+	@scripts/ensure-chromium
 	$(BIN)/pytest
 
 format: $(INSTALLED) ## apply ruff's formatting and safe fixes

@@ -103,7 +103,9 @@ def generate(database_url: str, clicks: int, conversions: int, days: int, now: d
         )  # fmt: skip
         if n in converting:
             converted = moment + timedelta(minutes=rng.randrange(1, 60 * 24))
-            cstamp = converted.replace(tzinfo=None) if is_pg else converted.replace(tzinfo=None).isoformat(sep=" ")
+            cstamp = (
+                converted.replace(tzinfo=None) if is_pg else converted.replace(tzinfo=None).isoformat(sep=" ")
+            )
             status = rng.choices(("approved", "pending", "rejected"), (85, 10, 5))[0]
             event = rng.choice(("lead", "sale"))
             conversion_batch.append(
@@ -136,7 +138,9 @@ def time_reports(analytics: Path, now: datetime, runs: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--clicks", type=int, default=1_000_000)
     parser.add_argument("--conversions", type=int, default=None, help="default: 3%% of clicks")
     parser.add_argument("--days", type=int, default=90)
@@ -173,9 +177,12 @@ def main() -> None:
             print(f"generate_s={generated:.1f} feed_s={fed:.1f}")
             child = subprocess.run(
                 [sys.executable, __file__, "--time-only", str(analytics), "--runs", str(args.runs)],
-                capture_output=True, text=True, check=True, env=os.environ,
+                capture_output=True, text=True, check=False, env=os.environ,
             )  # fmt: skip
             print(child.stdout, end="")
+            if child.returncode != 0:
+                print(child.stderr, file=sys.stderr)
+                sys.exit(child.returncode)
         finally:
             if name is not None:
                 with psycopg.connect(args.database_url, autocommit=True) as admin:

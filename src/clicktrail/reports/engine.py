@@ -49,11 +49,14 @@ def _dimension_sql(dim: Dimension, time_column: str, *, clicks: bool) -> str:
 
 
 def _source(kind: str, store: SegmentStore, empty: str) -> str:
+    """The live segments of one kind as a relation with today's columns: a column added since older
+    segments were written reads as NULL there (UNION BY NAME with the empty typed table)."""
     files = [segment.path for segment in store.live(kind)]
     if not files:
         return empty
     listed = ", ".join("'" + str(path).replace("'", "''") + "'" for path in files)
-    return f"read_parquet([{listed}], union_by_name=true)"
+    segments = f"read_parquet([{listed}], union_by_name=true)"
+    return f"(SELECT * FROM {empty} UNION ALL BY NAME SELECT * FROM {segments})"  # noqa: S608 -- our own names
 
 
 def _cost_update_ctes(

@@ -1,12 +1,15 @@
 """The admin API under /api/v1: JSON in and out, bearer-token auth, errors as {"error", "detail"}."""
 
 from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path as FilePath
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.staticfiles import StaticFiles
 
 from clicktrail import __version__
 from clicktrail.catalog.models import (
@@ -24,6 +27,7 @@ from clicktrail.errors import ClicktrailError, Unauthorized, ValidationFailed
 from clicktrail.reports.costs import CostUpdateInput, cost_updates, record_cost_update
 from clicktrail.reports.render import csv_text, json_rows
 from clicktrail.reports.request import OutputFormat, parse_dimension_filters, parse_report_request
+from clicktrail.web.dashboard.pages import SignInRequired, create_dashboard
 from clicktrail.web.errors import status_for
 from clicktrail.web.runtime import Runtime
 from clicktrail.web.schemas import (
@@ -38,6 +42,7 @@ from clicktrail.web.schemas import (
     SourceOut,
 )
 
+DASHBOARD_STATIC = FilePath(__file__).parent / "dashboard" / "static"
 Limit = Annotated[int, Query(ge=1, le=1000)]
 Cursor = Annotated[
     str | None, Query(pattern=r"^[0-9]{1,12}$", description="next_cursor of the previous page")
@@ -302,6 +307,12 @@ def create_api(runtime: Runtime) -> FastAPI:
             )
         return JSONResponse(json_rows(result, names))
 
+    @api.exception_handler(SignInRequired)
+    async def sign_in(_: Request, exc: SignInRequired) -> Response:
+        return RedirectResponse("/login?" + urlencode({"next": exc.path}), status_code=303)
+
+    api.include_router(create_dashboard(runtime))
+    api.mount("/static", StaticFiles(directory=str(DASHBOARD_STATIC)), name="static")
     return api
 
 

@@ -31,6 +31,7 @@ class Runtime:
         self.database = Database(settings.sqlalchemy_url)
         installation = prepare(settings, self.database, migrate=migrate)
         self.codec = installation.codec
+        self.key = installation.key
         self.cache = CatalogCache(self.database)
         self.catalog = Catalog(self.database, clock)
         self.tokens = AdminTokenCheck(settings, self.database)

@@ -1,0 +1,428 @@
+"""Dashboard routes: sign-in, overview, reports, the catalog, the logs and the lookup of one click.
+
+Every page calls the same domain functions as the API; nothing here computes a figure of its own,
+so the dashboard and the API agree to the cent. Templates autoescape every value."""
+
+import secrets
+from collections.abc import Awaitable, Callable
+from datetime import date, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+from zoneinfo import available_timezones
+
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse, Response
+from pydantic import ValidationError
+from starlette.templating import Jinja2Templates
+
+from clicktrail.catalog.models import CampaignInput, CostModel, OfferInput, SourceInput
+from clicktrail.clicks.queries import get_click
+from clicktrail.conversions.queries import TimeRange, find_clicks, find_conversions, find_postbacks
+from clicktrail.errors import ClicktrailError, NotFound, ValidationFailed
+from clicktrail.reports.costs import cost_updates
+from clicktrail.reports.dimensions import DIMENSIONS, Metric
+from clicktrail.reports.engine import ReportResult
+from clicktrail.reports.render import csv_text, json_rows
+from clicktrail.reports.request import FILTER_PARAMS, parse_dimension_filters, parse_report_request
+from clicktrail.web.dashboard.session import COOKIE, LIFETIME_SECONDS, Session, SessionSigner
+from clicktrail.web.runtime import Runtime
+
+_HERE = Path(__file__).parent
+NONCE_COOKIE = "clicktrail_login_nonce"
+ZONES = sorted(available_timezones())
+NUMERIC = {m.value for m in Metric} | {"hour"}
+
+
+class SignInRequired(Exception):
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+
+def _local_next(value: str | None) -> str:
+    """Only a path on this site: never an open redirect."""
+    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+        return "/"
+    return value
+
+
+def create_dashboard(runtime: Runtime) -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+    templates = Jinja2Templates(directory=str(_HERE / "templates"))
+    signer = SessionSigner(runtime.key)
+    secure = runtime.settings.public_url.startswith("https://")
+
+    def session_of(request: Request) -> Session:
+        session = signer.read(request.cookies.get(COOKIE))
+        if session is None:
+            raise SignInRequired(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
+        return session
+
+    def render(
+        request: Request, name: str, session: Session | None, status: int = 200, **context: Any
+    ) -> Response:
+        context |= {
+            "signed_in": session is not None,
+            "csrf": signer.csrf_token(session) if session else "",
+            "zones": ZONES,
+            "numeric": NUMERIC,
+        }
+        response = templates.TemplateResponse(request, name, context, status_code=status)
+        response.headers["content-security-policy"] = (
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+            "frame-ancestors 'none'"
+        )
+        response.headers["x-content-type-options"] = "nosniff"
+        response.headers["referrer-policy"] = "same-origin"
+        return response
+
+    async def checked_form(request: Request, session: Session) -> dict[str, str]:
+        form = {key: str(value) for key, value in (await request.form()).items()}
+        if not signer.csrf_ok(session, form.pop("csrf", None)):
+            raise ValidationFailed(
+                "the form expired; reload the page and try again", {"form": "bad CSRF token"}
+            )
+        return form
+
+    def report(params: dict[str, str]) -> tuple[ReportResult | None, str | None]:
+        try:
+            parsed = parse_report_request(params, today=runtime.clock().date())
+            return runtime.reports.run(parsed, cost_updates(runtime.database)), None
+        except ValidationFailed as exc:
+            return None, exc.detail
+
+    # Sign-in
+    @router.get("/login")
+    def login_page(request: Request, next: str = "/") -> Response:
+        nonce = secrets.token_urlsafe(16)
+        response = render(request, "login.html", None, nonce=nonce, next=_local_next(next))
+        response.set_cookie(NONCE_COOKIE, nonce, max_age=600, httponly=True, samesite="strict", secure=secure)
+        return response
+
+    @router.post("/login")
+    async def login(request: Request) -> Response:
+        form = {key: str(value) for key, value in (await request.form()).items()}
+        nonce_cookie = request.cookies.get(NONCE_COOKIE)
+        target = _local_next(form.get("next"))
+        token = form.get("token", "").strip()
+        if not nonce_cookie or not secrets.compare_digest(nonce_cookie, form.get("nonce", "")):
+            error = "The sign-in form expired; please try again."
+        elif not token or not runtime.tokens.accepts(token):
+            error = "That token is not this tracker's admin token."
+        else:
+            response = RedirectResponse(target, status_code=303)
+            response.set_cookie(
+                COOKIE,
+                signer.issue(),
+                max_age=LIFETIME_SECONDS,
+                httponly=True,
+                samesite="strict",
+                secure=secure,
+            )
+            response.delete_cookie(NONCE_COOKIE)
+            return response
+        nonce = secrets.token_urlsafe(16)
+        page = render(request, "login.html", None, 401, nonce=nonce, next=target, error=error)
+        page.set_cookie(NONCE_COOKIE, nonce, max_age=600, httponly=True, samesite="strict", secure=secure)
+        return page
+
+    @router.post("/logout")
+    async def logout(request: Request) -> Response:
+        session = session_of(request)
+        await checked_form(request, session)
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(COOKIE)
+        return response
+
+    # Overview
+    @router.get("/")
+    def overview(request: Request) -> Response:
+        session = session_of(request)
+        params = _period_params(request, runtime)
+        by_day, error = report(params | {"group_by": "day", "sort": "day", "limit": "400"})
+        by_campaign, _ = report(params | {"group_by": "campaign", "sort": "-clicks", "limit": "50"})
+        names = runtime.cache.snapshot.names
+        totals = json_rows(by_day, names)["totals"] if by_day else {}
+        return render(
+            request, "overview.html", session, page="overview", form=params, error=error, totals=totals,
+            chart=_chart(by_day, params["from"], params["to"]),
+            by_campaign=json_rows(by_campaign, names)["rows"] if by_campaign else [],
+            campaign_columns=["campaign", "clicks", "conversions", "revenue", "cost", "profit", "roi"],
+        )  # fmt: skip
+
+    # Reports
+    @router.get("/reports")
+    def reports_page(request: Request) -> Response:
+        session = session_of(request)
+        query = dict(request.query_params)
+        group_by = [query.pop(f"g{n}") for n in range(4) if query.get(f"g{n}")] or ["campaign"]
+        params = _period_params(request, runtime) | {k: v for k, v in query.items() if k in FILTER_PARAMS}
+        params |= {k: query[k] for k in ("sort", "event", "events", "by") if query.get(k)}
+        params["group_by"] = ",".join(group_by)
+        result, error = report(params)
+        names = runtime.cache.snapshot.names
+        data = json_rows(result, names) if result else {"rows": [], "totals": {}, "columns": []}
+        filters = [(k, v) for k, v in params.items() if k in FILTER_PARAMS]
+        base = {k: v for k, v in request.query_params.items() if k != "sort"}
+        columns = data["columns"] or [*group_by]
+        current = params.get("sort", "")
+        sort_links = {
+            c: "?" + urlencode(base | {"sort": c if current == f"-{c}" else f"-{c}"}) for c in columns
+        }
+        csv_link = "/reports.csv?" + urlencode(params)
+        clear = {k: v for k, v in request.query_params.items() if k not in FILTER_PARAMS}
+        return render(
+            request, "reports.html", session, page="reports", form=params, group_by=group_by,
+            dimensions=list(DIMENSIONS), rows=data["rows"], totals=data["totals"], columns=columns,
+            error=error, filters=filters, sort_links=sort_links, csv_link=csv_link,
+            clear_link="?" + urlencode(clear), drill=None,
+        )  # fmt: skip
+
+    @router.get("/reports.csv")
+    def reports_csv(request: Request) -> Response:
+        session_of(request)
+        params = dict(request.query_params)
+        result, error = report(params | {"format": "csv"})
+        if result is None:
+            return Response(error or "bad report", status_code=400, media_type="text/plain")
+        return Response(
+            csv_text(result, runtime.cache.snapshot.names),
+            media_type="text/csv; charset=utf-8",
+            headers={"content-disposition": 'attachment; filename="clicktrail-report.csv"'},
+        )
+
+    # Catalog
+    def catalog_page(request: Request, session: Session, kind: str, values: dict[str, str] | None = None,
+                     errors: dict[str, str] | None = None, status: int = 200) -> Response:  # fmt: skip
+        catalog = runtime.catalog
+        offers = catalog.list_offers(limit=1000)
+        sources = catalog.list_sources(limit=1000)
+        base = runtime.settings.public_url
+        if kind == "offers":
+            items = [_shown(o) for o in offers]
+            columns = ["id", "name", "url", "revenue", "payout", "currency", "attribution_window_days"]
+            fields = _OFFER_FIELDS
+        elif kind == "sources":
+            items = [_shown(s) for s in sources]
+            columns = ["id", "name", "postback_url"]
+            fields = _SOURCE_FIELDS
+        else:
+            items = [
+                _shown(c) | {"tracking_url": f"{base}/c/{c.key}"} for c in catalog.list_campaigns(limit=1000)
+            ]
+            columns = ["id", "name", "source_id", "offer_id", "cost_model", "cost_value", "tracking_url"]
+            fields = [
+                {"name": "name", "label": "Name", "required": True},
+                {
+                    "name": "source_id",
+                    "label": "Traffic source",
+                    "choices": [(s.id, s.name) for s in sources],
+                },
+                {"name": "offer_id", "label": "Offer", "choices": [(o.id, o.name) for o in offers]},
+                {
+                    "name": "cost_model",
+                    "label": "Cost model",
+                    "choices": [(m.value, m.value) for m in CostModel],
+                },
+                {"name": "cost_value", "label": "Cost value", "default": "0"},
+            ]
+        return render(
+            request, "catalog.html", session, status, page=kind, heading=kind.capitalize(), noun=kind[:-1],
+            items=items, columns=columns, fields=fields, values=values or {}, errors=errors or {},
+            postback_url=f"{base}/postback?click_id={{click_id}}&event=sale&payout={{amount}}&txid={{order_id}}",
+        )  # fmt: skip
+
+    def lister(kind: str) -> Callable[[Request], Response]:
+        def handler(request: Request) -> Response:
+            return catalog_page(request, session_of(request), kind)
+
+        return handler
+
+    def creator(
+        kind: str, create: Callable[[dict[str, str]], object]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def handler(request: Request) -> Response:
+            session = session_of(request)
+            try:
+                form = await checked_form(request, session)
+            except ValidationFailed as exc:
+                return catalog_page(request, session, kind, errors=exc.fields, status=403)
+            try:
+                create({k: v for k, v in form.items() if v != ""})
+                runtime.catalog_changed()
+            except ValidationError as exc:
+                errors = {
+                    ".".join(str(p) for p in e["loc"]) or "form": str(e["msg"]).removeprefix("Value error, ")
+                    for e in exc.errors()
+                }
+                return catalog_page(request, session, kind, values=form, errors=errors, status=422)
+            except ClicktrailError as exc:
+                fields = exc.fields if isinstance(exc, ValidationFailed) else {}
+                errors = fields or {"form": exc.detail}
+                return catalog_page(request, session, kind, values=form, errors=errors, status=422)
+            return RedirectResponse(f"/{kind}", status_code=303)
+
+        return handler
+
+    catalog = runtime.catalog
+    creators: dict[str, Callable[[dict[str, str]], object]] = {
+        "offers": lambda values: catalog.create_offer(OfferInput(**values)),
+        "sources": lambda values: catalog.create_source(SourceInput(**values)),
+        "campaigns": lambda values: catalog.create_campaign(CampaignInput(**values)),
+    }
+    for kind, create in creators.items():
+        router.add_api_route(f"/{kind}", lister(kind), methods=["GET"])
+        router.add_api_route(f"/{kind}", creator(kind, create), methods=["POST"])
+
+    # Logs
+    @router.get("/logs/{kind}")
+    def log_page(request: Request, kind: str) -> Response:
+        session = session_of(request)
+        form = dict(request.query_params)
+        cursor = form.pop("cursor", None)
+        period = TimeRange()
+        error = None
+        rows: list[dict[str, Any]] = []
+        next_cursor = None
+        try:
+            filters = parse_dimension_filters({k: v for k, v in form.items() if v})
+            if kind == "clicks":
+                page = find_clicks(runtime.database, filters=filters, period=period, cursor=cursor, limit=100)
+                rows, next_cursor = [r._asdict() for r in page.rows], page.next_cursor
+                columns = ["created_at", "click_id", "campaign_id", "sub1", "sub2", "external_id", "country",
+                           "device_type", "ip", "user_agent"]  # fmt: skip
+                names = ["campaign_id", "sub1", "country"]
+            elif kind == "conversions":
+                cpage = find_conversions(
+                    runtime.database, click_id=form.get("click_id") or None, filters=filters, period=period,
+                    cursor=cursor, limit=100,
+                )  # fmt: skip
+                rows, next_cursor = cpage.rows, cpage.next_cursor
+                columns = ["created_at", "conversion_id", "click_id", "event", "status", "txid", "revenue",
+                           "payout", "campaign_id", "sub1"]  # fmt: skip
+                names = ["click_id", "campaign_id", "sub1"]
+            elif kind == "postbacks":
+                ppage = find_postbacks(
+                    runtime.database, click_id=form.get("click_id") or None, txid=form.get("txid") or None,
+                    decision=form.get("decision") or None, period=period, cursor=cursor, limit=100,
+                )  # fmt: skip
+                rows, next_cursor = [r._asdict() for r in ppage.rows], ppage.next_cursor
+                columns = ["received_at", "decision", "error", "click_id", "event", "txid", "conversion_id",
+                           "ip", "query", "detail"]  # fmt: skip
+                names = ["click_id", "txid", "decision"]
+            else:
+                raise NotFound(f"no log called {kind}")
+        except ValidationFailed as exc:
+            error, columns, names = exc.detail, [], []
+        next_link = "?" + urlencode(form | {"cursor": next_cursor}) if next_cursor else None
+        return render(
+            request, "log.html", session, page=kind, heading=f"{kind.capitalize()} log", rows=rows,
+            columns=columns, filter_names=names, form=form, error=error, next_link=next_link,
+        )  # fmt: skip
+
+    # The whole story of one click
+    @router.get("/lookup")
+    def lookup(request: Request, q: str = "") -> Response:
+        session = session_of(request)
+        text = q.strip()[:255]
+        click: dict[str, Any] | None = None
+        error = None
+        try:
+            click = get_click(runtime.database, runtime.codec, text)._asdict()
+        except ValidationFailed:
+            click = None  # not a click ID: maybe a txid
+        except NotFound:
+            error = "This click ID is well-formed but no click with it was stored."
+        click_id = click["click_id"] if click else None
+        conversions = (
+            find_conversions(runtime.database, click_id=click_id, filters=(), period=TimeRange(), cursor=None,
+                             limit=100).rows if click_id else []
+        )  # fmt: skip
+        looks_like_id = len(text) == 32
+        postbacks = find_postbacks(
+            runtime.database, click_id=click_id or (text.lower() if looks_like_id else None),
+            txid=None if click_id or looks_like_id else text, decision=None, period=TimeRange(),
+            cursor=None, limit=100,
+        ).rows  # fmt: skip
+        if not click and not postbacks and not error:
+            error = "No click with this ID and no postback with this txid."
+        return render(
+            request, "lookup.html", session, lookup_q=text, click=click, error=error, conversions=conversions,
+            conversion_columns=["created_at", "event", "status", "txid", "revenue", "payout"],
+            postbacks=[p._asdict() for p in postbacks],
+            postback_columns=["received_at", "decision", "error", "event", "txid", "detail", "ip"],
+        )  # fmt: skip
+
+    return router
+
+
+def _period_params(request: Request, runtime: Runtime) -> dict[str, str]:
+    today = runtime.clock().date()
+    query = request.query_params
+    return {
+        "from": query.get("from") or (today - timedelta(days=6)).isoformat(),
+        "to": query.get("to") or today.isoformat(),
+        "tz": query.get("tz") or "UTC",
+    }
+
+
+def _shown(item: Any) -> dict[str, Any]:
+    return {
+        name: (str(value) if isinstance(value, Decimal) else value) for name, value in _fields(item).items()
+    }
+
+
+def _fields(item: Any) -> dict[str, Any]:
+    return {name: getattr(item, name) for name in item.__slots__}
+
+
+def _chart(result: ReportResult | None, first: str, last: str) -> str:
+    """Daily clicks (bars) and conversions (dots) as inline SVG: no chart library, no CDN. Every day of
+    the range gets its place, with or without traffic."""
+    if result is None or not result.rows:
+        return '<p class="empty">No clicks in this period.</p>'
+    by_day = {str(row["day"]): row for row in result.rows}
+    try:
+        start, end = date.fromisoformat(first[:10]), date.fromisoformat(last[:10])
+    except ValueError:
+        start = end = date.fromisoformat(min(by_day))
+    days = [(start + timedelta(days=n)).isoformat() for n in range(min((end - start).days + 1, 400))]
+    rows = [by_day.get(day, {"day": day, "clicks": 0, "conversions": 0}) for day in days]
+    most = max(int(row["clicks"]) for row in rows) or 1
+    most_conversions = max(int(row["conversions"]) for row in rows) or 1
+    width = 1000 / len(rows)
+    parts = [
+        '<svg class="chart" viewBox="0 0 1000 180" role="img" aria-label="Clicks and conversions by day">'
+    ]
+    for n, row in enumerate(rows):
+        height = 150 * int(row["clicks"]) / most
+        x = n * width
+        day = str(row["day"])
+        parts.append(
+            f'<rect class="bar" x="{x + width * 0.1:.1f}" y="{150 - height:.1f}" width="{width * 0.8:.1f}" '
+            f'height="{height:.1f}"><title>{day}: {int(row["clicks"])} clicks, '
+            f"{int(row['conversions'])} conversions</title></rect>"
+        )
+        dot = 150 - 150 * int(row["conversions"]) / most_conversions
+        parts.append(f'<circle class="conv" cx="{x + width / 2:.1f}" cy="{dot:.1f}" r="3"></circle>')
+        if len(rows) <= 31 or n % max(1, len(rows) // 15) == 0:
+            parts.append(f'<text x="{x + width / 2:.1f}" y="170" text-anchor="middle">{day[5:]}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+_OFFER_FIELDS = [
+    {"name": "name", "label": "Name", "required": True},
+    {"name": "url", "label": "Offer URL", "required": True,
+     "help": "http(s) URL; {click_id}, {sub1}…{sub10}, {external_id}, {campaign_id} are filled per click"},
+    {"name": "revenue", "label": "Revenue per conversion", "default": "0"},
+    {"name": "payout", "label": "Payout to the affiliate", "default": "0"},
+    {"name": "currency", "label": "Currency", "default": "USD"},
+    {"name": "attribution_window_days", "label": "Attribution window (days)", "default": "30"},
+]  # fmt: skip
+_SOURCE_FIELDS = [
+    {"name": "name", "label": "Name", "required": True},
+    {"name": "postback_url", "label": "Outbound postback URL (optional)",
+     "help": "called on each conversion; macros such as {external_id}, {payout}, {event}, {conversion_id}"},
+]  # fmt: skip
