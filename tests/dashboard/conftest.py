@@ -13,7 +13,9 @@ ARGS = [
 ]  # fmt: skip
 
 
-@pytest.fixture(scope="session")
+# Module scope: Playwright's sync API keeps an event loop running in this thread while it is open,
+# which would break the asyncio.run() of tests that come after.
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     if not CHROMIUM.exists():
         message = "the dashboard tests need Debian's chromium (scripts/ensure-chromium installs it)"
@@ -24,7 +26,7 @@ def playwright() -> Iterator[Playwright]:
         yield running
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
     yield launched
