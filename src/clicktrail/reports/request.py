@@ -14,6 +14,7 @@ _EVENT = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 MAX_LIMIT = 10_000
 MAX_DAYS = 400
 _FILTER_VALUE_MAX = 255
+_MAX_ID = 2_147_483_647  # the ID columns are 32-bit integers
 
 
 class TimeBasis(StrEnum):
@@ -77,7 +78,7 @@ def parse_dimension_filters(params: Mapping[str, str]) -> tuple[tuple[str, str |
         if dim.filter_param and dim.filter_param in params:
             value = params[dim.filter_param]
             if dim.numeric:
-                if not value.isdigit() or len(value) > 12:
+                if not value.isdigit() or int(value) > _MAX_ID:
                     raise _fail(dim.filter_param, "a numeric ID")
                 filters.append((dim.column, int(value)))
             else:

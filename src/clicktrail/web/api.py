@@ -45,9 +45,10 @@ from clicktrail.web.schemas import (
 DASHBOARD_STATIC = FilePath(__file__).parent / "dashboard" / "static"
 Limit = Annotated[int, Query(ge=1, le=1000)]
 Cursor = Annotated[
-    str | None, Query(pattern=r"^[0-9]{1,12}$", description="next_cursor of the previous page")
+    str | None, Query(pattern=r"^[0-9]{1,10}$", description="next_cursor of the previous page")
 ]
-IdPath = Annotated[int, Path(ge=1, le=2_147_483_647)]
+MAX_ROW_ID = 2_147_483_647
+IdPath = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
 DateParam = Annotated[
     str | None,
     Query(max_length=40, pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9:.]+)?(Z|[+-][0-9:]+)?$",
@@ -319,7 +320,8 @@ def create_api(runtime: Runtime) -> FastAPI:
 def _after(cursor: str | None) -> int:
     if cursor is None or cursor == "":
         return 0
-    if not cursor.isdigit():
+    # IDs are 32-bit integer columns: a larger cursor is not one we handed out.
+    if not cursor.isdigit() or int(cursor) > MAX_ROW_ID:
         raise ValidationFailed("cursor is the next_cursor of a previous page", {"cursor": "not a cursor"})
     return int(cursor)
 
