@@ -4,6 +4,7 @@
     ├── ClientError            the caller sent something we refuse (maps to a 4xx)
     │   ├── ValidationFailed   a field is missing or wrong
     │   ├── NotFound           the thing named does not exist
+    │   ├── Conflict           the thing is busy or in a state that refuses the request
     │   └── Unauthorized       no or wrong credentials
     └── StorageError           the database failed; the request may be retried (maps to 503)
 
@@ -35,6 +36,10 @@ class ValidationFailed(ClientError):
 
 class NotFound(ClientError):
     code = "not_found"
+
+
+class Conflict(ClientError):
+    code = "conflict"
 
 
 class Unauthorized(ClientError):

@@ -31,13 +31,27 @@ class Route:
 
 
 @dataclass(frozen=True, slots=True)
+class PostbackRule:
+    """Where a source's outbound postbacks go and which conversions it is sent."""
+
+    url: str
+    events: frozenset[str]
+    """Empty: every event."""
+    statuses: frozenset[str]
+
+    def wants(self, event: str, status: str) -> bool:
+        return (not self.events or event in self.events) and status in self.statuses
+
+
+@dataclass(frozen=True, slots=True)
 class CatalogSnapshot:
     version: str | None = None
     routes: MappingProxyType[str, Route] = field(default_factory=lambda: MappingProxyType({}))
     offers: MappingProxyType[OfferId, OfferTerms] = field(default_factory=lambda: MappingProxyType({}))
-    postback_urls: MappingProxyType[SourceId, str | None] = field(
+    postback_rules: MappingProxyType[SourceId, PostbackRule] = field(
         default_factory=lambda: MappingProxyType({})
     )
+    """Only the sources that have a postback URL."""
 
 
 def load_snapshot(connection: Connection) -> CatalogSnapshot:
@@ -59,10 +73,16 @@ def load_snapshot(connection: Connection) -> CatalogSnapshot:
         row.key: Route(CampaignId(row.id), SourceId(row.source_id), offers[OfferId(row.offer_id)])
         for row in campaign_rows
     }
-    postback_urls = {SourceId(row.id): row.postback_url for row in source_rows}
+    postback_rules = {
+        SourceId(row.id): PostbackRule(
+            row.postback_url, frozenset(row.postback_events), frozenset(row.postback_statuses)
+        )
+        for row in source_rows
+        if row.postback_url
+    }
     return CatalogSnapshot(
         version=version,
         routes=MappingProxyType(routes),
         offers=MappingProxyType(offers),
-        postback_urls=MappingProxyType(postback_urls),
+        postback_rules=MappingProxyType(postback_rules),
     )

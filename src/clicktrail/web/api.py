@@ -6,6 +6,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from clicktrail import __version__
@@ -20,18 +21,23 @@ from clicktrail.catalog.models import (
 )
 from clicktrail.clicks.queries import get_click
 from clicktrail.conversions.queries import TimeRange, find_conversions, find_postbacks
+from clicktrail.delivery import queries as outbox
+from clicktrail.delivery.trial import send_test_postback
 from clicktrail.errors import ClicktrailError, Unauthorized, ValidationFailed
 from clicktrail.web.errors import status_for
 from clicktrail.web.runtime import Runtime
 from clicktrail.web.schemas import (
+    BreakerOut,
     CampaignOut,
     ClickOut,
     ConversionOut,
+    DeliveryOut,
     ErrorOut,
     OfferOut,
     Page,
     PostbackLogOut,
     SourceOut,
+    TestPostbackOut,
 )
 
 Limit = Annotated[int, Query(ge=1, le=1000)]
@@ -157,6 +163,24 @@ def create_api(runtime: Runtime) -> FastAPI:
         changed()
         return SourceOut.model_validate(source)
 
+    @api.post(f"{v1}/sources/{{source_id}}/test", dependencies=admin, responses=_ERRORS, tags=["delivery"])
+    async def test_source(source_id: int) -> TestPostbackOut:
+        """Send the source one postback filled with sample values; show what was called and the answer."""
+        source = await run_in_threadpool(runtime.catalog.get_source, source_id)
+        result = await send_test_postback(runtime.sender, source_id, source.postback_url)
+        return TestPostbackOut.model_validate(result)
+
+    @api.get(f"{v1}/sources/{{source_id}}/breaker", dependencies=admin, responses=_ERRORS, tags=["delivery"])
+    def source_breaker(source_id: int) -> BreakerOut:
+        return BreakerOut.model_validate(outbox.breaker_of(runtime.database, source_id))
+
+    @api.post(f"{v1}/sources/{{source_id}}/resume", dependencies=admin, responses=_ERRORS, tags=["delivery"])
+    def resume_source(source_id: int) -> BreakerOut:
+        """Close a tripped circuit breaker by hand: the source's waiting deliveries go out at once."""
+        breaker = outbox.resume_source(runtime.database, source_id, runtime.clock)
+        runtime.dispatcher.wake()
+        return BreakerOut.model_validate(breaker)
+
     # Campaigns
     @api.post(f"{v1}/campaigns", status_code=201, dependencies=admin, responses=_ERRORS, tags=["catalog"])
     def create_campaign(data: CampaignInput) -> CampaignOut:
@@ -227,6 +251,40 @@ def create_api(runtime: Runtime) -> FastAPI:
         return Page(
             items=[PostbackLogOut.model_validate(row) for row in page.rows], next_cursor=page.next_cursor
         )
+
+    # Outbound postbacks
+    @api.get(f"{v1}/deliveries", dependencies=admin, responses=_ERRORS, tags=["delivery"])
+    def deliveries(
+        click_id: Annotated[str | None, Query(max_length=64)] = None,
+        source_id: int | None = None,
+        status: Annotated[str | None, Query(max_length=16)] = None,
+        cursor: Annotated[str | None, Query(max_length=20)] = None,
+        limit: Limit = 100,
+    ) -> Page[DeliveryOut]:
+        page = outbox.find_deliveries(
+            runtime.database,
+            click_id=click_id,
+            source_id=source_id,
+            status=status,
+            cursor=cursor,
+            limit=limit,
+        )
+        return Page(
+            items=[DeliveryOut.model_validate(row) for row in page.rows], next_cursor=page.next_cursor
+        )
+
+    @api.get(f"{v1}/deliveries/{{delivery_id}}", dependencies=admin, responses=_ERRORS, tags=["delivery"])
+    def delivery(delivery_id: int) -> DeliveryOut:
+        return DeliveryOut.model_validate(outbox.get_delivery(runtime.database, delivery_id))
+
+    @api.post(
+        f"{v1}/deliveries/{{delivery_id}}/retry", dependencies=admin, responses=_ERRORS, tags=["delivery"]
+    )
+    def retry_delivery(delivery_id: int) -> DeliveryOut:
+        """Send again now, with a fresh retry schedule; earlier attempts stay listed."""
+        row = outbox.retry_delivery(runtime.database, delivery_id, runtime.clock)
+        runtime.dispatcher.wake()
+        return DeliveryOut.model_validate(row)
 
     return api
 

@@ -12,6 +12,11 @@ from clicktrail.catalog.cache import CatalogCache
 from clicktrail.catalog.service import Catalog
 from clicktrail.config import Settings
 from clicktrail.conversions.intake import PostbackIntake
+from clicktrail.delivery.breaker import BreakerPolicy
+from clicktrail.delivery.dispatcher import Dispatcher, DispatcherConfig
+from clicktrail.delivery.guard import HostGuard
+from clicktrail.delivery.schedule import RetrySchedule
+from clicktrail.delivery.sender import PostbackSender
 from clicktrail.storage import event_store
 from clicktrail.storage.batch import GroupCommitWriter
 from clicktrail.storage.database import Database
@@ -28,7 +33,8 @@ class Runtime:
         installation = prepare(settings, self.database, migrate=migrate)
         self.codec = installation.codec
         self.cache = CatalogCache(self.database)
-        self.catalog = Catalog(self.database, clock)
+        self.guard = HostGuard.from_settings(settings)
+        self.catalog = Catalog(self.database, clock, check_postback_url=self.guard.check_url)
         self.tokens = AdminTokenCheck(settings, self.database)
         self.clicks: GroupCommitWriter[dict[str, Any]] = GroupCommitWriter(
             self._commit_clicks,
@@ -36,7 +42,19 @@ class Runtime:
             queue_limit=settings.click_queue_limit,
             name="click-writer",
         )
-        self.postbacks = PostbackIntake(self.database, self.codec, lambda: self.cache.snapshot, clock)
+        self.sender = PostbackSender.from_settings(settings, self.guard)
+        self.dispatcher = Dispatcher(
+            self.database,
+            lambda: self.cache.snapshot,
+            self.sender,
+            config=DispatcherConfig.from_settings(settings),
+            schedule=RetrySchedule.from_settings(settings),
+            breakers=BreakerPolicy.from_settings(settings),
+            clock=clock,
+        )
+        self.postbacks = PostbackIntake(
+            self.database, self.codec, lambda: self.cache.snapshot, clock, self.dispatcher.wake
+        )
         self._poller: asyncio.Task[None] | None = None
 
     def _commit_clicks(self, rows: Sequence[dict[str, Any]]) -> None:
@@ -46,6 +64,9 @@ class Runtime:
     async def start(self) -> None:
         await asyncio.to_thread(self.cache.reload)
         self._poller = asyncio.create_task(self._watch_catalog())
+        await self.sender.open()
+        if self.settings.delivery_enabled:
+            await self.dispatcher.start()
 
     async def _watch_catalog(self) -> None:
         while True:
@@ -60,6 +81,8 @@ class Runtime:
         self.cache.reload()
 
     async def stop(self) -> None:
+        await self.dispatcher.stop()
+        await self.sender.close()
         if self._poller is not None:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
