@@ -3,10 +3,12 @@
 from dataclasses import dataclass, field
 from decimal import Decimal
 from types import MappingProxyType
+from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Row
 
 from clicktrail.storage import catalog_store as store
+from clicktrail.storage.schema import sources
 from clicktrail.types import CampaignId, OfferId, SourceId
 
 
@@ -54,6 +56,21 @@ class CatalogSnapshot:
     """Only the sources that have a postback URL."""
 
 
+def postback_rule(source_row: Row[Any]) -> PostbackRule | None:
+    if not source_row.postback_url:
+        return None
+    return PostbackRule(
+        source_row.postback_url,
+        frozenset(source_row.postback_events),
+        frozenset(source_row.postback_statuses),
+    )
+
+
+def fresh_postback_rule(connection: Connection, source_id: SourceId) -> PostbackRule | None:
+    """The source's rule as stored now, for when the snapshot may not know it yet."""
+    return postback_rule(row) if (row := store.get_row(connection, sources, source_id)) else None
+
+
 def load_snapshot(connection: Connection) -> CatalogSnapshot:
     version = store.catalog_version(connection)
     offer_rows, source_rows, campaign_rows = store.all_rows(connection)
@@ -73,13 +90,7 @@ def load_snapshot(connection: Connection) -> CatalogSnapshot:
         row.key: Route(CampaignId(row.id), SourceId(row.source_id), offers[OfferId(row.offer_id)])
         for row in campaign_rows
     }
-    postback_rules = {
-        SourceId(row.id): PostbackRule(
-            row.postback_url, frozenset(row.postback_events), frozenset(row.postback_statuses)
-        )
-        for row in source_rows
-        if row.postback_url
-    }
+    postback_rules = {SourceId(row.id): rule for row in source_rows if (rule := postback_rule(row))}
     return CatalogSnapshot(
         version=version,
         routes=MappingProxyType(routes),

@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 from sqlalchemy import Connection, Row
 from sqlalchemy.exc import IntegrityError
 
-from clicktrail.catalog.routes import CatalogSnapshot
+from clicktrail.catalog.routes import CatalogSnapshot, fresh_postback_rule
 from clicktrail.conversions.decision import ConversionStatus, Decision, Outcome
 from clicktrail.conversions.request import MalformedPostback, PostbackRequest, parse_postback
 from clicktrail.ids import ClickIdCodec, InvalidClickId, mint_conversion_id
@@ -210,6 +210,9 @@ class PostbackIntake:
         """The outbox row for the source's outbound postback, in the conversion's own transaction,
         when the source has a postback URL and asked for this event and status."""
         rule = self._snapshot().postback_rules.get(click.source_id)
+        if rule is None:
+            # Another worker may have given the source its URL a moment ago: ask the database.
+            rule = fresh_postback_rule(connection, click.source_id)
         if rule is None or not rule.wants(event, status.value):
             return
         store.insert_delivery(

@@ -13,12 +13,12 @@ import secrets
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection
 
-from clicktrail.catalog.routes import CatalogSnapshot
+from clicktrail.catalog.routes import CatalogSnapshot, PostbackRule, fresh_postback_rule
 from clicktrail.config import Settings
 from clicktrail.delivery.breaker import Breaker, BreakerPolicy, BreakerState
 from clicktrail.delivery.schedule import RetrySchedule
@@ -126,9 +126,12 @@ class Dispatcher:
             self._wakeup.clear()
             free = self._config.concurrency - len(self._inflight)
             claimed: list[Job] = []
+            wait = self._config.poll_seconds
             if free > 0:
                 try:
-                    claimed = await self._in_db(self._claim, free)
+                    claimed, next_due = await self._in_db(self._claim, free)
+                    if next_due is not None:
+                        wait = min(wait, max((next_due - self._clock()).total_seconds(), 0.0))
                 except Exception:
                     log.exception("could not claim deliveries; trying again shortly")
                 for job in claimed:
@@ -138,7 +141,7 @@ class Dispatcher:
             if claimed and len(claimed) == free:
                 continue  # there may be more due right now
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), self._config.poll_seconds)
+                await asyncio.wait_for(self._wakeup.wait(), wait)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._inflight.pop(task, None)
@@ -147,7 +150,9 @@ class Dispatcher:
 
     # Blocking steps, on the dispatcher's own threads.
 
-    def _claim(self, limit: int) -> list[Job]:
+    def _claim(self, limit: int) -> tuple[list[Job], datetime | None]:
+        """Lease up to `limit` due jobs (probes of tripped sources first); also say when the next
+        retry or probe comes due, so the loop can sleep until then."""
         now = self._clock()
         lease_until = now + self._config.lease
         token = secrets.token_hex(8)
@@ -172,7 +177,10 @@ class Dispatcher:
                     excluded_sources=paused,
                 )
             rows = store.jobs(connection, ids) if ids else []
-        return [
+            upcoming = [store.next_due_at(connection, now)]
+            upcoming += [breaker.probe_at for breaker in held if breaker.probe_at and breaker.probe_at > now]
+        next_due = min((moment for moment in upcoming if moment is not None), default=None)
+        jobs = [
             Job(
                 delivery_id=row.delivery_id,
                 source_id=SourceId(row.delivery_source_id),
@@ -182,6 +190,11 @@ class Dispatcher:
             )
             for row in rows
         ]
+        return jobs, next_due
+
+    def _fresh_rule(self, source_id: SourceId) -> PostbackRule | None:
+        with self._db.begin() as connection:
+            return fresh_postback_rule(connection, source_id)
 
     def _release(self, job: Job) -> None:
         with self._db.begin() as connection:
@@ -219,7 +232,7 @@ class Dispatcher:
                 self._update_breaker(connection, job.source_id, result, now)
 
     def _update_breaker(
-        self, connection: Connection, source_id: SourceId, result: AttemptResult, now: Any
+        self, connection: Connection, source_id: SourceId, result: AttemptResult, now: datetime
     ) -> None:
         before = Breaker.from_row(store.get_breaker(connection, source_id), source_id)
         if result.outcome is AttemptOutcome.DELIVERED:
@@ -239,6 +252,9 @@ class Dispatcher:
 
     async def _deliver(self, job: Job) -> None:
         rule = self._snapshot().postback_rules.get(job.source_id)
+        if rule is None:
+            # The source may have got its URL on another worker a moment ago: ask the database.
+            rule = await self._in_db(self._fresh_rule, job.source_id)
         if rule is None:
             result = AttemptResult(
                 "", AttemptOutcome.BLOCKED, error="the source has no postback URL (any more)"

@@ -6,7 +6,7 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, insert, or_, select, update
+from sqlalchemy import Connection, Row, and_, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from clicktrail.storage.schema import conversions, deliveries, delivery_attempts, delivery_breakers
@@ -81,6 +81,16 @@ def start_probe(
         )
         return None
     return ids[0]
+
+
+def next_due_at(connection: Connection, now: datetime) -> datetime | None:
+    """When the next waiting job comes due (a retry), if any is waiting."""
+    found: datetime | None = connection.execute(
+        select(func.min(deliveries.c.next_attempt_at)).where(
+            deliveries.c.status == PENDING, deliveries.c.next_attempt_at > now
+        )
+    ).scalar_one_or_none()
+    return found
 
 
 def jobs(connection: Connection, ids: Sequence[int]) -> Sequence[Row[Any]]:
