@@ -84,13 +84,15 @@ def start_probe(
 
 
 def next_due_at(connection: Connection, now: datetime) -> datetime | None:
-    """When the next waiting job comes due (a retry), if any is waiting."""
-    found: datetime | None = connection.execute(
-        select(func.min(deliveries.c.next_attempt_at)).where(
-            deliveries.c.status == PENDING, deliveries.c.next_attempt_at > now
-        )
-    ).scalar_one_or_none()
-    return found
+    """When a waiting job next comes due: a retry's time, or the end of a lease (a worker may have died)."""
+    retry, lease_end = connection.execute(
+        select(
+            func.min(deliveries.c.next_attempt_at).filter(deliveries.c.next_attempt_at > now),
+            func.min(deliveries.c.locked_until).filter(deliveries.c.locked_until > now),
+        ).where(deliveries.c.status == PENDING)
+    ).one()
+    moments: list[datetime] = [moment for moment in (retry, lease_end) if moment is not None]
+    return min(moments, default=None)
 
 
 def jobs(connection: Connection, ids: Sequence[int]) -> Sequence[Row[Any]]:
