@@ -49,6 +49,15 @@ class Job:
 
 
 @dataclass(frozen=True, slots=True)
+class Attempt:
+    """A finished attempt, waiting to be recorded."""
+
+    job: Job
+    result: AttemptResult
+    started_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class DispatcherConfig:
     concurrency: int
     poll_seconds: float
@@ -87,6 +96,8 @@ class Dispatcher:
         self._wakeup: asyncio.Event | None = None
         self._runner: asyncio.Task[None] | None = None
         self._inflight: dict[asyncio.Task[None], Job] = {}
+        self._finished_attempts: list[Attempt] = []
+        self._recorder: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -112,7 +123,10 @@ class Dispatcher:
             task.cancel()
         if unfinished:
             await asyncio.wait(list(unfinished))
-            for job in unfinished.values():
+        if self._recorder is not None:
+            await self._recorder
+        for task, job in unfinished.items():
+            if task.cancelled():
                 with contextlib.suppress(Exception):
                     await self._in_db(self._release, job)
         self._executor.shutdown(wait=True)
@@ -200,8 +214,14 @@ class Dispatcher:
         with self._db.begin() as connection:
             store.release(connection, [job.delivery_id], job.token)
 
-    def _record(self, job: Job, result: AttemptResult) -> None:
-        now = self._clock()
+    def _record(self, finished: list[Attempt]) -> None:
+        """Record finished attempts, many in one transaction (as the click writer groups clicks)."""
+        with self._db.begin() as connection:
+            for attempt in finished:
+                self._record_one(connection, attempt)
+
+    def _record_one(self, connection: Connection, attempt: Attempt) -> None:
+        job, result, now = attempt.job, attempt.result, self._clock()
         attempts = job.attempts + 1
         values: dict[str, Any] = {"attempts": attempts, "updated_at": now}
         if result.outcome is AttemptOutcome.DELIVERED:
@@ -213,23 +233,22 @@ class Dispatcher:
             next_at = self._schedule.next_attempt(attempts, now)
             status = DeliveryStatus.PENDING if next_at is not None else DeliveryStatus.DEAD
             values |= {"status": status, "next_attempt_at": next_at, "last_error": result.error}
-        with self._db.begin() as connection:
-            store.insert_attempt(
-                connection,
-                {
-                    "delivery_id": job.delivery_id,
-                    "attempted_at": now,
-                    "url": result.url or "(none)",
-                    "outcome": result.outcome.value,
-                    "status_code": result.status_code,
-                    "latency_ms": result.latency_ms,
-                    "error": (result.error or "")[:_ERROR_MAX] or None,
-                },
-            )
-            if not store.finish(connection, job.delivery_id, job.token, values):
-                log.warning("delivery %s: the lease ran out during the attempt", job.delivery_id)
-            if result.outcome is not AttemptOutcome.BLOCKED:
-                self._update_breaker(connection, job.source_id, result, now)
+        store.insert_attempt(
+            connection,
+            {
+                "delivery_id": job.delivery_id,
+                "attempted_at": attempt.started_at,
+                "url": result.url or "(none)",
+                "outcome": result.outcome.value,
+                "status_code": result.status_code,
+                "latency_ms": result.latency_ms,
+                "error": (result.error or "")[:_ERROR_MAX] or None,
+            },
+        )
+        if not store.finish(connection, job.delivery_id, job.token, values):
+            log.warning("delivery %s: the lease ran out during the attempt", job.delivery_id)
+        if result.outcome is not AttemptOutcome.BLOCKED:
+            self._update_breaker(connection, job.source_id, result, now)
 
     def _update_breaker(
         self, connection: Connection, source_id: SourceId, result: AttemptResult, now: datetime
@@ -251,6 +270,7 @@ class Dispatcher:
     # The attempt itself, on the event loop.
 
     async def _deliver(self, job: Job) -> None:
+        started_at = self._clock()
         rule = self._snapshot().postback_rules.get(job.source_id)
         if rule is None:
             # The source may have got its URL on another worker a moment ago: ask the database.
@@ -266,8 +286,17 @@ class Dispatcher:
             except Exception as exc:
                 log.exception("delivery %s: the attempt failed unexpectedly", job.delivery_id)
                 result = AttemptResult(url, AttemptOutcome.FAILED, error=f"internal error: {exc!r}")
-        try:
-            await self._in_db(self._record, job, result)
-        except Exception:
-            # The lease runs out and another attempt follows: at least once, never lost.
-            log.exception("delivery %s: could not record the attempt", job.delivery_id)
+        self._finished_attempts.append(Attempt(job, result, started_at))
+        if self._recorder is None or self._recorder.done():
+            self._recorder = asyncio.create_task(self._record_finished())
+
+    async def _record_finished(self) -> None:
+        while self._finished_attempts:
+            batch, self._finished_attempts = self._finished_attempts, []
+            try:
+                await self._in_db(self._record, batch)
+            except Exception:
+                # Their leases run out and other attempts follow: at least once, never lost.
+                log.exception("could not record %s delivery attempts", len(batch))
+            if self._wakeup is not None:
+                self._wakeup.set()  # their retries are scheduled now: plan the next sleep with them
