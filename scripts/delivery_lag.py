@@ -18,7 +18,6 @@ from pathlib import Path
 
 import httpx
 from sqlalchemy import create_engine, text
-
 from tests.receivers import Receiver
 from tests.support import Tracker, fresh_database, start_server
 
