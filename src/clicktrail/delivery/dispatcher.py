@@ -55,6 +55,8 @@ class Attempt:
     job: Job
     result: AttemptResult
     started_at: datetime
+    recorded: "asyncio.Future[None]"
+    """Done once the result is stored (or could not be)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,9 +288,13 @@ class Dispatcher:
             except Exception as exc:
                 log.exception("delivery %s: the attempt failed unexpectedly", job.delivery_id)
                 result = AttemptResult(url, AttemptOutcome.FAILED, error=f"internal error: {exc!r}")
-        self._finished_attempts.append(Attempt(job, result, started_at))
+        recorded = asyncio.get_running_loop().create_future()
+        self._finished_attempts.append(Attempt(job, result, started_at, recorded))
         if self._recorder is None or self._recorder.done():
             self._recorder = asyncio.create_task(self._record_finished())
+        # Hold the slot until the result is stored: what a crash can make us send again stays within
+        # the concurrency limit.
+        await recorded
 
     async def _record_finished(self) -> None:
         while self._finished_attempts:
@@ -298,5 +304,8 @@ class Dispatcher:
             except Exception:
                 # Their leases run out and other attempts follow: at least once, never lost.
                 log.exception("could not record %s delivery attempts", len(batch))
+            for attempt in batch:
+                if not attempt.recorded.done():
+                    attempt.recorded.set_result(None)
             if self._wakeup is not None:
                 self._wakeup.set()  # their retries are scheduled now: plan the next sleep with them
