@@ -1,8 +1,11 @@
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.delivery_support import DELIVERY_ENV
+from tests.receivers import Receiver
 from tests.support import ServerProcess, Tracker, fresh_database, start_server
 
 
@@ -31,3 +34,34 @@ def tracker(server: ServerProcess) -> Iterator[Tracker]:
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def delivery_server(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A server that delivers outbound postbacks on a short schedule, allowing 127.0.0.1."""
+    directory = tmp_path_factory.mktemp(f"delivery-{backend}")
+    with fresh_database(backend, directory) as url:
+        process = start_server(url, directory, extra_env=DELIVERY_ENV)
+        yield process
+        assert process.stop() == 0, process.log()
+
+
+@pytest.fixture
+def pb(delivery_server: ServerProcess) -> Iterator[Tracker]:
+    client = Tracker(delivery_server)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Callable[..., Receiver]]:
+    """Start receivers: receiver() answers 200; receiver(fail_first=2), (hang=True), (redirect=True)…"""
+    started: list[Receiver] = []
+
+    def start(**behaviour: Any) -> Receiver:
+        started.append(Receiver(**behaviour))
+        return started[-1]
+
+    yield start
+    for each in started:
+        each.close()

@@ -1,10 +1,11 @@
 """Settings, read once from CLICKTRAIL_* environment variables (or built directly in tests)."""
 
 import ipaddress
+import re
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///./data/clicktrail.db"
@@ -18,6 +19,26 @@ def _parse_networks(text: str) -> tuple[Network, ...]:
         if item.strip():
             networks.append(ipaddress.ip_network(item.strip(), strict=False))
     return tuple(networks)
+
+
+_HOSTNAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,62})(\.[a-z0-9]([a-z0-9-]{0,62}))*\.?")
+
+
+def _parse_allow_hosts(text: str) -> tuple[frozenset[str], tuple[Network, ...]]:
+    """`CLICKTRAIL_DELIVERY_ALLOW_HOSTS`: host names and IP addresses or CIDRs, comma-separated."""
+    names: set[str] = set()
+    networks: list[Network] = []
+    for raw in text.split(","):
+        item = raw.strip().lower()
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            if not _HOSTNAME.fullmatch(item):
+                raise ValueError(f"{item!r} is neither a host name nor an IP address or CIDR") from None
+            names.add(item.rstrip("."))
+    return frozenset(names), tuple(networks)
 
 
 class Settings(BaseSettings):
@@ -64,6 +85,50 @@ class Settings(BaseSettings):
     report_memory_limit: str = Field(
         "256MB", pattern=r"^[0-9]+(MB|GB)$", description="CLICKTRAIL_REPORT_MEMORY_LIMIT: DuckDB's memory cap"
     )
+    # Outbound postbacks (docs/delivery.md)
+    delivery_enabled: bool = Field(
+        True, description="CLICKTRAIL_DELIVERY_ENABLED: run the outbound postback dispatcher in this process"
+    )
+    delivery_allow_hosts: str = Field(
+        "",
+        description="CLICKTRAIL_DELIVERY_ALLOW_HOSTS: comma-separated host names and IPs/CIDRs that "
+        "postbacks may reach although they are not public",
+    )
+    delivery_concurrency: int = Field(
+        32, ge=1, le=1000, description="CLICKTRAIL_DELIVERY_CONCURRENCY: most postbacks in flight per process"
+    )
+    delivery_connect_timeout: float = Field(
+        3.0, gt=0, le=60, description="CLICKTRAIL_DELIVERY_CONNECT_TIMEOUT: seconds to connect"
+    )
+    delivery_read_timeout: float = Field(
+        10.0, gt=0, le=300, description="CLICKTRAIL_DELIVERY_READ_TIMEOUT: seconds to wait for the answer"
+    )
+    delivery_poll_seconds: float = Field(
+        1.0, gt=0, le=60, description="CLICKTRAIL_DELIVERY_POLL_SECONDS: how often to look for due jobs"
+    )
+    delivery_lease_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="CLICKTRAIL_DELIVERY_LEASE_SECONDS: how long a claimed job is this worker's alone; "
+        "longer than one attempt can take",
+    )
+    delivery_retry_first_seconds: float = Field(
+        5.0, gt=0, description="CLICKTRAIL_DELIVERY_RETRY_FIRST_SECONDS: wait before the first retry"
+    )
+    delivery_retry_max_interval_seconds: float = Field(
+        3600.0, gt=0, description="CLICKTRAIL_DELIVERY_RETRY_MAX_INTERVAL_SECONDS: the doubling stops here"
+    )
+    delivery_max_attempts: int = Field(
+        35, ge=1, le=1000, description="CLICKTRAIL_DELIVERY_MAX_ATTEMPTS: attempts before a job is dead"
+    )
+    delivery_breaker_failures: int = Field(
+        10,
+        ge=1,
+        description="CLICKTRAIL_DELIVERY_BREAKER_FAILURES: consecutive failures that pause a source",
+    )
+    delivery_breaker_cooldown_seconds: float = Field(
+        60.0, gt=0, description="CLICKTRAIL_DELIVERY_BREAKER_COOLDOWN_SECONDS: pause before a probe"
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -78,6 +143,20 @@ class Settings(BaseSettings):
         _parse_networks(value)
         return value
 
+    @field_validator("delivery_allow_hosts")
+    @classmethod
+    def _valid_allow_hosts(cls, value: str) -> str:
+        _parse_allow_hosts(value)
+        return value
+
+    @model_validator(mode="after")
+    def _lease_outlasts_an_attempt(self) -> "Settings":
+        if self.delivery_lease_seconds <= self.delivery_connect_timeout + self.delivery_read_timeout:
+            raise ValueError(
+                "CLICKTRAIL_DELIVERY_LEASE_SECONDS must be longer than the connect and read timeouts together"
+            )
+        return self
+
     @field_validator("public_url")
     @classmethod
     def _no_trailing_slash(cls, value: str) -> str:
@@ -86,6 +165,11 @@ class Settings(BaseSettings):
     @cached_property
     def trusted_networks(self) -> tuple[Network, ...]:
         return _parse_networks(self.trusted_proxies)
+
+    @cached_property
+    def delivery_allowed(self) -> tuple[frozenset[str], tuple[Network, ...]]:
+        """The allowlist: (host names, networks)."""
+        return _parse_allow_hosts(self.delivery_allow_hosts)
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -5,6 +5,7 @@
     │   ├── ValidationFailed   a field is missing or wrong (422)
     │   │   └── InvalidQuery   a query names an unknown dimension, timezone… (400)
     │   ├── NotFound           the thing named does not exist
+    │   ├── Conflict           the thing is busy or in a state that refuses the request
     │   └── Unauthorized       no or wrong credentials
     └── StorageError           the database failed; the request may be retried (maps to 503)
 
@@ -42,6 +43,10 @@ class InvalidQuery(ValidationFailed):
 
 class NotFound(ClientError):
     code = "not_found"
+
+
+class Conflict(ClientError):
+    code = "conflict"
 
 
 class Unauthorized(ClientError):

@@ -16,6 +16,7 @@ from pydantic import (
     model_validator,
 )
 
+from clicktrail.conversions.decision import ConversionStatus
 from clicktrail.macros import CLICK_MACROS, InvalidTemplate, validate_url_template
 from clicktrail.money import InvalidMoney, format_money, parse_currency, parse_money
 from clicktrail.types import CampaignId, OfferId, SourceId
@@ -77,6 +78,29 @@ PostbackUrl = Annotated[
 ]
 Currency = Annotated[str, AfterValidator(_currency), Field(description="ISO 4217 code")]
 
+_EVENT_SLUG = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+DEFAULT_POSTBACK_STATUSES = (ConversionStatus.APPROVED,)
+
+
+def _distinct_events(value: list[str]) -> list[str]:
+    return sorted(set(value))
+
+
+def _distinct_statuses(value: list[ConversionStatus]) -> list[ConversionStatus]:
+    return sorted(set(value))
+
+
+PostbackEvents = Annotated[
+    list[Annotated[str, Field(pattern=_EVENT_SLUG)]],
+    AfterValidator(_distinct_events),
+    Field(max_length=50, description="events the source is sent; empty: every event"),
+]
+PostbackStatuses = Annotated[
+    list[ConversionStatus],
+    AfterValidator(_distinct_statuses),
+    Field(min_length=1, description="conversion statuses the source is sent (default: approved)"),
+]
+
 
 class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
@@ -105,11 +129,15 @@ class OfferPatch(_Input):
 class SourceInput(_Input):
     name: Name
     postback_url: PostbackUrl = None
+    postback_events: PostbackEvents = []
+    postback_statuses: PostbackStatuses = list(DEFAULT_POSTBACK_STATUSES)
 
 
 class SourcePatch(_Input):
     name: Name | None = None
     postback_url: PostbackUrl = None
+    postback_events: PostbackEvents | None = None
+    postback_statuses: PostbackStatuses | None = None
 
 
 class CostModel(StrEnum):
@@ -172,6 +200,8 @@ class Source:
     id: SourceId
     name: str
     postback_url: str | None
+    postback_events: list[str]
+    postback_statuses: list[str]
     created_at: datetime
     updated_at: datetime
 

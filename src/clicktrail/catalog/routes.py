@@ -3,10 +3,12 @@
 from dataclasses import dataclass, field
 from decimal import Decimal
 from types import MappingProxyType
+from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Row
 
 from clicktrail.storage import catalog_store as store
+from clicktrail.storage.schema import sources
 from clicktrail.types import CampaignId, OfferId, SourceId
 
 
@@ -33,17 +35,46 @@ class Route:
 
 
 @dataclass(frozen=True, slots=True)
+class PostbackRule:
+    """Where a source's outbound postbacks go and which conversions it is sent."""
+
+    url: str
+    events: frozenset[str]
+    """Empty: every event."""
+    statuses: frozenset[str]
+
+    def wants(self, event: str, status: str) -> bool:
+        return (not self.events or event in self.events) and status in self.statuses
+
+
+@dataclass(frozen=True, slots=True)
 class CatalogSnapshot:
     version: str | None = None
     routes: MappingProxyType[str, Route] = field(default_factory=lambda: MappingProxyType({}))
     offers: MappingProxyType[OfferId, OfferTerms] = field(default_factory=lambda: MappingProxyType({}))
-    postback_urls: MappingProxyType[SourceId, str | None] = field(
+    postback_rules: MappingProxyType[SourceId, PostbackRule] = field(
         default_factory=lambda: MappingProxyType({})
     )
+    """Only the sources that have a postback URL."""
     cpa_costs: MappingProxyType[CampaignId, Decimal] = field(default_factory=lambda: MappingProxyType({}))
     """What an approved conversion costs, for campaigns on a CPA cost model."""
     names: MappingProxyType[str, dict[int, str]] = field(default_factory=lambda: MappingProxyType({}))
     """Display names by kind ("campaign", "offer", "source") and ID, for reports."""
+
+
+def postback_rule(source_row: Row[Any]) -> PostbackRule | None:
+    if not source_row.postback_url:
+        return None
+    return PostbackRule(
+        source_row.postback_url,
+        frozenset(source_row.postback_events),
+        frozenset(source_row.postback_statuses),
+    )
+
+
+def fresh_postback_rule(connection: Connection, source_id: SourceId) -> PostbackRule | None:
+    """The source's rule as stored now, for when the snapshot may not know it yet."""
+    return postback_rule(row) if (row := store.get_row(connection, sources, source_id)) else None
 
 
 def load_snapshot(connection: Connection) -> CatalogSnapshot:
@@ -71,12 +102,11 @@ def load_snapshot(connection: Connection) -> CatalogSnapshot:
         )
         for row in campaign_rows
     }
-    postback_urls = {SourceId(row.id): row.postback_url for row in source_rows}
+    postback_rules = {SourceId(row.id): rule for row in source_rows if (rule := postback_rule(row))}
     return CatalogSnapshot(
         version=version,
         routes=MappingProxyType(routes),
         offers=MappingProxyType(offers),
-        postback_urls=MappingProxyType(postback_urls),
         cpa_costs=MappingProxyType(
             {CampaignId(row.id): row.cost_value for row in campaign_rows if row.cost_model == "cpa"}
         ),
@@ -87,4 +117,5 @@ def load_snapshot(connection: Connection) -> CatalogSnapshot:
                 "source": {row.id: row.name for row in source_rows},
             }
         ),
+        postback_rules=MappingProxyType(postback_rules),
     )

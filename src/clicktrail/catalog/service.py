@@ -1,7 +1,7 @@
 """Creating, reading and changing offers, sources and campaigns."""
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Row, Table
@@ -30,6 +30,14 @@ CAMPAIGN_KEY_LENGTH = 10
 NULLABLE = frozenset({"postback_token", "postback_url"})
 
 
+PostbackUrlCheck = Callable[[str], str | None]
+"""Says what is wrong with a postback URL's address (e.g. a private host), or None when it may be used."""
+
+
+def _accept_any_address(_: str) -> None:
+    return None
+
+
 def _refuse_nulls(values: dict[str, Any]) -> None:
     nulls = {
         name: "cannot be null" for name, value in values.items() if value is None and name not in NULLABLE
@@ -53,9 +61,17 @@ def _campaign(row: Row[Any]) -> Campaign:
 class Catalog:
     """The catalog's write and read operations; every change bumps the version workers watch."""
 
-    def __init__(self, database: Database, clock: Clock) -> None:
+    def __init__(
+        self, database: Database, clock: Clock, check_postback_url: PostbackUrlCheck = _accept_any_address
+    ) -> None:
         self._db = database
         self._clock = clock
+        self._check_postback_url = check_postback_url
+
+    def _vet_postback_url(self, url: str | None) -> None:
+        problem = None if url is None else self._check_postback_url(url)
+        if problem is not None:
+            raise ValidationFailed(f"postback_url: {problem}", {"postback_url": problem})
 
     def _bump(self, connection: Connection) -> None:
         self._db.set_meta_value(connection, store.CATALOG_VERSION, store.new_version())
@@ -104,10 +120,13 @@ class Catalog:
 
     # Sources
     def create_source(self, data: SourceInput) -> Source:
-        return _source(self._create(sources, data.model_dump()))
+        self._vet_postback_url(data.postback_url)
+        return _source(self._create(sources, data.model_dump(mode="json")))
 
     def patch_source(self, source_id: int, data: SourcePatch) -> Source:
-        return _source(self._patch(sources, source_id, data.model_dump(exclude_unset=True), "source"))
+        self._vet_postback_url(data.postback_url)
+        values = data.model_dump(mode="json", exclude_unset=True)
+        return _source(self._patch(sources, source_id, values, "source"))
 
     def get_source(self, source_id: int) -> Source:
         return _source(self._get(sources, source_id, "source"))

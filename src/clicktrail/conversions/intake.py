@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 from sqlalchemy import Connection, Row
 from sqlalchemy.exc import IntegrityError
 
-from clicktrail.catalog.routes import CatalogSnapshot
+from clicktrail.catalog.routes import CatalogSnapshot, fresh_postback_rule
 from clicktrail.conversions.decision import ConversionStatus, Decision, Outcome
 from clicktrail.conversions.request import MalformedPostback, PostbackRequest, parse_postback
 from clicktrail.ids import ClickIdCodec, InvalidClickId, mint_conversion_id
@@ -43,14 +43,25 @@ def _loggable_query(params: Mapping[str, str]) -> str:
     return urlencode(shown)[:_LOGGED_QUERY_MAX]
 
 
+def _nobody_to_tell() -> None:
+    return None
+
+
 class PostbackIntake:
     def __init__(
-        self, database: Database, codec: ClickIdCodec, snapshot: Callable[[], CatalogSnapshot], clock: Clock
+        self,
+        database: Database,
+        codec: ClickIdCodec,
+        snapshot: Callable[[], CatalogSnapshot],
+        clock: Clock,
+        delivery_queued: Callable[[], None] = _nobody_to_tell,
     ) -> None:
         self._db = database
         self._codec = codec
         self._snapshot = snapshot
         self._clock = clock
+        self._delivery_queued = delivery_queued
+        """Called (from this worker thread) after a commit that queued an outbound postback."""
 
     def handle(self, raw: RawPostback) -> Outcome:
         """Decide and record one postback; runs in a worker thread (it blocks on the database)."""
@@ -105,6 +116,8 @@ class PostbackIntake:
         with self._db.begin() as connection:
             outcome = self._decide(connection, request, click_id)
             self._log(connection, raw, outcome, click_id=click_id, request=request)
+        if outcome.decision in (Decision.ACCEPTED, Decision.UPDATED):
+            self._delivery_queued()
         return outcome
 
     def _decide(self, connection: Connection, request: PostbackRequest, click_id: ClickId) -> Outcome:
@@ -134,7 +147,7 @@ class PostbackIntake:
             conversion_id = ConversionId(existing.conversion_id)
             store.set_conversion_status(connection, conversion_id, request.status, now)
             self._history(connection, conversion_id, existing.status, request.status, existing.revenue, now)
-            self._queue_delivery(connection, click, conversion_id, request.status, now)
+            self._queue_delivery(connection, click, conversion_id, request.event, request.status, now)
             return Outcome(Decision.UPDATED, conversion_id)
 
         conversion_id = mint_conversion_id(now)
@@ -163,7 +176,7 @@ class PostbackIntake:
             },
         )
         self._history(connection, conversion_id, None, request.status, revenue, now)
-        self._queue_delivery(connection, click, conversion_id, request.status, now)
+        self._queue_delivery(connection, click, conversion_id, request.event, request.status, now)
         return Outcome(Decision.ACCEPTED, conversion_id)
 
     def _history(
@@ -191,11 +204,17 @@ class PostbackIntake:
         connection: Connection,
         click: Row[Any],
         conversion_id: ConversionId,
+        event: str,
         status: ConversionStatus,
         now: datetime,
     ) -> None:
-        """The outbox row for the source's outbound postback, in the conversion's own transaction."""
-        if not self._snapshot().postback_urls.get(click.source_id):
+        """The outbox row for the source's outbound postback, in the conversion's own transaction,
+        when the source has a postback URL and asked for this event and status."""
+        rule = self._snapshot().postback_rules.get(click.source_id)
+        if rule is None:
+            # Another worker may have given the source its URL a moment ago: ask the database.
+            rule = fresh_postback_rule(connection, click.source_id)
+        if rule is None or not rule.wants(event, status.value):
             return
         store.insert_delivery(
             connection,
@@ -208,5 +227,6 @@ class PostbackIntake:
                 "conversion_status": status.value,
                 "attempts": 0,
                 "next_attempt_at": now,
+                "updated_at": now,
             },
         )

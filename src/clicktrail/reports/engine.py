@@ -138,6 +138,14 @@ class DuckDbReports:
         return cursor
 
     def run(self, request: ReportRequest, updates: Sequence[CostUpdate] = ()) -> ReportResult:
+        try:
+            return self._run(request, updates)
+        except duckdb.IOException:
+            # A segment listed a moment ago was compacted away (readers get a grace period, but a
+            # very slow report can outlive it): list the segments again, once.
+            return self._run(request, updates)
+
+    def _run(self, request: ReportRequest, updates: Sequence[CostUpdate]) -> ReportResult:
         dims = [DIMENSIONS[name] for name in request.group_by]
         conversion_time = "click_time" if request.by is TimeBasis.CLICK_TIME else "created_at"
         params: dict[str, Any] = {

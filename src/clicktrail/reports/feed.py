@@ -62,6 +62,7 @@ class AnalyticsFeed:
                 written = self._feed_clicks(now) + self._feed_conversions(now)
                 for kind in (CLICKS, CONVERSIONS):
                     self._compact(kind)
+                self.collect()
             finally:
                 self._duck.close()
             return written
@@ -147,6 +148,11 @@ class AnalyticsFeed:
             group = [segment] if short else []
         self._merge(kind, group)
         self._store.remove_covered(kind)
+
+    def collect(self) -> None:
+        """Delete what compaction replaced, once readers are done with it (called every run)."""
+        for kind in (CLICKS, CONVERSIONS):
+            self._store.remove_covered(kind)
 
     def _merge(self, kind: str, group: list[Segment]) -> None:
         if len(group) < 2:

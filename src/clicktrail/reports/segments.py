@@ -9,12 +9,14 @@ meets both (a crash between the two steps) keeps the widest and ignores what it 
 
 import fcntl
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 CLICKS = "clicks"
+REMOVAL_GRACE_SECONDS = 120.0
 CONVERSIONS = "conversions"
 
 
@@ -71,10 +73,18 @@ class SegmentStore:
     def publish(temporary: Path, final: Path) -> None:
         os.replace(temporary, final)
 
-    def remove_covered(self, kind: str) -> None:
-        live = set(self.live(kind))
+    def remove_covered(self, kind: str, *, grace_seconds: float = REMOVAL_GRACE_SECONDS) -> None:
+        """Delete segments a compacted one covers, once it has been live long enough that no report
+        that listed the old files can still be reading them."""
+        live = self.live(kind)
+        now = time.time()
         for segment in self.all_segments(kind):
-            if segment not in live:
+            if segment in live:
+                continue
+            cover = next(
+                (s for s in live if s.start_ms <= segment.start_ms and segment.end_ms <= s.end_ms), None
+            )
+            if cover is not None and now - cover.path.stat().st_mtime >= grace_seconds:
                 segment.path.unlink(missing_ok=True)
 
     @contextmanager

@@ -3,6 +3,7 @@ carries its click's dimensions, so reports need no join and a later move to a co
 Changes to this file go with a migration under `migrations/versions/`."""
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Boolean,
     Column,
@@ -14,6 +15,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 from clicktrail.storage.types import Money, UtcDateTime
@@ -51,6 +53,9 @@ sources = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("name", String(200), nullable=False),
     Column("postback_url", Text, nullable=True),
+    # Which conversions the source is sent: event slugs ([] = every event) and statuses.
+    Column("postback_events", JSON, nullable=False, server_default=text("'[]'")),
+    Column("postback_statuses", JSON, nullable=False, server_default=text("'[\"approved\"]'")),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
 )
@@ -177,5 +182,43 @@ deliveries = Table(
     Column("next_attempt_at", UtcDateTime, nullable=True),
     Column("locked_until", UtcDateTime, nullable=True),
     Column("last_error", Text, nullable=True),
+    # Who holds the lease (`locked_until`): a worker records its result only while it still holds it.
+    Column("lease_token", String(32), nullable=True),
+    Column("updated_at", UtcDateTime, nullable=True),
+    Column("delivered_at", UtcDateTime, nullable=True),
 )
 Index("ix_deliveries_due", deliveries.c.status, deliveries.c.next_attempt_at)
+Index("ix_deliveries_source_id", deliveries.c.source_id)
+
+# Every call made for a delivery: what was called and what came back.
+delivery_attempts = Table(
+    "delivery_attempts",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column(
+        "delivery_id",
+        BigInteger().with_variant(Integer, "sqlite"),
+        ForeignKey("deliveries.id"),
+        nullable=False,
+        index=True,
+    ),
+    Column("attempted_at", UtcDateTime, nullable=False),
+    Column("url", Text, nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("status_code", Integer, nullable=True),
+    Column("latency_ms", Integer, nullable=True),
+    Column("error", Text, nullable=True),
+)
+
+# One circuit breaker per source that has ever failed: closed (delivering), open (paused) or half_open.
+delivery_breakers = Table(
+    "delivery_breakers",
+    metadata,
+    Column("source_id", Integer, ForeignKey("sources.id"), primary_key=True, autoincrement=False),
+    Column("state", String(16), nullable=False),
+    Column("failures", Integer, nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("opened_at", UtcDateTime, nullable=True),
+    Column("probe_at", UtcDateTime, nullable=True),
+    Column("updated_at", UtcDateTime, nullable=False),
+)

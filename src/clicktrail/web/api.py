@@ -8,6 +8,7 @@ from urllib.parse import urlencode
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.staticfiles import StaticFiles
 
@@ -23,6 +24,8 @@ from clicktrail.catalog.models import (
 )
 from clicktrail.clicks.queries import get_click
 from clicktrail.conversions.queries import TimeRange, find_clicks, find_conversions, find_postbacks
+from clicktrail.delivery import queries as outbox
+from clicktrail.delivery.trial import send_test_postback
 from clicktrail.errors import ClicktrailError, Unauthorized, ValidationFailed
 from clicktrail.reports.costs import CostUpdateInput, cost_updates, record_cost_update
 from clicktrail.reports.render import csv_text, json_rows
@@ -31,15 +34,18 @@ from clicktrail.web.dashboard.pages import SignInRequired, create_dashboard
 from clicktrail.web.errors import status_for
 from clicktrail.web.runtime import Runtime
 from clicktrail.web.schemas import (
+    BreakerOut,
     CampaignOut,
     ClickOut,
     ConversionOut,
     CostUpdateOut,
+    DeliveryOut,
     ErrorOut,
     OfferOut,
     Page,
     PostbackLogOut,
     SourceOut,
+    TestPostbackOut,
 )
 
 DASHBOARD_STATIC = FilePath(__file__).parent / "dashboard" / "static"
@@ -179,6 +185,24 @@ def create_api(runtime: Runtime) -> FastAPI:
         changed()
         return SourceOut.model_validate(source)
 
+    @api.post(f"{v1}/sources/{{source_id}}/test", dependencies=admin, responses=_ERRORS, tags=["delivery"])
+    async def test_source(source_id: IdPath) -> TestPostbackOut:
+        """Send the source one postback filled with sample values; show what was called and the answer."""
+        source = await run_in_threadpool(runtime.catalog.get_source, source_id)
+        result = await send_test_postback(runtime.sender, source_id, source.postback_url)
+        return TestPostbackOut.model_validate(result)
+
+    @api.get(f"{v1}/sources/{{source_id}}/breaker", dependencies=admin, responses=_ERRORS, tags=["delivery"])
+    def source_breaker(source_id: IdPath) -> BreakerOut:
+        return BreakerOut.model_validate(outbox.breaker_of(runtime.database, source_id))
+
+    @api.post(f"{v1}/sources/{{source_id}}/resume", dependencies=admin, responses=_ERRORS, tags=["delivery"])
+    def resume_source(source_id: IdPath) -> BreakerOut:
+        """Close a tripped circuit breaker by hand: the source's waiting deliveries go out at once."""
+        breaker = outbox.resume_source(runtime.database, source_id, runtime.clock)
+        runtime.dispatcher.wake()
+        return BreakerOut.model_validate(breaker)
+
     # Campaigns
     @api.post(f"{v1}/campaigns", status_code=201, dependencies=admin, responses=_ERRORS, tags=["catalog"])
     def create_campaign(data: CampaignInput) -> CampaignOut:
@@ -311,6 +335,40 @@ def create_api(runtime: Runtime) -> FastAPI:
     @api.exception_handler(SignInRequired)
     async def sign_in(_: Request, exc: SignInRequired) -> Response:
         return RedirectResponse("/login?" + urlencode({"next": exc.path}), status_code=303)
+
+    # Outbound postbacks
+    @api.get(f"{v1}/deliveries", dependencies=admin, responses=_ERRORS, tags=["delivery"])
+    def deliveries(
+        click_id: Annotated[str | None, Query(max_length=64)] = None,
+        source_id: Annotated[int | None, Query(ge=1, le=MAX_ROW_ID)] = None,
+        status: Annotated[str | None, Query(max_length=16)] = None,
+        cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$")] = None,
+        limit: Limit = 100,
+    ) -> Page[DeliveryOut]:
+        page = outbox.find_deliveries(
+            runtime.database,
+            click_id=click_id,
+            source_id=source_id,
+            status=status,
+            cursor=cursor,
+            limit=limit,
+        )
+        return Page(
+            items=[DeliveryOut.model_validate(row) for row in page.rows], next_cursor=page.next_cursor
+        )
+
+    @api.get(f"{v1}/deliveries/{{delivery_id}}", dependencies=admin, responses=_ERRORS, tags=["delivery"])
+    def delivery(delivery_id: Annotated[int, Path(ge=1, le=2**62)]) -> DeliveryOut:
+        return DeliveryOut.model_validate(outbox.get_delivery(runtime.database, delivery_id))
+
+    @api.post(
+        f"{v1}/deliveries/{{delivery_id}}/retry", dependencies=admin, responses=_ERRORS, tags=["delivery"]
+    )
+    def retry_delivery(delivery_id: Annotated[int, Path(ge=1, le=2**62)]) -> DeliveryOut:
+        """Send again now, with a fresh retry schedule; earlier attempts stay listed."""
+        row = outbox.retry_delivery(runtime.database, delivery_id, runtime.clock)
+        runtime.dispatcher.wake()
+        return DeliveryOut.model_validate(row)
 
     api.include_router(create_dashboard(runtime))
     api.mount("/static", StaticFiles(directory=str(DASHBOARD_STATIC)), name="static")

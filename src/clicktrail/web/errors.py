@@ -9,6 +9,7 @@ ERROR_STATUS: dict[str, int] = {
     "unauthorized": 401,
     "not_found": 404,
     "method_not_allowed": 405,
+    "conflict": 409,
     "payload_too_large": 413,
     "unsupported_media_type": 415,
     "storage_unavailable": 503,

@@ -13,6 +13,11 @@ from clicktrail.catalog.cache import CatalogCache
 from clicktrail.catalog.service import Catalog
 from clicktrail.config import Settings
 from clicktrail.conversions.intake import PostbackIntake
+from clicktrail.delivery.breaker import BreakerPolicy
+from clicktrail.delivery.dispatcher import Dispatcher, DispatcherConfig
+from clicktrail.delivery.guard import HostGuard
+from clicktrail.delivery.schedule import RetrySchedule
+from clicktrail.delivery.sender import PostbackSender
 from clicktrail.reports.engine import DuckDbReports
 from clicktrail.reports.feed import AnalyticsFeed
 from clicktrail.reports.segments import SegmentStore
@@ -33,7 +38,8 @@ class Runtime:
         self.codec = installation.codec
         self.key = installation.key
         self.cache = CatalogCache(self.database)
-        self.catalog = Catalog(self.database, clock)
+        self.guard = HostGuard.from_settings(settings)
+        self.catalog = Catalog(self.database, clock, check_postback_url=self.guard.check_url)
         self.tokens = AdminTokenCheck(settings, self.database)
         self.clicks: GroupCommitWriter[dict[str, Any]] = GroupCommitWriter(
             self._commit_clicks,
@@ -41,7 +47,19 @@ class Runtime:
             queue_limit=settings.click_queue_limit,
             name="click-writer",
         )
-        self.postbacks = PostbackIntake(self.database, self.codec, lambda: self.cache.snapshot, clock)
+        self.sender = PostbackSender.from_settings(settings, self.guard)
+        self.dispatcher = Dispatcher(
+            self.database,
+            lambda: self.cache.snapshot,
+            self.sender,
+            config=DispatcherConfig.from_settings(settings),
+            schedule=RetrySchedule.from_settings(settings),
+            breakers=BreakerPolicy.from_settings(settings),
+            clock=clock,
+        )
+        self.postbacks = PostbackIntake(
+            self.database, self.codec, lambda: self.cache.snapshot, clock, self.dispatcher.wake
+        )
         segments = SegmentStore(settings.analytics_path())
         self.reports = DuckDbReports(segments, memory_limit=settings.report_memory_limit)
         self.feed = AnalyticsFeed(
@@ -58,14 +76,9 @@ class Runtime:
         await asyncio.to_thread(self.cache.reload)
         self._poller = asyncio.create_task(self._watch_catalog())
         self._feeder = asyncio.create_task(self._feed_reports())
-
-    async def _feed_reports(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.analytics_interval_seconds)
-            try:
-                await asyncio.to_thread(self.feed.run_once, self.clock())
-            except Exception:
-                log.exception("the report feed failed; it will try again")
+        await self.sender.open()
+        if self.settings.delivery_enabled:
+            await self.dispatcher.start()
 
     async def _watch_catalog(self) -> None:
         while True:
@@ -75,11 +88,21 @@ class Runtime:
             except Exception:
                 log.exception("could not refresh the catalog; serving the last snapshot")
 
+    async def _feed_reports(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.analytics_interval_seconds)
+            try:
+                await asyncio.to_thread(self.feed.run_once, self.clock())
+            except Exception:
+                log.exception("the report feed failed; it will try again")
+
     def catalog_changed(self) -> None:
         """This process changed the catalog: serve the change at once, not at the next poll."""
         self.cache.reload()
 
     async def stop(self) -> None:
+        await self.dispatcher.stop()
+        await self.sender.close()
         for task in (self._poller, self._feeder):
             if task is not None:
                 task.cancel()

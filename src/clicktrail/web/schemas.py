@@ -33,6 +33,8 @@ class SourceOut(_Out):
     id: int
     name: str
     postback_url: str | None
+    postback_events: list[str]
+    postback_statuses: list[str]
     created_at: datetime
     updated_at: datetime
 
@@ -139,6 +141,49 @@ class PostbackLogOut(_Out):
     error: str | None
     detail: str | None
     conversion_id: str | None
+
+
+class AttemptOut(_Out):
+    attempted_at: datetime
+    url: str
+    outcome: str
+    status_code: int | None
+    latency_ms: int | None
+    error: str | None
+
+
+class DeliveryOut(_Out):
+    id: int
+    created_at: datetime
+    updated_at: datetime | None
+    conversion_id: str
+    click_id: str
+    source_id: int
+    conversion_status: str
+    status: str
+    attempts_made: int
+    next_attempt_at: datetime | None
+    delivered_at: datetime | None
+    last_error: str | None
+    attempts: list[AttemptOut]
+
+
+class BreakerOut(_Out):
+    source_id: int
+    state: str
+    failures: int
+    reason: str | None
+    opened_at: datetime | None
+    probe_at: datetime | None
+
+
+class TestPostbackOut(_Out):
+    url: str
+    outcome: str
+    status_code: int | None
+    latency_ms: int | None
+    error: str | None
+    body: str
 
 
 class Page(BaseModel, Generic[Item]):

@@ -1,0 +1,317 @@
+"""The dispatcher: an asyncio task in each server process that claims due jobs from the outbox under a
+lease, sends them (a bounded number at a time), and records every attempt.
+
+It is woken at once when this process queues a delivery and polls for the rest (jobs queued by other
+processes, retries coming due, leases of dead workers running out). Database work runs on its own small
+thread pool, so it never takes the threads the postback path uses.
+"""
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection
+
+from clicktrail.catalog.routes import CatalogSnapshot, PostbackRule, fresh_postback_rule
+from clicktrail.config import Settings
+from clicktrail.delivery.breaker import Breaker, BreakerPolicy, BreakerState
+from clicktrail.delivery.schedule import RetrySchedule
+from clicktrail.delivery.sender import AttemptOutcome, AttemptResult, PostbackSender
+from clicktrail.delivery.status import DeliveryStatus
+from clicktrail.delivery.template import MacroValues, conversion_values, postback_url
+from clicktrail.storage import delivery_store as store
+from clicktrail.storage.database import Database
+from clicktrail.types import Clock, SourceId
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+_STOP_GRACE_SECONDS = 5.0
+_GATHER_SECONDS = 0.02
+_ERROR_MAX = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One claimed delivery: ours alone until the lease ends."""
+
+    delivery_id: int
+    source_id: SourceId
+    attempts: int
+    """Attempts made before this one."""
+    token: str
+    values: MacroValues
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """A finished attempt, waiting to be recorded."""
+
+    job: Job
+    result: AttemptResult
+    started_at: datetime
+    recorded: "asyncio.Future[None]"
+    """Done once the result is stored (or could not be)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DispatcherConfig:
+    concurrency: int
+    poll_seconds: float
+    lease: timedelta
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "DispatcherConfig":
+        return cls(
+            settings.delivery_concurrency,
+            settings.delivery_poll_seconds,
+            timedelta(seconds=settings.delivery_lease_seconds),
+        )
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        database: Database,
+        snapshot: Callable[[], CatalogSnapshot],
+        sender: PostbackSender,
+        *,
+        config: DispatcherConfig,
+        schedule: RetrySchedule,
+        breakers: BreakerPolicy,
+        clock: Clock,
+    ) -> None:
+        self._db = database
+        self._snapshot = snapshot
+        self._sender = sender
+        self._config = config
+        self._schedule = schedule
+        self._breakers = breakers
+        self._clock = clock
+        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="delivery-db")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wakeup: asyncio.Event | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._inflight: dict[asyncio.Task[None], Job] = {}
+        self._finished_attempts: list[Attempt] = []
+        self._recorder: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wakeup = asyncio.Event()
+        self._runner = asyncio.create_task(self._run(), name="delivery-dispatcher")
+
+    def wake(self) -> None:
+        """Look for due jobs now. Safe to call from any thread."""
+        loop, wakeup = self._loop, self._wakeup
+        if loop is not None and wakeup is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(wakeup.set)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+            self._runner = None
+        if self._inflight:
+            await asyncio.wait(list(self._inflight), timeout=_STOP_GRACE_SECONDS)
+        unfinished = dict(self._inflight)
+        for task in unfinished:
+            task.cancel()
+        if unfinished:
+            await asyncio.wait(list(unfinished))
+        if self._recorder is not None:
+            await self._recorder
+        for task, job in unfinished.items():
+            if task.cancelled():
+                with contextlib.suppress(Exception):
+                    await self._in_db(self._release, job)
+        self._executor.shutdown(wait=True)
+
+    async def _in_db(self, function: Callable[..., _T], *args: Any) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+    async def _run(self) -> None:
+        assert self._wakeup is not None
+        while True:
+            self._wakeup.clear()
+            free = self._config.concurrency - len(self._inflight)
+            claimed: list[Job] = []
+            wait = self._config.poll_seconds
+            if free > 0:
+                try:
+                    claimed, next_due = await self._in_db(self._claim, free)
+                    if next_due is not None:
+                        wait = min(wait, max((next_due - self._clock()).total_seconds(), 0.0))
+                except Exception:
+                    log.exception("could not claim deliveries; trying again shortly")
+                for job in claimed:
+                    task = asyncio.create_task(self._deliver(job))
+                    self._inflight[task] = job
+                    task.add_done_callback(self._finished)
+            if claimed and len(claimed) == free:
+                continue  # there may be more due right now
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), wait)
+            except TimeoutError:
+                continue
+            # Woken (a job queued, an attempt recorded): let a burst gather so that one claim, one
+            # transaction, takes many jobs rather than one each. Costs the lag a few milliseconds.
+            await asyncio.sleep(_GATHER_SECONDS)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._inflight.pop(task, None)
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    # Blocking steps, on the dispatcher's own threads.
+
+    def _claim(self, limit: int) -> tuple[list[Job], datetime | None]:
+        """Lease up to `limit` due jobs (probes of tripped sources first); also say when the next
+        retry or probe comes due, so the loop can sleep until then."""
+        now = self._clock()
+        lease_until = now + self._config.lease
+        token = secrets.token_hex(8)
+        with self._db.begin() as connection:
+            held = store.held_breakers(connection)
+            ids: list[int] = []
+            for breaker in held:
+                if breaker.probe_at is not None and breaker.probe_at <= now and len(ids) < limit:
+                    probe = store.start_probe(
+                        connection, breaker.source_id, now=now, probe_until=lease_until, token=token
+                    )
+                    if probe is not None:
+                        ids.append(probe)
+            if len(ids) < limit:
+                paused = [breaker.source_id for breaker in held]
+                ids += store.claim_due(
+                    connection,
+                    now=now,
+                    limit=limit - len(ids),
+                    lease_until=lease_until,
+                    token=token,
+                    excluded_sources=paused,
+                )
+            rows = store.jobs(connection, ids) if ids else []
+            upcoming = [store.next_due_at(connection, now)]
+            upcoming += [breaker.probe_at for breaker in held if breaker.probe_at and breaker.probe_at > now]
+        next_due = min((moment for moment in upcoming if moment is not None), default=None)
+        jobs = [
+            Job(
+                delivery_id=row.delivery_id,
+                source_id=SourceId(row.delivery_source_id),
+                attempts=row.attempts,
+                token=token,
+                values=conversion_values(row._asdict(), row.delivery_source_id, row.conversion_status),
+            )
+            for row in rows
+        ]
+        return jobs, next_due
+
+    def _fresh_rule(self, source_id: SourceId) -> PostbackRule | None:
+        with self._db.begin() as connection:
+            return fresh_postback_rule(connection, source_id)
+
+    def _release(self, job: Job) -> None:
+        with self._db.begin() as connection:
+            store.release(connection, [job.delivery_id], job.token)
+
+    def _record(self, finished: list[Attempt]) -> None:
+        """Record finished attempts, many in one transaction (as the click writer groups clicks)."""
+        with self._db.begin() as connection:
+            for attempt in finished:
+                self._record_one(connection, attempt)
+
+    def _record_one(self, connection: Connection, attempt: Attempt) -> None:
+        job, result, now = attempt.job, attempt.result, self._clock()
+        attempts = job.attempts + 1
+        values: dict[str, Any] = {"attempts": attempts, "updated_at": now}
+        if result.outcome is AttemptOutcome.DELIVERED:
+            values |= {"status": DeliveryStatus.DELIVERED, "delivered_at": now, "last_error": None}
+            values["next_attempt_at"] = None
+        elif result.outcome is AttemptOutcome.BLOCKED:
+            values |= {"status": DeliveryStatus.BLOCKED, "next_attempt_at": None, "last_error": result.error}
+        else:
+            next_at = self._schedule.next_attempt(attempts, now)
+            status = DeliveryStatus.PENDING if next_at is not None else DeliveryStatus.DEAD
+            values |= {"status": status, "next_attempt_at": next_at, "last_error": result.error}
+        store.insert_attempt(
+            connection,
+            {
+                "delivery_id": job.delivery_id,
+                "attempted_at": attempt.started_at,
+                "url": result.url or "(none)",
+                "outcome": result.outcome.value,
+                "status_code": result.status_code,
+                "latency_ms": result.latency_ms,
+                "error": (result.error or "")[:_ERROR_MAX] or None,
+            },
+        )
+        if not store.finish(connection, job.delivery_id, job.token, values):
+            log.warning("delivery %s: the lease ran out during the attempt", job.delivery_id)
+        if result.outcome is not AttemptOutcome.BLOCKED:
+            self._update_breaker(connection, job.source_id, result, now)
+
+    def _update_breaker(
+        self, connection: Connection, source_id: SourceId, result: AttemptResult, now: datetime
+    ) -> None:
+        before = Breaker.from_row(store.get_breaker(connection, source_id), source_id)
+        if result.outcome is AttemptOutcome.DELIVERED:
+            if before.state is BreakerState.CLOSED and before.failures == 0:
+                return
+            after = self._breakers.after_success(before)
+            if before.state is not BreakerState.CLOSED:
+                log.info("source %s: delivering again, the circuit breaker closed", source_id)
+                store.make_source_due(connection, source_id, now)
+        else:
+            after = self._breakers.after_failure(before, result.error or "failed", now)
+            if after.state is BreakerState.OPEN and before.state is BreakerState.CLOSED:
+                log.warning("source %s: deliveries paused after %s failures", source_id, after.failures)
+        store.save_breaker(connection, source_id, {**after.values(), "updated_at": now})
+
+    # The attempt itself, on the event loop.
+
+    async def _deliver(self, job: Job) -> None:
+        started_at = self._clock()
+        rule = self._snapshot().postback_rules.get(job.source_id)
+        if rule is None:
+            # The source may have got its URL on another worker a moment ago: ask the database.
+            rule = await self._in_db(self._fresh_rule, job.source_id)
+        if rule is None:
+            result = AttemptResult(
+                "", AttemptOutcome.BLOCKED, error="the source has no postback URL (any more)"
+            )
+        else:
+            url = postback_url(rule.url, job.values)
+            try:
+                result = await self._sender.send(url)
+            except Exception as exc:
+                log.exception("delivery %s: the attempt failed unexpectedly", job.delivery_id)
+                result = AttemptResult(url, AttemptOutcome.FAILED, error=f"internal error: {exc!r}")
+        recorded = asyncio.get_running_loop().create_future()
+        self._finished_attempts.append(Attempt(job, result, started_at, recorded))
+        if self._recorder is None or self._recorder.done():
+            self._recorder = asyncio.create_task(self._record_finished())
+        # Hold the slot until the result is stored: what a crash can make us send again stays within
+        # the concurrency limit.
+        await recorded
+
+    async def _record_finished(self) -> None:
+        while self._finished_attempts:
+            batch, self._finished_attempts = self._finished_attempts, []
+            try:
+                await self._in_db(self._record, batch)
+            except Exception:
+                # Their leases run out and other attempts follow: at least once, never lost.
+                log.exception("could not record %s delivery attempts", len(batch))
+            for attempt in batch:
+                if not attempt.recorded.done():
+                    attempt.recorded.set_result(None)
+            if self._wakeup is not None:
+                self._wakeup.set()  # their retries are scheduled now: plan the next sleep with them

@@ -1,0 +1,214 @@
+"""SQL for the outbox: claiming due jobs under a lease, recording attempts, circuit breakers, reading
+deliveries back. Claims use `FOR UPDATE SKIP LOCKED` on PostgreSQL; SQLite serialises writers, so its
+claim (one UPDATE … RETURNING) is atomic by itself."""
+
+from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, and_, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from clicktrail.storage.schema import conversions, deliveries, delivery_attempts, delivery_breakers
+
+PENDING = "pending"
+
+
+def _free(now: datetime) -> Any:
+    return or_(deliveries.c.locked_until.is_(None), deliveries.c.locked_until < now)
+
+
+def _due(now: datetime) -> Any:
+    return and_(deliveries.c.status == PENDING, deliveries.c.next_attempt_at <= now, _free(now))
+
+
+def held_breakers(connection: Connection) -> Sequence[Row[Any]]:
+    """Breakers that are not closed (a handful at most)."""
+    return connection.execute(select(delivery_breakers).where(delivery_breakers.c.state != "closed")).all()
+
+
+def claim_due(
+    connection: Connection,
+    *,
+    now: datetime,
+    limit: int,
+    lease_until: datetime,
+    token: str,
+    excluded_sources: Collection[int] = (),
+    only_source: int | None = None,
+) -> list[int]:
+    """Lease up to `limit` due jobs, oldest due first; returns their ids."""
+    candidates = select(deliveries.c.id).where(_due(now))
+    if excluded_sources:
+        candidates = candidates.where(deliveries.c.source_id.not_in(list(excluded_sources)))
+    if only_source is not None:
+        candidates = candidates.where(deliveries.c.source_id == only_source)
+    candidates = (
+        candidates.order_by(deliveries.c.next_attempt_at).limit(limit).with_for_update(skip_locked=True)
+    )
+    claimed = connection.execute(
+        update(deliveries)
+        .where(deliveries.c.id.in_(candidates.scalar_subquery()), _due(now))
+        .values(locked_until=lease_until, lease_token=token)
+        .returning(deliveries.c.id)
+    )
+    return [row.id for row in claimed]
+
+
+def start_probe(
+    connection: Connection, source_id: int, *, now: datetime, probe_until: datetime, token: str
+) -> int | None:
+    """Take the half-open probe of a tripped source: one of its due jobs, when the cool-down is over and
+    no other worker holds the probe. Returns the leased job's id."""
+    taken = connection.execute(
+        update(delivery_breakers)
+        .where(
+            delivery_breakers.c.source_id == source_id,
+            delivery_breakers.c.state.in_(("open", "half_open")),
+            delivery_breakers.c.probe_at <= now,
+        )
+        .values(state="half_open", probe_at=probe_until, updated_at=now)
+    )
+    if taken.rowcount != 1:
+        return None
+    ids = claim_due(connection, now=now, limit=1, lease_until=probe_until, token=token, only_source=source_id)
+    if not ids:
+        # Nothing due to probe with: stay tripped and look again later.
+        connection.execute(
+            update(delivery_breakers)
+            .where(delivery_breakers.c.source_id == source_id)
+            .values(state="open", probe_at=now, updated_at=now)
+        )
+        return None
+    return ids[0]
+
+
+def next_due_at(connection: Connection, now: datetime) -> datetime | None:
+    """When a waiting job next comes due: a retry's time, or the end of a lease (a worker may have died)."""
+    retry, lease_end = connection.execute(
+        select(
+            func.min(deliveries.c.next_attempt_at).filter(deliveries.c.next_attempt_at > now),
+            func.min(deliveries.c.locked_until).filter(deliveries.c.locked_until > now),
+        ).where(deliveries.c.status == PENDING)
+    ).one()
+    moments: list[datetime] = [moment for moment in (retry, lease_end) if moment is not None]
+    return min(moments, default=None)
+
+
+def jobs(connection: Connection, ids: Sequence[int]) -> Sequence[Row[Any]]:
+    """Claimed jobs with their conversions (the macro values)."""
+    query = (
+        select(
+            deliveries.c.id.label("delivery_id"),
+            deliveries.c.source_id.label("delivery_source_id"),
+            deliveries.c.conversion_status,
+            deliveries.c.attempts,
+            deliveries.c.created_at.label("queued_at"),
+            deliveries.c.lease_token,
+            conversions,
+        )
+        .join(conversions, conversions.c.conversion_id == deliveries.c.conversion_id)
+        .where(deliveries.c.id.in_(list(ids)))
+    )
+    return connection.execute(query).all()
+
+
+def insert_attempt(connection: Connection, values: Mapping[str, Any]) -> None:
+    connection.execute(insert(delivery_attempts).values(**values))
+
+
+def finish(connection: Connection, delivery_id: int, token: str, values: Mapping[str, Any]) -> bool:
+    """Record an attempt's result and end the lease; False when the lease was no longer ours."""
+    result = connection.execute(
+        update(deliveries)
+        .where(deliveries.c.id == delivery_id, deliveries.c.lease_token == token)
+        .values(**values, locked_until=None, lease_token=None)
+    )
+    return result.rowcount == 1
+
+
+def release(connection: Connection, delivery_ids: Sequence[int], token: str) -> None:
+    """Give back leases not used (at shutdown), so another worker need not wait for them to expire."""
+    if delivery_ids:
+        connection.execute(
+            update(deliveries)
+            .where(deliveries.c.id.in_(list(delivery_ids)), deliveries.c.lease_token == token)
+            .values(locked_until=None, lease_token=None)
+        )
+
+
+def get_breaker(connection: Connection, source_id: int) -> Row[Any] | None:
+    query = select(delivery_breakers).where(delivery_breakers.c.source_id == source_id)
+    if connection.dialect.name == "postgresql":
+        query = query.with_for_update()
+    return connection.execute(query).one_or_none()
+
+
+def save_breaker(connection: Connection, source_id: int, values: Mapping[str, Any]) -> None:
+    row = {"source_id": source_id, **values}
+    statement: Any
+    if connection.dialect.name == "postgresql":
+        statement = postgresql.insert(delivery_breakers).values(**row)
+    else:
+        statement = sqlite.insert(delivery_breakers).values(**row)
+    statement = statement.on_conflict_do_update(index_elements=["source_id"], set_=dict(values))
+    connection.execute(statement)
+
+
+def make_source_due(connection: Connection, source_id: int, now: datetime) -> None:
+    """A source resumed: its waiting jobs are due now rather than at their backed-off times."""
+    connection.execute(
+        update(deliveries)
+        .where(
+            deliveries.c.source_id == source_id,
+            deliveries.c.status == PENDING,
+            deliveries.c.next_attempt_at > now,
+        )
+        .values(next_attempt_at=now, updated_at=now)
+    )
+
+
+def get_delivery(connection: Connection, delivery_id: int) -> Row[Any] | None:
+    return connection.execute(select(deliveries).where(deliveries.c.id == delivery_id)).one_or_none()
+
+
+def requeue(connection: Connection, delivery_id: int, now: datetime) -> bool:
+    """Make a job due now with a fresh schedule, unless a worker holds it right now."""
+    result = connection.execute(
+        update(deliveries)
+        .where(deliveries.c.id == delivery_id, _free(now))
+        .values(status=PENDING, attempts=0, next_attempt_at=now, updated_at=now)
+    )
+    return result.rowcount == 1
+
+
+def list_deliveries(
+    connection: Connection,
+    *,
+    click_id: str | None,
+    source_id: int | None,
+    status: str | None,
+    before: int | None,
+    limit: int,
+) -> Sequence[Row[Any]]:
+    query = select(deliveries).order_by(deliveries.c.id.desc()).limit(limit)
+    if click_id is not None:
+        query = query.where(deliveries.c.click_id == click_id)
+    if source_id is not None:
+        query = query.where(deliveries.c.source_id == source_id)
+    if status is not None:
+        query = query.where(deliveries.c.status == status)
+    if before is not None:
+        query = query.where(deliveries.c.id < before)
+    return connection.execute(query).all()
+
+
+def attempts_of(connection: Connection, delivery_ids: Sequence[int]) -> Sequence[Row[Any]]:
+    if not delivery_ids:
+        return []
+    query = (
+        select(delivery_attempts)
+        .where(delivery_attempts.c.delivery_id.in_(list(delivery_ids)))
+        .order_by(delivery_attempts.c.id)
+    )
+    return connection.execute(query).all()

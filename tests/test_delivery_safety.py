@@ -1,0 +1,144 @@
+"""What outbound postbacks must never do, on SQLite and on PostgreSQL: call a private address, or send
+a job twice at once from several workers; and a killed dispatcher loses nothing."""
+
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.delivery_support import (
+    DELIVERY_ENV,
+    TEMPLATE,
+    affiliate,
+    convert,
+    deliveries_of,
+    settled,
+    wait_until,
+)
+from tests.receivers import Receiver
+from tests.support import ServerProcess, Tracker, fresh_database, start_server
+
+# SSRF
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://localhost:8080/pb", "localhost resolves to 127.0.0.1, a loopback address"),
+        ("http://10.1.2.3/pb", "10.1.2.3 is a private address"),
+        ("http://169.254.169.254/latest/meta-data", "169.254.169.254 is a private address"),
+        ("http://[::1]:8080/pb", "::1 is a loopback address"),
+        ("http://0x7f000001/pb", "0x7f000001 resolves to 127.0.0.1, a loopback address"),
+        ("http://192.168.0.10/pb", "192.168.0.10 is a private address"),
+    ],
+)
+def test_a_template_whose_host_is_not_public_is_refused_on_save(pb: Tracker, url: str, problem: str) -> None:
+    created = pb.api("POST", "/sources", json={"name": "Sneaky", "postback_url": url})
+
+    assert created.status_code == 422
+    body = created.json()
+    assert body["error"] == "validation_error"
+    assert problem in body["detail"]
+    assert "CLICKTRAIL_DELIVERY_ALLOW_HOSTS" in body["fields"]["postback_url"]
+    source = pb.create("sources", name="Fine", postback_url="http://127.0.0.1:9/pb")  # allowlisted
+    assert pb.api("PATCH", f"/sources/{source['id']}", json={"postback_url": url}).status_code == 422
+
+
+def test_an_unknown_macro_is_refused_on_save(pb: Tracker) -> None:
+    response = pb.api(
+        "POST", "/sources", json={"name": "Typo", "postback_url": "https://p.example/?c={clickid}"}
+    )
+    assert response.status_code == 422
+    assert "{clickid}" in response.json()["detail"]
+
+
+def test_a_host_that_resolves_to_a_private_address_at_delivery_is_blocked(
+    pb: Tracker, delivery_server: ServerProcess, tmp_path: Path, receiver: Callable[..., Receiver]
+) -> None:
+    partner = receiver()
+    # An admin node that allows `localhost` and does not deliver, beside the delivering node that does
+    # not allow it (as when the allowlist changed after the template was saved).
+    admin_env = {
+        **DELIVERY_ENV,
+        "CLICKTRAIL_DELIVERY_ALLOW_HOSTS": "localhost",
+        "CLICKTRAIL_DELIVERY_ENABLED": "0",
+    }
+    admin_node = start_server(delivery_server.database_url, tmp_path, extra_env=admin_env)
+    admin = Tracker(admin_node)
+    try:
+        source, key = affiliate(admin, f"http://localhost:{partner.port}/pb?c={{conversion_id}}")
+    finally:
+        admin.close()
+        assert admin_node.stop() == 0, admin_node.log()
+
+    conversion = convert(pb, key)
+
+    blocked = wait_until(lambda: settled(pb, conversion, source["id"]), what="the blocked attempt")
+    assert blocked["status"] == "blocked"
+    assert blocked["attempts_made"] == 1
+    [attempt] = blocked["attempts"]
+    assert attempt["outcome"] == "blocked"
+    assert "localhost resolves to 127.0.0.1, a loopback address" in attempt["error"]
+    assert partner.calls == []
+
+
+# Several workers, and a dispatcher killed mid-flight
+
+
+def test_two_workers_deliver_each_conversion_once(
+    backend: str, tmp_path: Path, receiver: Callable[..., Receiver]
+) -> None:
+    partner = receiver()
+    with fresh_database(backend, tmp_path) as url:
+        env = {**DELIVERY_ENV, "CLICKTRAIL_DELIVERY_POLL_SECONDS": "0.05"}  # both claim all the time
+        server = start_server(url, tmp_path, workers=2, extra_env=env)
+        tracker = Tracker(server)
+        try:
+            _, key = affiliate(tracker, partner.url + TEMPLATE)
+            conversions = [convert(tracker, key, txid=f"w{n}") for n in range(20)]
+
+            partner.wait_for_calls(20)
+            time.sleep(0.5)
+        finally:
+            tracker.close()
+            assert server.stop() == 0, server.log()
+    assert Counter(call.query["conversion"] for call in partner.calls) == Counter(conversions)
+
+
+def test_a_killed_dispatcher_loses_nothing_and_resends_only_what_was_in_flight(
+    backend: str, tmp_path: Path, receiver: Callable[..., Receiver]
+) -> None:
+    partner = receiver(delay=0.1)
+    env = {**DELIVERY_ENV, "CLICKTRAIL_DELIVERY_CONCURRENCY": "2"}
+    with fresh_database(backend, tmp_path) as url:
+        first = start_server(url, tmp_path, extra_env=env)
+        tracker = Tracker(first)
+        _, key = affiliate(tracker, partner.url + TEMPLATE)
+        conversions = [convert(tracker, key, txid=f"k{n}") for n in range(30)]
+        tracker.close()
+        partner.wait_for_calls(5)
+        first.stop(signal.SIGKILL)
+        delivered_before_kill = len(partner.calls)
+
+        second = start_server(url, tmp_path, extra_env=env)
+        tracker = Tracker(second)
+        try:
+            # Every job delivered, including those the killed process had leased (after their lease).
+            wait_until(
+                lambda: len(deliveries_of(tracker, status="delivered")) == 30,
+                timeout=20,
+                what="every conversion delivered after the restart",
+            )
+            assert deliveries_of(tracker, status="pending") == []
+        finally:
+            tracker.close()
+            assert second.stop() == 0, second.log()
+    received = Counter(call.query["conversion"] for call in partner.calls)
+    assert set(received) == set(conversions)
+    twice = [conversion for conversion, count in received.items() if count > 1]
+    # At most what the killed process had in flight (its concurrency) is sent again, and only once.
+    assert len(twice) <= 2, (delivered_before_kill, received)
+    assert max(received.values()) <= 2
