@@ -1,6 +1,7 @@
 """Settings, read once from CLICKTRAIL_* environment variables (or built directly in tests)."""
 
 import ipaddress
+import re
 from functools import cached_property
 from pathlib import Path
 
@@ -51,6 +52,37 @@ class Settings(BaseSettings):
         16_384, ge=1024, description="CLICKTRAIL_POSTBACK_BODY_LIMIT: largest postback body in bytes"
     )
 
+    geoip_db: str | None = Field(
+        None,
+        description=(
+            "CLICKTRAIL_GEOIP_DB: a MaxMind-format .mmdb (country or city) for the visitor's country; "
+            "unset: the bundled DB-IP Lite database; 'off': no geolocation"
+        ),
+    )
+    bot_networks: str = Field(
+        "", description="CLICKTRAIL_BOT_NETWORKS: comma-separated CIDRs whose clicks are marked as bots"
+    )
+    bot_user_agents: tuple[str, ...] = Field(
+        (),
+        description=(
+            "CLICKTRAIL_BOT_USER_AGENTS: JSON list of case-insensitive regular expressions; a user agent "
+            "matching one is a bot"
+        ),
+    )
+    unique_window_hours: float = Field(
+        24.0,
+        gt=0,
+        description="CLICKTRAIL_UNIQUE_WINDOW_HOURS: one unique click per visitor, campaign and window",
+    )
+    unique_cache_size: int = Field(
+        500_000,
+        ge=1,
+        description="CLICKTRAIL_UNIQUE_CACHE_SIZE: visitors a worker remembers for uniqueness (~200 B each)",
+    )
+    user_agent_cache_size: int = Field(
+        50_000, ge=1, description="CLICKTRAIL_USER_AGENT_CACHE_SIZE: parsed user agents kept per worker"
+    )
+
     @field_validator("database_url")
     @classmethod
     def _known_backend(cls, value: str) -> str:
@@ -64,6 +96,24 @@ class Settings(BaseSettings):
         _parse_networks(value)
         return value
 
+    @field_validator("bot_networks")
+    @classmethod
+    def _valid_bot_networks(cls, value: str) -> str:
+        _parse_networks(value)
+        return value
+
+    @field_validator("bot_user_agents")
+    @classmethod
+    def _valid_patterns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(
+                    f"CLICKTRAIL_BOT_USER_AGENTS: {pattern!r} is not a regular expression: {exc}"
+                ) from exc
+        return value
+
     @field_validator("public_url")
     @classmethod
     def _no_trailing_slash(cls, value: str) -> str:
@@ -72,6 +122,10 @@ class Settings(BaseSettings):
     @cached_property
     def trusted_networks(self) -> tuple[Network, ...]:
         return _parse_networks(self.trusted_proxies)
+
+    @cached_property
+    def bot_network_list(self) -> tuple[Network, ...]:
+        return _parse_networks(self.bot_networks)
 
     @property
     def sqlalchemy_url(self) -> str:

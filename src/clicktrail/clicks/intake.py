@@ -4,12 +4,15 @@ from datetime import datetime
 from typing import Any
 
 from clicktrail.catalog.routes import Route
+from clicktrail.clicks.enrichment import Visitor
 from clicktrail.clicks.request import ClickRequest
 from clicktrail.macros import SUB_IDS, fill
 from clicktrail.types import ClickId
 
 
-def click_row(request: ClickRequest, route: Route, click_id: ClickId, now: datetime) -> dict[str, Any]:
+def click_row(
+    request: ClickRequest, route: Route, click_id: ClickId, now: datetime, visitor: Visitor
+) -> dict[str, Any]:
     return {
         "click_id": click_id,
         "created_at": now,
@@ -22,12 +25,7 @@ def click_row(request: ClickRequest, route: Route, click_id: ClickId, now: datet
         "ip": request.ip,
         "user_agent": request.user_agent,
         "referrer": request.referrer,
-        "country": None,
-        "device_type": None,
-        "os": None,
-        "browser": None,
-        "is_bot": False,
-        "is_unique": True,
+        **visitor.columns(),
     }
 
 

@@ -26,6 +26,8 @@ from clicktrail.storage.database import Database
 from clicktrail.types import ClickId, Clock, ConversionId
 
 _LOGGED_QUERY_MAX = 2000
+CLICK_DIMENSIONS = ("country", "device_type", "os", "browser", "is_bot")
+"""The click's visitor dimensions a conversion carries, so reports group conversions without a join."""
 _SECRET_PARAMS = frozenset({"token"})
 
 
@@ -158,7 +160,7 @@ class PostbackIntake:
                 "source_id": click.source_id,
                 **{name: getattr(click, name) for name in SUB_IDS},
                 "external_id": click.external_id,
-                "country": click.country,
+                **{name: getattr(click, name) for name in CLICK_DIMENSIONS},
             },
         )
         self._history(connection, conversion_id, None, request.status, revenue, now)

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 from clicktrail.storage.types import Money, UtcDateTime
@@ -87,6 +88,12 @@ clicks = Table(
     Column("browser", String(64), nullable=True),
     Column("is_bot", Boolean, nullable=False, default=False),
     Column("is_unique", Boolean, nullable=False, default=True),
+    # Added by migration 0002 (docs/visitors.md).
+    Column("visitor_id", String(16), nullable=True),
+    Column("region", String(64), nullable=True),
+    Column("city", String(128), nullable=True),
+    Column("os_version", String(32), nullable=True),
+    Column("browser_version", String(32), nullable=True),
 )
 Index("ix_clicks_campaign_time", clicks.c.campaign_id, clicks.c.created_at)
 
@@ -111,6 +118,10 @@ conversions = Table(
     *(Column(name, String(SUB_MAX), nullable=True) for name in SUB_COLUMNS),
     Column("external_id", String(SUB_MAX), nullable=True),
     Column("country", String(2), nullable=True),
+    Column("device_type", String(16), nullable=True),
+    Column("os", String(64), nullable=True),
+    Column("browser", String(64), nullable=True),
+    Column("is_bot", Boolean, nullable=False, default=False, server_default=false()),
     UniqueConstraint("click_id", "event", "txid", name="uq_conversions_click_event_txid"),
 )
 Index("ix_conversions_campaign_time", conversions.c.campaign_id, conversions.c.created_at)

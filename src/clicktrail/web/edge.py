@@ -65,8 +65,9 @@ class Edge:
         )
         now = self._rt.clock()
         click_id = self._rt.codec.mint(now)
+        visitor = self._rt.enricher.enrich(route.campaign_id, request.ip, request.user_agent, now)
         try:
-            await self._rt.clicks.write(click_row(request, route, click_id, now))
+            await self._rt.clicks.write(click_row(request, route, click_id, now, visitor))
         except StorageError as exc:
             page = b"<!doctype html><title>Busy</title><p>Please try again in a moment.</p>"
             log.warning("click not stored, answering 503: %s", exc.detail)

@@ -10,6 +10,7 @@ from typing import Any
 from clicktrail.bootstrap import AdminTokenCheck, prepare
 from clicktrail.catalog.cache import CatalogCache
 from clicktrail.catalog.service import Catalog
+from clicktrail.clicks.enrichment import Enricher
 from clicktrail.config import Settings
 from clicktrail.conversions.intake import PostbackIntake
 from clicktrail.storage import event_store
@@ -28,6 +29,7 @@ class Runtime:
         installation = prepare(settings, self.database, migrate=migrate)
         self.codec = installation.codec
         self.cache = CatalogCache(self.database)
+        self.enricher = Enricher.from_settings(settings)
         self.catalog = Catalog(self.database, clock)
         self.tokens = AdminTokenCheck(settings, self.database)
         self.clicks: GroupCommitWriter[dict[str, Any]] = GroupCommitWriter(
@@ -66,4 +68,5 @@ class Runtime:
                 await self._poller
         await self.clicks.drain()
         self.clicks.close()
+        self.enricher.geo.close()
         self.database.dispose()

@@ -76,6 +76,11 @@ class ClickOut(_Out):
     browser: str | None
     is_bot: bool
     is_unique: bool
+    visitor_id: str | None
+    region: str | None
+    city: str | None
+    os_version: str | None
+    browser_version: str | None
 
 
 class StatusChangeOut(_Out):
@@ -112,6 +117,10 @@ class ConversionOut(_Out):
     sub10: str | None
     external_id: str | None
     country: str | None
+    device_type: str | None
+    os: str | None
+    browser: str | None
+    is_bot: bool
     history: list[StatusChangeOut]
 
 
