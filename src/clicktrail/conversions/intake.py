@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 from urllib.parse import urlencode
 
@@ -31,6 +32,13 @@ CLICK_DIMENSIONS = ("country", "device_type", "os", "browser", "is_bot")
 _SECRET_PARAMS = frozenset({"token"})
 
 
+class Channel(StrEnum):
+    """How a conversion reached us; both go through the same pipeline, idempotency, token and log."""
+
+    POSTBACK = "postback"  # the merchant's server called /postback
+    PIXEL = "pixel"  # the visitor's browser loaded /pixel.gif or called /pixel (the JS pixel)
+
+
 @dataclass(frozen=True, slots=True)
 class RawPostback:
     """What arrived, before any judgement: merged query and body parameters."""
@@ -38,6 +46,7 @@ class RawPostback:
     method: str
     params: Mapping[str, str]
     ip: str | None
+    via: Channel = Channel.POSTBACK
 
 
 def _loggable_query(params: Mapping[str, str]) -> str:
@@ -100,16 +109,19 @@ class PostbackIntake:
                 "error": outcome.error,
                 "detail": outcome.detail,
                 "conversion_id": outcome.conversion_id,
+                "via": raw.via.value,
             },
         )
 
     def _record(self, raw: RawPostback, request: PostbackRequest, click_id: ClickId) -> Outcome:
         with self._db.begin() as connection:
-            outcome = self._decide(connection, request, click_id)
+            outcome = self._decide(connection, request, click_id, raw.via)
             self._log(connection, raw, outcome, click_id=click_id, request=request)
         return outcome
 
-    def _decide(self, connection: Connection, request: PostbackRequest, click_id: ClickId) -> Outcome:
+    def _decide(
+        self, connection: Connection, request: PostbackRequest, click_id: ClickId, via: Channel
+    ) -> Outcome:
         now = self._clock()
         click = store.get_click(connection, click_id)
         if click is None:
@@ -161,6 +173,7 @@ class PostbackIntake:
                 **{name: getattr(click, name) for name in SUB_IDS},
                 "external_id": click.external_id,
                 **{name: getattr(click, name) for name in CLICK_DIMENSIONS},
+                "via": via.value,
             },
         )
         self._history(connection, conversion_id, None, request.status, revenue, now)

@@ -122,6 +122,8 @@ conversions = Table(
     Column("os", String(64), nullable=True),
     Column("browser", String(64), nullable=True),
     Column("is_bot", Boolean, nullable=False, default=False, server_default=false()),
+    # How the conversion arrived: "postback" (server to server) or "pixel" (the visitor's browser).
+    Column("via", String(8), nullable=False, default="postback", server_default="postback"),
     UniqueConstraint("click_id", "event", "txid", name="uq_conversions_click_event_txid"),
 )
 Index("ix_conversions_campaign_time", conversions.c.campaign_id, conversions.c.created_at)
@@ -152,6 +154,7 @@ postback_log = Table(
     Column("error", String(64), nullable=True),
     Column("detail", Text, nullable=True),
     Column("conversion_id", String(26), nullable=True),
+    Column("via", String(8), nullable=False, default="postback", server_default="postback"),
 )
 
 # Outbound postbacks to send, written in the conversion's transaction (the outbox).

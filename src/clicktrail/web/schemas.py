@@ -121,6 +121,7 @@ class ConversionOut(_Out):
     os: str | None
     browser: str | None
     is_bot: bool
+    via: str
     history: list[StatusChangeOut]
 
 
@@ -137,6 +138,7 @@ class PostbackLogOut(_Out):
     error: str | None
     detail: str | None
     conversion_id: str | None
+    via: str
 
 
 class Page(BaseModel, Generic[Item]):

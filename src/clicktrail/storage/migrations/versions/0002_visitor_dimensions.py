@@ -1,5 +1,5 @@
 """visitor dimensions: versions, region, city and visitor ID on clicks; device, OS, browser and the
-bot flag copied onto conversions
+bot flag copied onto conversions; the channel a conversion came through (S2S postback or pixel)
 
 Revision ID: 0002
 Revises: 0001
@@ -28,10 +28,16 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("os", sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column("browser", sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column("is_bot", sa.Boolean(), server_default=sa.false(), nullable=False))
+        batch_op.add_column(sa.Column("via", sa.String(length=8), server_default="postback", nullable=False))
+    with op.batch_alter_table("postback_log", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("via", sa.String(length=8), server_default="postback", nullable=False))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("postback_log", schema=None) as batch_op:
+        batch_op.drop_column("via")
     with op.batch_alter_table("conversions", schema=None) as batch_op:
+        batch_op.drop_column("via")
         batch_op.drop_column("is_bot")
         batch_op.drop_column("browser")
         batch_op.drop_column("os")
