@@ -7,6 +7,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
+from clicktrail.catalog.rules import RoutingInput
 from clicktrail.macros import CLICK_MACROS, InvalidTemplate, validate_url_template
 from clicktrail.money import InvalidMoney, format_money, parse_currency, parse_money
 from clicktrail.types import CampaignId, OfferId, SourceId
@@ -106,12 +107,14 @@ class CampaignInput(_Input):
     name: Name
     source_id: int
     offer_id: int
+    routing: RoutingInput | None = Field(None, description="rules and A/B split; null: all to offer_id")
 
 
 class CampaignPatch(_Input):
     name: Name | None = None
     source_id: int | None = None
     offer_id: int | None = None
+    routing: RoutingInput | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,3 +149,4 @@ class Campaign:
     offer_id: OfferId
     created_at: datetime
     updated_at: datetime
+    routing: RoutingInput | None

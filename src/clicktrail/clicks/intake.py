@@ -4,6 +4,7 @@ from datetime import datetime
 from typing import Any
 
 from clicktrail.catalog.routes import Route
+from clicktrail.catalog.rules import Visit
 from clicktrail.clicks.enrichment import Visitor
 from clicktrail.clicks.request import ClickRequest
 from clicktrail.macros import SUB_IDS, fill
@@ -27,6 +28,19 @@ def click_row(
         "referrer": request.referrer,
         **visitor.columns(),
     }
+
+
+def visit_of(request: ClickRequest, visitor: Visitor, now: datetime) -> Visit:
+    """What the campaign's routing rules look at."""
+    return Visit(
+        country=visitor.country,
+        device_type=visitor.device_type,
+        os=visitor.os,
+        browser=visitor.browser,
+        is_bot=visitor.is_bot,
+        subs=dict(zip(SUB_IDS, request.subs, strict=True)),
+        hour=now.hour,
+    )
 
 
 def redirect_url(request: ClickRequest, route: Route, click_id: ClickId) -> str:

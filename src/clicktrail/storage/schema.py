@@ -66,6 +66,8 @@ campaigns = Table(
     Column("offer_id", Integer, ForeignKey("offers.id"), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    # Routing rules as JSON (catalog/rules.py RoutingInput); NULL: every visitor goes to offer_id.
+    Column("routing", Text, nullable=True),
 )
 
 clicks = Table(

@@ -12,7 +12,7 @@ import logging
 from starlette.types import Receive, Scope, Send
 
 from clicktrail.catalog.routes import Route
-from clicktrail.clicks.intake import click_row, redirect_url
+from clicktrail.clicks.intake import click_row, redirect_url, visit_of
 from clicktrail.clicks.request import ClickRequest, parse_click_request, parse_query
 from clicktrail.conversions.decision import Decision, Outcome
 from clicktrail.conversions.intake import Channel, RawPostback
@@ -65,13 +65,16 @@ class Edge:
             route = self.route(key)
         return route
 
-    async def record_click(self, route: Route, request: ClickRequest) -> ClickId:
-        """Enrich and store one click; return its ID once committed. Raises StorageError."""
+    async def record_click(self, route: Route, request: ClickRequest) -> tuple[ClickId, Route]:
+        """Enrich the visit, choose its offer, store the click; return its ID and the chosen route once
+        committed. Raises StorageError."""
         now = self._rt.clock()
         click_id = self._rt.codec.mint(now)
         visitor = self._rt.enricher.enrich(route.campaign_id, request.ip, request.user_agent, now)
+        if route.plan is not None:  # campaigns without rules pay nothing for routing
+            route = route.for_visit(visit_of(request, visitor, now), visitor.visitor_id)
         await self._rt.clicks.write(click_row(request, route, click_id, now, visitor))
-        return click_id
+        return click_id, route
 
     def click_request(self, scope: Scope, key: str, referrer: str | None = None) -> ClickRequest:
         return parse_click_request(
@@ -102,7 +105,7 @@ class Edge:
             return
         request = self.click_request(scope, key)
         try:
-            click_id = await self.record_click(route, request)
+            click_id, route = await self.record_click(route, request)
         except StorageError as exc:
             page = b"<!doctype html><title>Busy</title><p>Please try again in a moment.</p>"
             log.warning("click not stored, answering 503: %s", exc.detail)

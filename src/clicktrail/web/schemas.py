@@ -2,10 +2,11 @@
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, PlainSerializer
+from pydantic import BaseModel, ConfigDict, PlainSerializer, field_serializer
 
+from clicktrail.catalog.rules import RoutingInput
 from clicktrail.money import format_money
 
 MoneyText = Annotated[Decimal, PlainSerializer(format_money, return_type=str)]
@@ -47,6 +48,12 @@ class CampaignOut(_Out):
     postback_url: str
     created_at: datetime
     updated_at: datetime
+    routing: RoutingInput | None
+
+    @field_serializer("routing")
+    def _only_what_was_set(self, routing: RoutingInput | None) -> dict[str, Any] | None:
+        """Rules as the user wrote them, without the conditions they left out."""
+        return routing.model_dump(mode="json", exclude_none=True) if routing is not None else None
 
 
 class ClickOut(_Out):

@@ -1,5 +1,6 @@
 """visitor dimensions: versions, region, city and visitor ID on clicks; device, OS, browser and the
-bot flag copied onto conversions; the channel a conversion came through (S2S postback or pixel)
+bot flag copied onto conversions; the channel a conversion came through (S2S postback or pixel);
+campaigns' routing rules
 
 Revision ID: 0002
 Revises: 0001
@@ -17,6 +18,8 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("campaigns", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("routing", sa.Text(), nullable=True))
     with op.batch_alter_table("clicks", schema=None) as batch_op:
         batch_op.add_column(sa.Column("visitor_id", sa.String(length=16), nullable=True))
         batch_op.add_column(sa.Column("region", sa.String(length=64), nullable=True))
@@ -48,3 +51,5 @@ def downgrade() -> None:
         batch_op.drop_column("city")
         batch_op.drop_column("region")
         batch_op.drop_column("visitor_id")
+    with op.batch_alter_table("campaigns", schema=None) as batch_op:
+        batch_op.drop_column("routing")
