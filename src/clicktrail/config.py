@@ -75,9 +75,9 @@ class Settings(BaseSettings):
         description="CLICKTRAIL_UNIQUE_WINDOW_HOURS: one unique click per visitor, campaign and window",
     )
     unique_cache_size: int = Field(
-        500_000,
+        250_000,
         ge=1,
-        description="CLICKTRAIL_UNIQUE_CACHE_SIZE: visitors a worker remembers for uniqueness (~200 B each)",
+        description="CLICKTRAIL_UNIQUE_CACHE_SIZE: visitors a worker remembers for uniqueness (~280 B each)",
     )
     user_agent_cache_size: int = Field(
         50_000, ge=1, description="CLICKTRAIL_USER_AGENT_CACHE_SIZE: parsed user agents kept per worker"
