@@ -11,6 +11,7 @@ from clicktrail.clicks.enrichment.agents import AgentParser, DeviceType
 from clicktrail.clicks.enrichment.bots import BotReason, BotRules
 from clicktrail.clicks.enrichment.geo import GeoLocator, bundled_database
 from clicktrail.clicks.enrichment.uniqueness import UniqueVisitors, visitor_id
+from clicktrail.clicks.request import visitor_cookie
 from clicktrail.config import Settings
 from tests import corpora
 
@@ -178,3 +179,20 @@ def test_the_enricher_fills_every_dimension_of_a_visit() -> None:
     assert not first.is_bot
     assert from_bot_range.bot_reason is BotReason.CONFIGURED_NETWORK
     assert first.columns()["visitor_id"] == visitor_id("8.8.8.8", phone)
+
+
+def test_our_visitor_cookie_is_read_only_when_well_formed() -> None:
+    assert visitor_cookie("theme=dark; ct_vid=0123456789abcdef; x=1") == "0123456789abcdef"
+    assert visitor_cookie("ct_vid=0123456789ABCDEF") is None
+    assert visitor_cookie("ct_vid=<script>") is None
+    assert visitor_cookie("other=0123456789abcdef") is None
+    assert visitor_cookie(None) is None
+
+
+def test_a_known_visitor_keeps_its_id_and_uniqueness_across_addresses() -> None:
+    enricher = Enricher.from_settings(Settings(geoip_db="off"))
+    phone = _real("mobile")
+    first = enricher.enrich(3, "203.0.113.1", phone, T0, known_visitor="0123456789abcdef")
+    moved = enricher.enrich(3, "198.51.100.1", phone, T0, known_visitor="0123456789abcdef")
+    assert (first.visitor_id, moved.visitor_id) == ("0123456789abcdef", "0123456789abcdef")
+    assert (first.is_unique, moved.is_unique) == (True, False)

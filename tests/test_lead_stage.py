@@ -129,6 +129,8 @@ def test_direct_tracking_of_an_unknown_campaign_is_a_json_404(tracker: Tracker) 
 def test_the_tracking_link_leaves_the_trackers_cookie_for_pixels(tracker: Tracker) -> None:
     response = tracker.http.get(f"/c/{tracker.campaign()['key']}")
     click_id = parse_qs(urlsplit(response.headers["location"]).query)["cid"][0]
-    cookie = response.headers["set-cookie"]
-    assert cookie.startswith(f"ct_cid={click_id};")
-    assert "HttpOnly" in cookie
+    click_cookie, visitor_cookie = response.headers.get_list("set-cookie")
+    assert click_cookie.startswith(f"ct_cid={click_id};")
+    assert "HttpOnly" in click_cookie
+    visitor_id = tracker.api("GET", f"/clicks/{click_id}").json()["visitor_id"]
+    assert visitor_cookie.startswith(f"ct_vid={visitor_id};")

@@ -83,7 +83,19 @@ def test_a_repeat_click_of_the_same_visitor_is_not_unique_but_another_campaign_c
     assert _click(visitors, first["key"], "81.2.69.160", iphone)["is_unique"] is True
     assert _click(visitors, first["key"], "81.2.69.160", iphone)["is_unique"] is False
     assert _click(visitors, second["key"], "81.2.69.160", iphone)["is_unique"] is True
+    visitors.http.cookies.clear()  # another visitor: no cookie of ours, another address
     assert _click(visitors, first["key"], "81.2.69.161", iphone)["is_unique"] is True
+
+
+def test_a_visitor_who_kept_our_cookie_is_recognised_from_a_new_address(visitors: Tracker) -> None:
+    key = visitors.campaign()["key"]
+    iphone = _iphone()
+    first = _click(visitors, key, "81.2.69.170", iphone)
+    moved = _click(visitors, key, "81.2.69.171", iphone)  # same browser, new IP: the cookie names it
+    assert (first["is_unique"], moved["is_unique"]) == (True, False)
+    assert moved["visitor_id"] == first["visitor_id"]
+    visitors.http.cookies.clear()
+    assert _click(visitors, key, "81.2.69.172", iphone)["is_unique"] is True
 
 
 def test_crawlers_and_configured_ranges_are_recorded_as_bots_and_still_redirected(visitors: Tracker) -> None:

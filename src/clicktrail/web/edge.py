@@ -13,7 +13,7 @@ from starlette.types import Receive, Scope, Send
 
 from clicktrail.catalog.routes import Route
 from clicktrail.clicks.intake import click_row, redirect_url, visit_of
-from clicktrail.clicks.request import ClickRequest, parse_click_request, parse_query
+from clicktrail.clicks.request import VISITOR_COOKIE, ClickRequest, parse_click_request, parse_query
 from clicktrail.conversions.decision import Decision, Outcome
 from clicktrail.conversions.intake import Channel, RawPostback
 from clicktrail.errors import StorageError
@@ -41,6 +41,7 @@ _NOT_FOUND_PAGE = (
 _MAX_KEY = 64
 CLICK_COOKIE = "ct_cid"
 CLICK_COOKIE_SECONDS = 90 * 24 * 3600
+VISITOR_COOKIE_SECONDS = 365 * 24 * 3600
 _PARAM_VALUE_MAX = 4096
 
 
@@ -65,16 +66,18 @@ class Edge:
             route = self.route(key)
         return route
 
-    async def record_click(self, route: Route, request: ClickRequest) -> tuple[ClickId, Route]:
-        """Enrich the visit, choose its offer, store the click; return its ID and the chosen route once
-        committed. Raises StorageError."""
+    async def record_click(self, route: Route, request: ClickRequest) -> tuple[ClickId, Route, str]:
+        """Enrich the visit, choose its offer, store the click; return its ID, the chosen route and the
+        visitor ID once committed. Raises StorageError."""
         now = self._rt.clock()
         click_id = self._rt.codec.mint(now)
-        visitor = self._rt.enricher.enrich(route.campaign_id, request.ip, request.user_agent, now)
+        visitor = self._rt.enricher.enrich(
+            route.campaign_id, request.ip, request.user_agent, now, request.visitor_cookie
+        )
         if route.plan is not None:  # campaigns without rules pay nothing for routing
             route = route.for_visit(visit_of(request, visitor, now), visitor.visitor_id)
         await self._rt.clicks.write(click_row(request, route, click_id, now, visitor))
-        return click_id, route
+        return click_id, route, visitor.visitor_id
 
     def click_request(self, scope: Scope, key: str, referrer: str | None = None) -> ClickRequest:
         return parse_click_request(
@@ -83,14 +86,22 @@ class Edge:
             self._client(scope),
             header(scope, b"user-agent"),
             referrer if referrer is not None else header(scope, b"referer"),
+            header(scope, b"cookie"),
         )
+
+    def _cookie(self, name: str, value: str, seconds: int) -> tuple[bytes, bytes]:
+        cross_site = self._rt.settings.public_url.startswith("https://")
+        attributes = "; SameSite=None; Secure" if cross_site else "; SameSite=Lax"
+        text = f"{name}={value}; Max-Age={seconds}; Path=/; HttpOnly{attributes}"
+        return (b"set-cookie", text.encode("latin-1"))
 
     def click_cookie(self, click_id: ClickId) -> tuple[bytes, bytes]:
         """The tracker's own cookie naming the visitor's last click, for pixels that carry no click ID."""
-        cross_site = self._rt.settings.public_url.startswith("https://")
-        attributes = "; SameSite=None; Secure" if cross_site else "; SameSite=Lax"
-        value = f"{CLICK_COOKIE}={click_id}; Max-Age={CLICK_COOKIE_SECONDS}; Path=/; HttpOnly{attributes}"
-        return (b"set-cookie", value.encode("latin-1"))
+        return self._cookie(CLICK_COOKIE, click_id, CLICK_COOKIE_SECONDS)
+
+    def visitor_cookie(self, visitor_id: str) -> tuple[bytes, bytes]:
+        """The tracker's own cookie naming the visitor, so a repeat click from a new IP is the same one."""
+        return self._cookie(VISITOR_COOKIE, visitor_id, VISITOR_COOKIE_SECONDS)
 
     async def click(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]
@@ -105,14 +116,18 @@ class Edge:
             return
         request = self.click_request(scope, key)
         try:
-            click_id, route = await self.record_click(route, request)
+            click_id, route, visitor_id = await self.record_click(route, request)
         except StorageError as exc:
             page = b"<!doctype html><title>Busy</title><p>Please try again in a moment.</p>"
             log.warning("click not stored, answering 503: %s", exc.detail)
             await respond(send, 503, page, b"text/html; charset=utf-8", [(b"retry-after", b"1")], head=head)
             return
         location = redirect_url(request, route, click_id)
-        headers = [(b"location", location.encode("latin-1")), self.click_cookie(click_id)]
+        headers = [
+            (b"location", location.encode("latin-1")),
+            self.click_cookie(click_id),
+            self.visitor_cookie(visitor_id),
+        ]
         await respond(send, 302, b"", b"text/plain", headers, head=head)
 
     async def postback(

@@ -61,11 +61,20 @@ class Enricher:
             UniqueVisitors(timedelta(hours=settings.unique_window_hours), settings.unique_cache_size),
         )
 
-    def enrich(self, campaign_id: int, ip: str | None, user_agent: str | None, now: datetime) -> Visitor:
+    def enrich(
+        self,
+        campaign_id: int,
+        ip: str | None,
+        user_agent: str | None,
+        now: datetime,
+        known_visitor: str | None = None,
+    ) -> Visitor:
+        """`known_visitor`: the visitor ID from our cookie, when the browser kept it; it outlives a
+        change of IP (mobile networks), so it names the visitor better than IP + user agent."""
         agent = self.agents.parse(user_agent) if user_agent else None
         location = self.geo.locate(ip)
         bot = self.bots.judge_ip(ip) or self.bots.judge_agent(user_agent, agent)
-        visitor = visitor_id(ip, user_agent)
+        visitor = known_visitor or visitor_id(ip, user_agent)
         return Visitor(
             visitor_id=visitor,
             country=location.country,
