@@ -82,7 +82,7 @@ class LeadEdge:
         if method == "OPTIONS":
             await respond(send, 204, b"", b"text/plain", CORS)
             return
-        if method not in ("GET", "POST"):
+        if method != "GET":
             await respond_error(send, 405, "method_not_allowed", "direct tracking answers GET", extra=CORS)
             return
         key = scope["path"][3:]
