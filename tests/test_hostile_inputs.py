@@ -107,7 +107,7 @@ def test_header_injection_through_sub_ids_never_reaches_the_location(tracker: Tr
     raw = f"/c/{key}?sub1=%0D%0ASet-Cookie:%20owned=1%0D%0A"
     response = tracker.http.get(raw)
     assert response.status_code == 302
-    assert "set-cookie" not in response.headers
+    assert {c.split("=", 1)[0] for c in response.headers.get_list("set-cookie")} <= {"ct_cid", "ct_vid"}
     location = response.headers["location"]
     assert "\r" not in location
     assert "\n" not in location

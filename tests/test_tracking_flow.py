@@ -71,7 +71,10 @@ def test_visitor_values_cannot_add_parameters_or_change_the_host(tracker: Tracke
     query = parse_qs(location.query)
     assert len(query["cid"]) == 1
     assert query["cid"][0] != "forged"
-    assert "set-cookie" not in response.headers
+    # The only cookies are the tracker's own (last click, for pixels; visitor, for uniqueness).
+    cookies = response.headers.get_list("set-cookie")
+    assert [cookie.split("=", 1)[0] for cookie in cookies] == ["ct_cid", "ct_vid"]
+    assert all("a=b" not in cookie for cookie in cookies)
 
 
 def test_head_answers_like_get_and_records_the_click(tracker: Tracker) -> None:

@@ -129,6 +129,36 @@ class Settings(BaseSettings):
     delivery_breaker_cooldown_seconds: float = Field(
         60.0, gt=0, description="CLICKTRAIL_DELIVERY_BREAKER_COOLDOWN_SECONDS: pause before a probe"
     )
+    geoip_db: str | None = Field(
+        None,
+        description=(
+            "CLICKTRAIL_GEOIP_DB: a MaxMind-format .mmdb (country or city) for the visitor's country; "
+            "unset: the bundled DB-IP Lite database; 'off': no geolocation"
+        ),
+    )
+    bot_networks: str = Field(
+        "", description="CLICKTRAIL_BOT_NETWORKS: comma-separated CIDRs whose clicks are marked as bots"
+    )
+    bot_user_agents: tuple[str, ...] = Field(
+        (),
+        description=(
+            "CLICKTRAIL_BOT_USER_AGENTS: JSON list of case-insensitive regular expressions; a user agent "
+            "matching one is a bot"
+        ),
+    )
+    unique_window_hours: float = Field(
+        24.0,
+        gt=0,
+        description="CLICKTRAIL_UNIQUE_WINDOW_HOURS: one unique click per visitor, campaign and window",
+    )
+    unique_cache_size: int = Field(
+        250_000,
+        ge=1,
+        description="CLICKTRAIL_UNIQUE_CACHE_SIZE: visitors a worker remembers for uniqueness (~280 B each)",
+    )
+    user_agent_cache_size: int = Field(
+        50_000, ge=1, description="CLICKTRAIL_USER_AGENT_CACHE_SIZE: parsed user agents kept per worker"
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -157,6 +187,24 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator("bot_networks")
+    @classmethod
+    def _valid_bot_networks(cls, value: str) -> str:
+        _parse_networks(value)
+        return value
+
+    @field_validator("bot_user_agents")
+    @classmethod
+    def _valid_patterns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(
+                    f"CLICKTRAIL_BOT_USER_AGENTS: {pattern!r} is not a regular expression: {exc}"
+                ) from exc
+        return value
+
     @field_validator("public_url")
     @classmethod
     def _no_trailing_slash(cls, value: str) -> str:
@@ -170,6 +218,10 @@ class Settings(BaseSettings):
     def delivery_allowed(self) -> tuple[frozenset[str], tuple[Network, ...]]:
         """The allowlist: (host names, networks)."""
         return _parse_allow_hosts(self.delivery_allow_hosts)
+
+    @cached_property
+    def bot_network_list(self) -> tuple[Network, ...]:
+        return _parse_networks(self.bot_networks)
 
     @property
     def sqlalchemy_url(self) -> str:

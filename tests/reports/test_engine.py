@@ -54,10 +54,22 @@ def _conversion(click: dict[str, Any], at: datetime, event: str, status: str, re
         "payout": Decimal("1.10"),
         "currency": "USD",
         "click_time": click["created_at"],
+        # A conversion carries its click's dimensions, as the postback intake copies them.
         **{
             key: click.get(key)
-            for key in ("campaign_id", "offer_id", "source_id", "sub1", "external_id", "country")
-        },
+            for key in (
+                "campaign_id",
+                "offer_id",
+                "source_id",
+                "sub1",
+                "external_id",
+                "country",
+                "device_type",
+                "os",
+                "browser",
+                "is_bot",
+            )
+        },  # fmt: skip
     }
 
 

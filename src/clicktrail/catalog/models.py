@@ -16,6 +16,7 @@ from pydantic import (
     model_validator,
 )
 
+from clicktrail.catalog.rules import RoutingInput
 from clicktrail.conversions.decision import ConversionStatus
 from clicktrail.macros import CLICK_MACROS, InvalidTemplate, validate_url_template
 from clicktrail.money import InvalidMoney, format_money, parse_currency, parse_money
@@ -161,6 +162,7 @@ class CampaignInput(_Input):
     offer_id: RowId
     cost_model: CostModel = CostModel.NONE
     cost_value: MoneyField = Decimal(0)
+    routing: RoutingInput | None = Field(None, description="rules and A/B split; null: all to offer_id")
 
     @model_validator(mode="after")
     def _cost(self) -> "CampaignInput":
@@ -174,6 +176,7 @@ class CampaignPatch(_Input):
     offer_id: RowId | None = None
     cost_model: CostModel | None = None
     cost_value: MoneyField | None = None
+    routing: RoutingInput | None = None
 
     @model_validator(mode="after")
     def _cost(self) -> "CampaignPatch":
@@ -217,3 +220,4 @@ class Campaign:
     cost_value: Decimal
     created_at: datetime
     updated_at: datetime
+    routing: RoutingInput | None

@@ -1,15 +1,19 @@
 """The catalog as the hot paths read it: an immutable snapshot in memory, swapped on change."""
 
-from dataclasses import dataclass, field
+import logging
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy import Connection, Row
 
+from clicktrail.catalog.rules import RoutingInput, RoutingPlan, Visit
 from clicktrail.storage import catalog_store as store
 from clicktrail.storage.schema import sources
 from clicktrail.types import CampaignId, OfferId, SourceId
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,13 +29,21 @@ class OfferTerms:
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """Where a tracking link sends its visitors."""
+    """Where a tracking link sends its visitors: `offer`, or the offer its routing plan chooses."""
 
     campaign_id: CampaignId
     source_id: SourceId
     offer: OfferTerms
     cost_model: str = "none"
     cost_value: Decimal = Decimal(0)
+    plan: RoutingPlan[OfferTerms] | None = None
+
+    def for_visit(self, visit: Visit, visitor_id: str) -> "Route":
+        """This route with the offer chosen for this visitor (itself when the campaign has no rules)."""
+        if self.plan is None:
+            return self
+        chosen = self.plan.choose(visit, f"{self.campaign_id}:{visitor_id}")
+        return self if chosen is self.offer else replace(self, offer=chosen)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,16 +104,18 @@ def load_snapshot(connection: Connection) -> CatalogSnapshot:
         )
         for row in offer_rows
     }
-    routes = {
-        row.key: Route(
-            CampaignId(row.id),
-            SourceId(row.source_id),
-            offers[OfferId(row.offer_id)],
-            row.cost_model,
-            row.cost_value,
+    routes = {}
+    for row in campaign_rows:
+        offer = offers[OfferId(row.offer_id)]
+        plan = None
+        if row.routing:
+            try:
+                plan = RoutingPlan.compile(RoutingInput.model_validate_json(row.routing), offers, offer)
+            except (ValueError, KeyError):
+                log.exception("campaign %s: unreadable routing, sending everyone to its offer", row.id)
+        routes[row.key] = Route(
+            CampaignId(row.id), SourceId(row.source_id), offer, row.cost_model, row.cost_value, plan
         )
-        for row in campaign_rows
-    }
     postback_rules = {SourceId(row.id): rule for row in source_rows if (rule := postback_rule(row))}
     return CatalogSnapshot(
         version=version,

@@ -17,6 +17,7 @@ from clicktrail.catalog.models import (
     SourceInput,
     SourcePatch,
 )
+from clicktrail.catalog.rules import RoutingInput
 from clicktrail.errors import NotFound, ValidationFailed
 from clicktrail.ids import ALPHABET
 from clicktrail.storage import catalog_store as store
@@ -27,7 +28,7 @@ from clicktrail.types import CampaignId, Clock, OfferId, SourceId
 CAMPAIGN_KEY_LENGTH = 10
 
 
-NULLABLE = frozenset({"postback_token", "postback_url"})
+NULLABLE = frozenset({"postback_token", "postback_url", "routing"})
 
 
 PostbackUrlCheck = Callable[[str], str | None]
@@ -55,7 +56,15 @@ def _source(row: Row[Any]) -> Source:
 
 
 def _campaign(row: Row[Any]) -> Campaign:
-    return Campaign(**row._asdict())
+    values = row._asdict()
+    routing = values.pop("routing")
+    return Campaign(**values, routing=RoutingInput.model_validate_json(routing) if routing else None)
+
+
+def _stored_routing(values: dict[str, Any], routing: RoutingInput | None) -> None:
+    """The routing column as JSON text (or NULL), in place of the validated model's dump."""
+    if "routing" in values:
+        values["routing"] = routing.model_dump_json(exclude_none=True) if routing is not None else None
 
 
 class Catalog:
@@ -144,6 +153,14 @@ class Catalog:
         if problems:
             raise ValidationFailed("; ".join(problems.values()), problems)
 
+    def _check_routing(self, connection: Connection, routing: RoutingInput | None) -> None:
+        if routing is None:
+            return
+        missing = sorted(i for i in routing.offer_ids() if store.get_row(connection, offers, i) is None)
+        if missing:
+            detail = f"routing names offers that do not exist: {', '.join(map(str, missing))}"
+            raise ValidationFailed(detail, {"routing": detail})
+
     def _new_key(self, connection: Connection) -> str:
         while True:
             key = "".join(secrets.choice(ALPHABET) for _ in range(CAMPAIGN_KEY_LENGTH))
@@ -154,12 +171,14 @@ class Catalog:
         now = self._clock()
         with self._db.begin() as connection:
             self._check_references(connection, data.source_id, data.offer_id)
+            self._check_routing(connection, data.routing)
             values = {
                 **data.model_dump(),
                 "key": self._new_key(connection),
                 "created_at": now,
                 "updated_at": now,
             }
+            _stored_routing(values, data.routing)
             row = store.insert_row(connection, campaigns, values)
             self._bump(connection)
         return _campaign(row)
@@ -169,6 +188,8 @@ class Catalog:
         _refuse_nulls(values)
         with self._db.begin() as connection:
             self._check_references(connection, values.get("source_id"), values.get("offer_id"))
+            self._check_routing(connection, data.routing)
+            _stored_routing(values, data.routing)
             if values:
                 values["updated_at"] = self._clock()
             row = store.update_row(connection, campaigns, campaign_id, values)

@@ -5,6 +5,8 @@ from decimal import Decimal
 from typing import Any
 
 from clicktrail.catalog.routes import Route
+from clicktrail.catalog.rules import Visit
+from clicktrail.clicks.enrichment import Visitor
 from clicktrail.clicks.request import ClickRequest
 from clicktrail.macros import SUB_IDS, fill
 from clicktrail.types import ClickId
@@ -24,7 +26,9 @@ def click_cost(request: ClickRequest, route: Route) -> Decimal | None:
     return None
 
 
-def click_row(request: ClickRequest, route: Route, click_id: ClickId, now: datetime) -> dict[str, Any]:
+def click_row(
+    request: ClickRequest, route: Route, click_id: ClickId, now: datetime, visitor: Visitor
+) -> dict[str, Any]:
     return {
         "click_id": click_id,
         "created_at": now,
@@ -37,13 +41,21 @@ def click_row(request: ClickRequest, route: Route, click_id: ClickId, now: datet
         "ip": request.ip,
         "user_agent": request.user_agent,
         "referrer": request.referrer,
-        "country": None,
-        "device_type": None,
-        "os": None,
-        "browser": None,
-        "is_bot": False,
-        "is_unique": True,
+        **visitor.columns(),
     }
+
+
+def visit_of(request: ClickRequest, visitor: Visitor, now: datetime) -> Visit:
+    """What the campaign's routing rules look at."""
+    return Visit(
+        country=visitor.country,
+        device_type=visitor.device_type,
+        os=visitor.os,
+        browser=visitor.browser,
+        is_bot=visitor.is_bot,
+        subs=dict(zip(SUB_IDS, request.subs, strict=True)),
+        hour=now.hour,
+    )
 
 
 def redirect_url(request: ClickRequest, route: Route, click_id: ClickId) -> str:

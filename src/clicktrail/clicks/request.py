@@ -1,5 +1,6 @@
 """A tracking-link visit, parsed once at the edge."""
 
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 from urllib.parse import parse_qsl
@@ -11,6 +12,9 @@ from clicktrail.text import clean
 
 USER_AGENT_MAX = 512
 REFERRER_MAX = 1024
+VISITOR_COOKIE = "ct_vid"
+"""The tracker's first-party cookie naming the visitor (its visitor_id), for uniqueness across IPs."""
+_VISITOR_ID = re.compile(r"[0-9a-f]{16}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +26,7 @@ class ClickRequest:
     ip: str | None
     user_agent: str | None
     referrer: str | None
+    visitor_cookie: str | None = None
 
 
 def parse_query(query_string: bytes) -> dict[str, str]:
@@ -32,8 +37,24 @@ def parse_query(query_string: bytes) -> dict[str, str]:
     return params
 
 
+def visitor_cookie(cookie_header: str | None) -> str | None:
+    """Our visitor cookie's value when the request carries a well-formed one."""
+    if not cookie_header or VISITOR_COOKIE not in cookie_header:
+        return None
+    for part in cookie_header.split(";"):
+        name, _, value = part.strip().partition("=")
+        if name == VISITOR_COOKIE and _VISITOR_ID.fullmatch(value):
+            return value
+    return None
+
+
 def parse_click_request(
-    key: str, query_string: bytes, ip: str | None, user_agent: str | None, referrer: str | None
+    key: str,
+    query_string: bytes,
+    ip: str | None,
+    user_agent: str | None,
+    referrer: str | None,
+    cookie_header: str | None = None,
 ) -> ClickRequest:
     params = parse_query(query_string)
     cost: Decimal | None = None
@@ -50,4 +71,5 @@ def parse_click_request(
         ip=ip,
         user_agent=clean(user_agent, USER_AGENT_MAX),
         referrer=clean(referrer, REFERRER_MAX),
+        visitor_cookie=visitor_cookie(cookie_header),
     )

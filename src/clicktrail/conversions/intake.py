@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 from urllib.parse import urlencode
 
@@ -26,7 +27,16 @@ from clicktrail.storage.database import Database
 from clicktrail.types import ClickId, Clock, ConversionId
 
 _LOGGED_QUERY_MAX = 2000
+CLICK_DIMENSIONS = ("country", "device_type", "os", "browser", "is_bot")
+"""The click's visitor dimensions a conversion carries, so reports group conversions without a join."""
 _SECRET_PARAMS = frozenset({"token"})
+
+
+class Channel(StrEnum):
+    """How a conversion reached us; both go through the same pipeline, idempotency, token and log."""
+
+    POSTBACK = "postback"  # the merchant's server called /postback
+    PIXEL = "pixel"  # the visitor's browser loaded /pixel.gif or called /pixel (the JS pixel)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +46,7 @@ class RawPostback:
     method: str
     params: Mapping[str, str]
     ip: str | None
+    via: Channel = Channel.POSTBACK
 
 
 def _loggable_query(params: Mapping[str, str]) -> str:
@@ -109,18 +120,21 @@ class PostbackIntake:
                 "error": outcome.error,
                 "detail": outcome.detail,
                 "conversion_id": outcome.conversion_id,
+                "via": raw.via.value,
             },
         )
 
     def _record(self, raw: RawPostback, request: PostbackRequest, click_id: ClickId) -> Outcome:
         with self._db.begin() as connection:
-            outcome = self._decide(connection, request, click_id)
+            outcome = self._decide(connection, request, click_id, raw.via)
             self._log(connection, raw, outcome, click_id=click_id, request=request)
         if outcome.decision in (Decision.ACCEPTED, Decision.UPDATED):
             self._delivery_queued()
         return outcome
 
-    def _decide(self, connection: Connection, request: PostbackRequest, click_id: ClickId) -> Outcome:
+    def _decide(
+        self, connection: Connection, request: PostbackRequest, click_id: ClickId, via: Channel
+    ) -> Outcome:
         now = self._clock()
         click = store.get_click(connection, click_id)
         if click is None:
@@ -172,7 +186,8 @@ class PostbackIntake:
                 "source_id": click.source_id,
                 **{name: getattr(click, name) for name in SUB_IDS},
                 "external_id": click.external_id,
-                "country": click.country,
+                **{name: getattr(click, name) for name in CLICK_DIMENSIONS},
+                "via": via.value,
             },
         )
         self._history(connection, conversion_id, None, request.status, revenue, now)

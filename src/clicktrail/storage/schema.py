@@ -15,6 +15,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 
@@ -73,6 +74,8 @@ campaigns = Table(
     Column("cost_value", Money, nullable=False, server_default="0"),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    # Routing rules as JSON (catalog/rules.py RoutingInput); NULL: every visitor goes to offer_id.
+    Column("routing", Text, nullable=True),
 )
 
 # A campaign's actual cost for a past period, spread over that period's clicks by the reports.
@@ -107,6 +110,12 @@ clicks = Table(
     Column("browser", String(64), nullable=True),
     Column("is_bot", Boolean, nullable=False, default=False),
     Column("is_unique", Boolean, nullable=False, default=True),
+    # Added by migration 0002 (docs/visitors.md).
+    Column("visitor_id", String(16), nullable=True),
+    Column("region", String(64), nullable=True),
+    Column("city", String(128), nullable=True),
+    Column("os_version", String(32), nullable=True),
+    Column("browser_version", String(32), nullable=True),
 )
 Index("ix_clicks_campaign_time", clicks.c.campaign_id, clicks.c.created_at)
 
@@ -133,6 +142,12 @@ conversions = Table(
     *(Column(name, String(SUB_MAX), nullable=True) for name in SUB_COLUMNS),
     Column("external_id", String(SUB_MAX), nullable=True),
     Column("country", String(2), nullable=True),
+    Column("device_type", String(16), nullable=True),
+    Column("os", String(64), nullable=True),
+    Column("browser", String(64), nullable=True),
+    Column("is_bot", Boolean, nullable=False, default=False, server_default=false()),
+    # How the conversion arrived: "postback" (server to server) or "pixel" (the visitor's browser).
+    Column("via", String(8), nullable=False, default="postback", server_default="postback"),
     UniqueConstraint("click_id", "event", "txid", name="uq_conversions_click_event_txid"),
 )
 Index("ix_conversions_campaign_time", conversions.c.campaign_id, conversions.c.created_at)
@@ -165,6 +180,7 @@ postback_log = Table(
     Column("error", String(64), nullable=True),
     Column("detail", Text, nullable=True),
     Column("conversion_id", String(26), nullable=True),
+    Column("via", String(8), nullable=False, default="postback", server_default="postback"),
 )
 
 # Outbound postbacks to send, written in the conversion's transaction (the outbox).

@@ -8,6 +8,7 @@ from clicktrail.config import Settings
 from clicktrail.types import Clock, utc_now
 from clicktrail.web.api import create_api
 from clicktrail.web.edge import Edge
+from clicktrail.web.lead import LeadEdge
 from clicktrail.web.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -17,6 +18,7 @@ class ClicktrailApp:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self._edge = Edge(runtime)
+        self._lead = LeadEdge(self._edge)
         self._api = create_api(runtime)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -27,6 +29,14 @@ class ClicktrailApp:
                 await self._edge.click(scope, receive, send)
             elif path == "/postback":
                 await self._edge.postback(scope, receive, send)
+            elif path.startswith("/d/"):
+                await self._lead.direct(scope, receive, send)
+            elif path == "/pixel.gif":
+                await self._lead.image_pixel(scope, receive, send)
+            elif path == "/pixel":
+                await self._lead.js_pixel(scope, receive, send)
+            elif path == "/t.js":
+                await self._lead.snippet(scope, receive, send)
             elif path == "/health":
                 await self._edge.health(scope, receive, send)
             else:

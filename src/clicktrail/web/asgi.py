@@ -1,11 +1,14 @@
 """Small helpers for answering raw ASGI requests on the lean edge routes."""
 
 import json
+from collections.abc import Sequence
+from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
 NO_STORE = (b"cache-control", b"no-store")
+Headers = Sequence[tuple[bytes, bytes]]
 
 
 def header(scope: Scope, name: bytes) -> str | None:
@@ -20,24 +23,40 @@ async def respond(
     status: int,
     body: bytes,
     content_type: bytes,
-    extra: list[tuple[bytes, bytes]] | None = None,
+    extra: Headers = (),
     *,
     head: bool = False,
+    cache: tuple[bytes, bytes] = NO_STORE,
 ) -> None:
-    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), NO_STORE]
-    if extra:
-        headers.extend(extra)
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), cache]
+    headers.extend(extra)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": b"" if head else body})
 
 
-async def respond_json(send: Send, status: int, payload: dict[str, Any], *, head: bool = False) -> None:
+async def respond_json(
+    send: Send, status: int, payload: dict[str, Any], *, head: bool = False, extra: Headers = ()
+) -> None:
     body = json.dumps(payload, separators=(",", ":")).encode()
-    await respond(send, status, body, b"application/json", head=head)
+    await respond(send, status, body, b"application/json", extra, head=head)
 
 
-async def respond_error(send: Send, status: int, code: str, detail: str, *, head: bool = False) -> None:
-    await respond_json(send, status, {"error": code, "detail": detail}, head=head)
+async def respond_error(
+    send: Send, status: int, code: str, detail: str, *, head: bool = False, extra: Headers = ()
+) -> None:
+    await respond_json(send, status, {"error": code, "detail": detail}, head=head, extra=extra)
+
+
+def cookie_value(cookie_header: str | None, name: str) -> str | None:
+    if not cookie_header:
+        return None
+    cookies = SimpleCookie()
+    try:
+        cookies.load(cookie_header)
+    except CookieError:
+        return None
+    morsel = cookies.get(name)
+    return morsel.value if morsel is not None else None
 
 
 class BodyTooLarge(Exception):

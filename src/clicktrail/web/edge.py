@@ -1,4 +1,5 @@
-"""The hot paths as plain ASGI handlers: `/c/{key}` (click → 302) and `/postback` (S2S pixel).
+"""The hot paths as plain ASGI handlers: `/c/{key}` (click → 302) and `/postback` (S2S pixel);
+web/lead.py adds the lead stage (snippet, pixels, direct tracking) on top of these.
 
 A full framework's routing costs three times the throughput here (docs/architecture.md), so these
 routes parse, call the domain, and answer, and nothing else.
@@ -7,16 +8,26 @@ routes parse, call the domain, and answer, and nothing else.
 import asyncio
 import json
 import logging
-from collections.abc import Callable
 
 from starlette.types import Receive, Scope, Send
 
-from clicktrail.clicks.intake import click_row, redirect_url
-from clicktrail.clicks.request import parse_click_request, parse_query
+from clicktrail.catalog.routes import Route
+from clicktrail.clicks.intake import click_row, redirect_url, visit_of
+from clicktrail.clicks.request import VISITOR_COOKIE, ClickRequest, parse_click_request, parse_query
 from clicktrail.conversions.decision import Decision, Outcome
-from clicktrail.conversions.intake import RawPostback
+from clicktrail.conversions.intake import Channel, RawPostback
 from clicktrail.errors import StorageError
-from clicktrail.web.asgi import BodyTooLarge, header, read_body, respond, respond_error, respond_json
+from clicktrail.types import ClickId
+from clicktrail.web.asgi import (
+    BodyTooLarge,
+    Headers,
+    cookie_value,
+    header,
+    read_body,
+    respond,
+    respond_error,
+    respond_json,
+)
 from clicktrail.web.client_ip import client_ip
 from clicktrail.web.errors import DECISION_STATUS, status_for
 from clicktrail.web.runtime import Runtime
@@ -28,6 +39,9 @@ _NOT_FOUND_PAGE = (
     b"<h1>Link not found</h1><p>This tracking link does not exist or was mistyped.</p>"
 )
 _MAX_KEY = 64
+CLICK_COOKIE = "ct_cid"
+CLICK_COOKIE_SECONDS = 90 * 24 * 3600
+VISITOR_COOKIE_SECONDS = 365 * 24 * 3600
 _PARAM_VALUE_MAX = 4096
 
 
@@ -41,6 +55,54 @@ class Edge:
             peer[0] if peer else None, header(scope, b"x-forwarded-for"), self._rt.settings.trusted_networks
         )
 
+    def route(self, key: str) -> Route | None:
+        return self._rt.cache.route(key) if len(key) <= _MAX_KEY else None
+
+    async def find_route(self, key: str) -> Route | None:
+        route = self.route(key)
+        if route is None and len(key) <= _MAX_KEY:
+            # Look again even when this call did not reload: a concurrent miss may have just done it.
+            await asyncio.to_thread(self._rt.cache.reload_if_changed)
+            route = self.route(key)
+        return route
+
+    async def record_click(self, route: Route, request: ClickRequest) -> tuple[ClickId, Route, str]:
+        """Enrich the visit, choose its offer, store the click; return its ID, the chosen route and the
+        visitor ID once committed. Raises StorageError."""
+        now = self._rt.clock()
+        click_id = self._rt.codec.mint(now)
+        visitor = self._rt.enricher.enrich(
+            route.campaign_id, request.ip, request.user_agent, now, request.visitor_cookie
+        )
+        if route.plan is not None:  # campaigns without rules pay nothing for routing
+            route = route.for_visit(visit_of(request, visitor, now), visitor.visitor_id)
+        await self._rt.clicks.write(click_row(request, route, click_id, now, visitor))
+        return click_id, route, visitor.visitor_id
+
+    def click_request(self, scope: Scope, key: str, referrer: str | None = None) -> ClickRequest:
+        return parse_click_request(
+            key,
+            scope["query_string"],
+            self._client(scope),
+            header(scope, b"user-agent"),
+            referrer if referrer is not None else header(scope, b"referer"),
+            header(scope, b"cookie"),
+        )
+
+    def _cookie(self, name: str, value: str, seconds: int) -> tuple[bytes, bytes]:
+        cross_site = self._rt.settings.public_url.startswith("https://")
+        attributes = "; SameSite=None; Secure" if cross_site else "; SameSite=Lax"
+        text = f"{name}={value}; Max-Age={seconds}; Path=/; HttpOnly{attributes}"
+        return (b"set-cookie", text.encode("latin-1"))
+
+    def click_cookie(self, click_id: ClickId) -> tuple[bytes, bytes]:
+        """The tracker's own cookie naming the visitor's last click, for pixels that carry no click ID."""
+        return self._cookie(CLICK_COOKIE, click_id, CLICK_COOKIE_SECONDS)
+
+    def visitor_cookie(self, visitor_id: str) -> tuple[bytes, bytes]:
+        """The tracker's own cookie naming the visitor, so a repeat click from a new IP is the same one."""
+        return self._cookie(VISITOR_COOKIE, visitor_id, VISITOR_COOKIE_SECONDS)
+
     async def click(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]
         head = method == "HEAD"
@@ -48,72 +110,51 @@ class Edge:
             await respond_error(send, 405, "method_not_allowed", "tracking links answer GET and HEAD")
             return
         key = scope["path"][3:]
-        route = self._rt.cache.route(key) if len(key) <= _MAX_KEY else None
-        if route is None and len(key) <= _MAX_KEY:
-            # Look again even when this call did not reload: a concurrent miss may have just done it.
-            await asyncio.to_thread(self._rt.cache.reload_if_changed)
-            route = self._rt.cache.route(key)
+        route = await self.find_route(key)
         if route is None:
             await respond(send, 404, _NOT_FOUND_PAGE, b"text/html; charset=utf-8", head=head)
             return
-        request = parse_click_request(
-            key,
-            scope["query_string"],
-            self._client(scope),
-            header(scope, b"user-agent"),
-            header(scope, b"referer"),
-        )
-        now = self._rt.clock()
-        click_id = self._rt.codec.mint(now)
+        request = self.click_request(scope, key)
         try:
-            await self._rt.clicks.write(click_row(request, route, click_id, now))
+            click_id, route, visitor_id = await self.record_click(route, request)
         except StorageError as exc:
             page = b"<!doctype html><title>Busy</title><p>Please try again in a moment.</p>"
             log.warning("click not stored, answering 503: %s", exc.detail)
             await respond(send, 503, page, b"text/html; charset=utf-8", [(b"retry-after", b"1")], head=head)
             return
         location = redirect_url(request, route, click_id)
-        await respond(send, 302, b"", b"text/plain", [(b"location", location.encode("latin-1"))], head=head)
+        headers = [
+            (b"location", location.encode("latin-1")),
+            self.click_cookie(click_id),
+            self.visitor_cookie(visitor_id),
+        ]
+        await respond(send, 302, b"", b"text/plain", headers, head=head)
 
-    async def postback(self, scope: Scope, receive: Receive, send: Send) -> None:
-        method = scope["method"]
-        if method not in ("GET", "POST"):
-            await respond_error(send, 405, "method_not_allowed", "the postback URL answers GET and POST")
-            return
-        params = parse_query(scope["query_string"])
-        ip = self._client(scope)
-        intake = self._rt.postbacks
-        if method == "POST":
-            limit = self._rt.settings.postback_body_limit
-            try:
-                body = await read_body(receive, limit)
-            except BodyTooLarge:
-                detail = f"the postback body is larger than {limit} bytes"
-                raw = RawPostback(method, params, ip)
-                await self._answer(send, raw, intake.refuse, Decision.TOO_LARGE, "payload_too_large", detail)
-                return
-            body_params = _body_params(header(scope, b"content-type") or "", body)
-            if body_params is None:
-                detail = "send query parameters, a form (x-www-form-urlencoded) or a flat JSON object"
-                raw = RawPostback(method, params, ip)
-                await self._answer(send, raw, intake.refuse, Decision.MALFORMED, "bad_body", detail)
-                return
-            params = {**params, **body_params}
-        params = {name: value[:_PARAM_VALUE_MAX] for name, value in params.items()}
-        await self._answer(send, RawPostback(method, params, ip), intake.handle)
-
-    async def _answer(
-        self, send: Send, raw: RawPostback, decide: Callable[..., Outcome], *args: object
+    async def postback(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        via: Channel = Channel.POSTBACK,
+        extra: Headers = (),
     ) -> None:
+        if scope["method"] not in ("GET", "POST"):
+            await respond_error(
+                send, 405, "method_not_allowed", "the postback URL answers GET and POST", extra=extra
+            )
+            return
         try:
-            outcome = await asyncio.to_thread(decide, raw, *args)
+            outcome = await self.decide_postback(scope, receive, via)
         except StorageError as exc:
-            await respond_error(send, status_for(exc.code), exc.code, exc.detail)
+            await respond_error(send, status_for(exc.code), exc.code, exc.detail, extra=extra)
             return
         status = DECISION_STATUS[outcome.decision]
         if outcome.recorded:
             await respond_json(
-                send, status, {"result": outcome.decision.value, "conversion_id": outcome.conversion_id}
+                send,
+                status,
+                {"result": outcome.decision.value, "conversion_id": outcome.conversion_id},
+                extra=extra,
             )
         else:
             await respond_json(
@@ -124,7 +165,38 @@ class Edge:
                     "decision": outcome.decision.value,
                     "detail": outcome.detail or "",
                 },
+                extra=extra,
             )
+
+    async def decide_postback(self, scope: Scope, receive: Receive, via: Channel) -> Outcome:
+        """Read the postback (query and body) and run the pipeline in a worker thread (it blocks on
+        the database); a pixel without `click_id` uses the tracker's click cookie. Raises StorageError."""
+        method = scope["method"]
+        params = parse_query(scope["query_string"])
+        ip = self._client(scope)
+        if via is Channel.PIXEL and not params.get("click_id"):
+            cookie = cookie_value(header(scope, b"cookie"), CLICK_COOKIE)
+            if cookie:
+                params["click_id"] = cookie
+        intake = self._rt.postbacks
+        if method == "POST":
+            limit = self._rt.settings.postback_body_limit
+            try:
+                body = await read_body(receive, limit)
+            except BodyTooLarge:
+                detail = f"the postback body is larger than {limit} bytes"
+                raw = RawPostback(method, params, ip, via)
+                return await asyncio.to_thread(
+                    intake.refuse, raw, Decision.TOO_LARGE, "payload_too_large", detail
+                )
+            body_params = _body_params(header(scope, b"content-type") or "", body)
+            if body_params is None:
+                detail = "send query parameters, a form (x-www-form-urlencoded) or a flat JSON object"
+                raw = RawPostback(method, params, ip, via)
+                return await asyncio.to_thread(intake.refuse, raw, Decision.MALFORMED, "bad_body", detail)
+            params = {**params, **body_params}
+        params = {name: value[:_PARAM_VALUE_MAX] for name, value in params.items()}
+        return await asyncio.to_thread(intake.handle, RawPostback(method, params, ip, via))
 
     async def health(self, scope: Scope, receive: Receive, send: Send) -> None:
         await respond_json(send, 200, {"status": "ok"}, head=scope["method"] == "HEAD")

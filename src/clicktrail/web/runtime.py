@@ -11,6 +11,7 @@ from typing import Any
 from clicktrail.bootstrap import AdminTokenCheck, prepare
 from clicktrail.catalog.cache import CatalogCache
 from clicktrail.catalog.service import Catalog
+from clicktrail.clicks.enrichment import Enricher
 from clicktrail.config import Settings
 from clicktrail.conversions.intake import PostbackIntake
 from clicktrail.delivery.breaker import BreakerPolicy
@@ -39,6 +40,7 @@ class Runtime:
         self.key = installation.key
         self.cache = CatalogCache(self.database)
         self.guard = HostGuard.from_settings(settings)
+        self.enricher = Enricher.from_settings(settings)
         self.catalog = Catalog(self.database, clock, check_postback_url=self.guard.check_url)
         self.tokens = AdminTokenCheck(settings, self.database)
         self.clicks: GroupCommitWriter[dict[str, Any]] = GroupCommitWriter(
@@ -110,4 +112,5 @@ class Runtime:
                     await task
         await self.clicks.drain()
         self.clicks.close()
+        self.enricher.geo.close()
         self.database.dispose()

@@ -2,10 +2,11 @@
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, PlainSerializer
+from pydantic import BaseModel, ConfigDict, PlainSerializer, field_serializer
 
+from clicktrail.catalog.rules import RoutingInput
 from clicktrail.money import format_money
 
 MoneyText = Annotated[Decimal, PlainSerializer(format_money, return_type=str)]
@@ -51,6 +52,12 @@ class CampaignOut(_Out):
     postback_url: str
     created_at: datetime
     updated_at: datetime
+    routing: RoutingInput | None
+
+    @field_serializer("routing")
+    def _only_what_was_set(self, routing: RoutingInput | None) -> dict[str, Any] | None:
+        """Rules as the user wrote them, without the conditions they left out."""
+        return routing.model_dump(mode="json", exclude_none=True) if routing is not None else None
 
 
 class ClickOut(_Out):
@@ -80,6 +87,11 @@ class ClickOut(_Out):
     browser: str | None
     is_bot: bool
     is_unique: bool
+    visitor_id: str | None
+    region: str | None
+    city: str | None
+    os_version: str | None
+    browser_version: str | None
 
 
 class CostUpdateOut(_Out):
@@ -125,6 +137,11 @@ class ConversionOut(_Out):
     sub10: str | None
     external_id: str | None
     country: str | None
+    device_type: str | None
+    os: str | None
+    browser: str | None
+    is_bot: bool
+    via: str
     history: list[StatusChangeOut]
 
 
@@ -141,6 +158,7 @@ class PostbackLogOut(_Out):
     error: str | None
     detail: str | None
     conversion_id: str | None
+    via: str
 
 
 class AttemptOut(_Out):
