@@ -69,7 +69,7 @@ def _conversion(click: dict[str, Any], at: datetime, event: str, status: str, re
                 "browser",
                 "is_bot",
             )
-        },  # fmt: skip
+        },
     }
 
 
