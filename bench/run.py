@@ -229,6 +229,14 @@ class Server:
             )
         wait_for(f"{self.base_url}/health", self.process)
 
+    def workers(self) -> int:
+        """Worker processes (uvicorn's children other than multiprocessing's resource tracker), or 1."""
+        count = 0
+        for pid in self.processes()[1:]:
+            with contextlib.suppress(OSError):
+                count += b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return max(1, count)
+
     def processes(self) -> list[int]:
         """The server's process and its workers."""
         pids = [self.process.pid]
@@ -308,7 +316,7 @@ def bench_backend(
         path = f"/c/{seed_campaign(url)}"
         server = Server(url, directory, args.workers)
         try:
-            workers = max(1, len(server.processes()) - 1)
+            workers = server.workers()
             series = Series()
             for number in range(args.runs):
                 # nginx and clicktrail alternate, so both see the same moments of a noisy machine.
@@ -410,7 +418,7 @@ def table(
         )
     for result in results:
         peaks = ", ".join(f"{mb:.0f}" for mb in result.rss_mb)
-        lines.append(f"peak RSS during the click runs, {result.name} (supervisor, workers): {peaks} MB")
+        lines.append(f"peak RSS during the click runs, {result.name}, per process (VmHWM): {peaks} MB")
     lines.append("delivery lag p99: not measured (the outbound dispatcher does not exist yet)")
     lines.append("reports at 1M / 10M clicks: not measured (reports do not exist yet; add them here)")
     return "\n".join(lines)
