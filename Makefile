@@ -43,3 +43,10 @@ format: $(INSTALLED) ## apply ruff's formatting and safe fixes
 
 clean: ## remove .venv and build artefacts (keeps ./data)
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: bench bench-quick
+bench: $(INSTALLED) ## benchmark (about 4 min): clicks vs nginx, postbacks, memory, SQLite and PostgreSQL
+	$(BIN)/python bench/run.py
+
+bench-quick: $(INSTALLED) ## the same benchmark in fewer, shorter runs (under a minute)
+	$(BIN)/python bench/run.py --quick

@@ -25,6 +25,7 @@ from clicktrail.ids import ClickIdCodec
 ADMIN_TOKEN = "test-admin-token-0123456789"
 SECRET_KEY = "test-secret-key-for-click-ids"
 POSTGRES_ENV = "CLICKTRAIL_TEST_POSTGRES_URL"
+CATALOG_POLL_SECONDS = 0.2  # how often test servers look for catalog changes
 
 
 def codec() -> ClickIdCodec:
@@ -86,9 +87,13 @@ class ServerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20, *, group: bool = False) -> int:
+        """Send `sig` (to the whole process group, workers included, when `group`) and wait for the exit."""
         if self.process.poll() is None:
-            self.process.send_signal(sig)
+            if group:
+                os.killpg(self.process.pid, sig)
+            else:
+                self.process.send_signal(sig)
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -103,10 +108,13 @@ def start_server(
     database_url: str,
     directory: Path,
     *,
-    workers: int = 1,
+    workers: int | None = 1,
     extra_env: dict[str, str] | None = None,
     args: tuple[str, ...] = (),
+    own_process_group: bool = False,
 ) -> ServerProcess:
+    """Start `clicktrail serve` and wait for /health. `workers=None` keeps the command's default;
+    `own_process_group` lets `stop(group=True)` signal every worker at once (as an OOM kill would)."""
     port = free_port()
     env = {
         **os.environ,
@@ -114,7 +122,7 @@ def start_server(
         "CLICKTRAIL_ADMIN_TOKEN": ADMIN_TOKEN,
         "CLICKTRAIL_SECRET_KEY": SECRET_KEY,
         "CLICKTRAIL_PUBLIC_URL": f"http://127.0.0.1:{port}",
-        "CLICKTRAIL_CATALOG_REFRESH_SECONDS": "0.2",
+        "CLICKTRAIL_CATALOG_REFRESH_SECONDS": str(CATALOG_POLL_SECONDS),
         # Reports see events within a second in tests (15 s lag by default).
         "CLICKTRAIL_ANALYTICS_LAG_SECONDS": "0.5",
         "CLICKTRAIL_ANALYTICS_INTERVAL_SECONDS": "0.25",
@@ -131,8 +139,7 @@ def start_server(
             "serve",
             "--port",
             str(port),
-            "--workers",
-            str(workers),
+            *(("--workers", str(workers)) if workers is not None else ()),
             *args,
         ],
         env=env,
@@ -140,6 +147,7 @@ def start_server(
         stdout=log_file,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=own_process_group,
     )
     server = ServerProcess(f"http://127.0.0.1:{port}", database_url, process, log_path, log_file, env)
     deadline = time.monotonic() + 30
@@ -152,7 +160,7 @@ def start_server(
         except httpx.TransportError:
             pass
         time.sleep(0.1)
-    server.stop(signal.SIGKILL)
+    server.stop(signal.SIGKILL, group=own_process_group)
     raise AssertionError(f"the server did not answer /health within 30s:\n{server.log()}")
 
 

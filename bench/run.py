@@ -1,0 +1,467 @@
+"""`make bench` / `make bench-quick`: clicktrail under wrk on 127.0.0.1, side by side with nginx.
+
+Prints one table: click redirects (req/s, p50, p99, p99.9, ratio to nginx answering a fixed 302 in
+the same run), the same at about 70% of the maximum rate, postbacks per second on existing clicks,
+peak RSS per server process, and the exact check that every 302 wrk received is a stored click. All
+of it on SQLite and on PostgreSQL (when one answers at CLICKTRAIL_BENCH_POSTGRES_URL). Figures are
+medians of several short runs; every run is bounded in time and touches 127.0.0.1 only.
+
+    python bench/run.py [--quick] [--runs N] [--seconds S] [--connections C] [--workers N]
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import psycopg
+from sqlalchemy import create_engine, func, select, text
+
+from clicktrail.catalog.models import CampaignInput, OfferInput, SourceInput
+from clicktrail.catalog.service import Catalog
+from clicktrail.config import Settings
+from clicktrail.storage.database import Database
+from clicktrail.storage.migrate import upgrade
+from clicktrail.storage.schema import clicks
+from clicktrail.types import utc_now
+
+HERE = Path(__file__).resolve().parent
+CLICKTRAIL = Path(sys.executable).with_name("clicktrail")
+POSTGRES_URL = os.environ.get(
+    "CLICKTRAIL_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+SECRET_KEY = "bench-secret-key-for-click-ids"  # noqa: S105 (a throwaway database on 127.0.0.1)
+ADMIN_TOKEN = "bench-admin-token-0123456789"  # noqa: S105
+OFFER_URL = "https://merchant.example/land?cid={click_id}&s1={sub1}&s2={sub2}&ext={external_id}"
+NGINX_CONF = """
+worker_processes {workers};
+error_log {dir}/error.log;
+pid {dir}/nginx.pid;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 100000000;
+  client_body_temp_path {dir}; proxy_temp_path {dir}; fastcgi_temp_path {dir};
+  uwsgi_temp_path {dir}; scgi_temp_path {dir};
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{ return 302 https://merchant.example/land; }}
+  }}
+}}
+"""
+
+
+@dataclass
+class Run:
+    """One wrk run, as its Lua script's `done` reported it."""
+
+    rate: float
+    p50_ms: float
+    p99_ms: float
+    p999_ms: float
+    counts: dict[str, int]
+
+
+@dataclass
+class Series:
+    runs: list[Run] = field(default_factory=list)
+
+    def median(self, name: str) -> float:
+        return float(statistics.median(float(getattr(run, name)) for run in self.runs))
+
+    def total(self, name: str) -> int:
+        return sum(run.counts.get(name, 0) for run in self.runs)
+
+
+def say(message: str) -> None:
+    print(f"  · {message}", file=sys.stderr, flush=True)
+
+
+def ensure_tools() -> None:
+    """wrk and nginx from Debian packages, installed when missing (needs root and apt)."""
+    missing = [name for name, binary in (("wrk", "wrk"), ("nginx", "nginx")) if not _which(binary)]
+    if not missing:
+        return
+    if os.geteuid() != 0:
+        sys.exit(f"bench: please install {' '.join(missing)} (apt-get install -y {' '.join(missing)})")
+    say(f"installing {' '.join(missing)} from Debian packages")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    if subprocess.run(["apt-get", "install", "-y", *missing], env=env, capture_output=True).returncode:
+        subprocess.run(["apt-get", "update"], env=env, capture_output=True, check=False)
+        subprocess.run(["apt-get", "install", "-y", *missing], env=env, check=True, capture_output=True)
+    # The Debian package starts a system nginx on port 80; the benchmark runs its own.
+    subprocess.run(["service", "nginx", "stop"], capture_output=True, check=False)
+
+
+def _which(binary: str) -> str | None:
+    return shutil.which(binary) or shutil.which(binary, path="/usr/sbin:/usr/bin:/sbin")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wrk(url: str, seconds: float, connections: int, threads: int, script: str, env: dict[str, str]) -> Run:
+    command = [_which("wrk") or "wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "-s", script, url]
+    done = subprocess.run(
+        command, env={**os.environ, **env}, capture_output=True, text=True, timeout=seconds + 30, check=True
+    )
+    line = next((line for line in done.stdout.splitlines() if line.startswith("BENCH ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no result:\n{done.stdout}\n{done.stderr}")
+    data: dict[str, int] = json.loads(line[6:])
+    return Run(
+        rate=data["requests"] / (data["duration_us"] / 1e6),
+        p50_ms=data["p50_us"] / 1000,
+        p99_ms=data["p99_us"] / 1000,
+        p999_ms=data["p999_us"] / 1000,
+        counts=data,
+    )
+
+
+@contextlib.contextmanager
+def nginx(directory: Path, workers: int) -> Iterator[str]:
+    port = free_port()
+    conf = directory / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(dir=directory, port=port, workers=workers))
+    process = subprocess.Popen(
+        [_which("nginx") or "nginx", "-c", str(conf), "-p", str(directory), "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for(f"http://127.0.0.1:{port}/", process, expect=302)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def wait_for(url: str, process: subprocess.Popen[Any], expect: int = 200, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(url, timeout=1).status_code == expect:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {seconds}s")
+
+
+@contextlib.contextmanager
+def database(backend: str, directory: Path) -> Iterator[str]:
+    if backend == "sqlite":
+        yield f"sqlite:///{directory / 'clicktrail.db'}"
+        return
+    name = f"clicktrail_bench_{secrets.token_hex(4)}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield urlsplit(POSTGRES_URL)._replace(path=f"/{name}").geturl()
+    finally:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def postgres_answers() -> bool:
+    try:
+        with psycopg.connect(POSTGRES_URL, connect_timeout=3):
+            return True
+    except psycopg.OperationalError:
+        return False
+
+
+def seed_campaign(url: str) -> str:
+    """Migrate and create one offer, source and campaign before the server starts (it loads them)."""
+    db = Database(Settings(database_url=url).sqlalchemy_url)
+    upgrade(db.engine)
+    catalog = Catalog(db, utc_now)
+    offer = catalog.create_offer(
+        OfferInput(name="Bench offer", url=OFFER_URL, revenue="10.00", payout="4.00")
+    )
+    source = catalog.create_source(
+        SourceInput(name="Bench network", postback_url="https://network.example/pb?c={click_id}")
+    )
+    campaign = catalog.create_campaign(CampaignInput(name="Bench", source_id=source.id, offer_id=offer.id))
+    db.dispose()
+    return campaign.key
+
+
+class Server:
+    """`clicktrail serve` with its default settings (unless --workers is given) on a free port."""
+
+    def __init__(self, url: str, directory: Path, workers: int | None) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log_path = directory / f"server-{self.port}.log"
+        env = {
+            **os.environ,
+            "CLICKTRAIL_DATABASE_URL": url,
+            "CLICKTRAIL_SECRET_KEY": SECRET_KEY,
+            "CLICKTRAIL_ADMIN_TOKEN": ADMIN_TOKEN,
+        }
+        command = [str(CLICKTRAIL), "serve", "--port", str(self.port), "--log-level", "warning"]
+        if workers is not None:
+            command += ["--workers", str(workers)]
+        with self.log_path.open("w") as log:
+            self.process = subprocess.Popen(
+                command, env=env, cwd=directory, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        wait_for(f"{self.base_url}/health", self.process)
+
+    def workers(self) -> int:
+        """Worker processes (uvicorn's children other than multiprocessing's resource tracker), or 1."""
+        count = 0
+        for pid in self.processes()[1:]:
+            with contextlib.suppress(OSError):
+                count += b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return max(1, count)
+
+    def processes(self) -> list[int]:
+        """The server's process and its workers."""
+        pids = [self.process.pid]
+        for pid in list(pids):
+            with contextlib.suppress(OSError):
+                children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+                pids += [int(child) for child in children]
+        return pids
+
+    def peak_rss_mb(self) -> list[float]:
+        """VmHWM (the peak resident set) of each process, in MB."""
+        peaks = []
+        for pid in self.processes():
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        peaks.append(int(line.split()[1]) / 1024)
+        return peaks
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+def stored_clicks(url: str) -> int:
+    engine = create_engine(Settings(database_url=url).sqlalchemy_url)
+    try:
+        with engine.connect() as connection:
+            return int(connection.execute(select(func.count()).select_from(clicks)).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def some_click_ids(url: str, path: Path, limit: int) -> None:
+    engine = create_engine(Settings(database_url=url).sqlalchemy_url)
+    try:
+        with engine.connect() as connection:
+            ids = connection.execute(
+                text("SELECT click_id FROM clicks ORDER BY click_id DESC LIMIT :n"), {"n": limit}
+            ).scalars()
+            path.write_text("".join(f"{click_id}\n" for click_id in ids))
+    finally:
+        engine.dispose()
+
+
+@dataclass
+class BackendResult:
+    name: str
+    workers: int
+    clicks: Series
+    steady: Series
+    postbacks: Series
+    rss_mb: list[float]
+    exact: Run  # the run that stops clicking a second before wrk stops
+    stored: int  # clicks stored during that run
+
+
+def settle_and_count(url: str) -> int:
+    time.sleep(0.3)  # requests still in flight when wrk stopped finish (and commit) meanwhile
+    return stored_clicks(url)
+
+
+def bench_backend(
+    backend: str, directory: Path, args: argparse.Namespace, nginx_url: str, nginx_runs: Series
+) -> BackendResult:
+    name = "SQLite" if backend == "sqlite" else "PostgreSQL"
+    script = str(HERE / "clicks.lua")
+
+    def clicks_run(base_url: str, seconds: float, **env: str) -> Run:
+        return wrk(base_url, seconds, args.connections, args.threads, script, {"BENCH_PATH": path, **env})
+
+    with database(backend, directory) as url:
+        path = f"/c/{seed_campaign(url)}"
+        server = Server(url, directory, args.workers)
+        try:
+            workers = server.workers()
+            series = Series()
+            for number in range(args.runs):
+                # nginx and clicktrail alternate, so both see the same moments of a noisy machine.
+                nginx_runs.runs.append(clicks_run(nginx_url, args.seconds))
+                series.runs.append(clicks_run(server.base_url, args.seconds))
+                say(
+                    f"{name} clicks run {number + 1}: {series.runs[-1].rate:,.0f}/s, "
+                    f"nginx {nginx_runs.runs[-1].rate:,.0f}/s"
+                )
+            rss = server.peak_rss_mb()
+
+            # Exactness: clicks for all but the last second, then /health, so none is in flight at the end.
+            before = settle_and_count(url)
+            time.sleep(1 - time.time() % 1)  # start on a whole second: wrk's Lua clock counts seconds
+            exact = clicks_run(server.base_url, 2, BENCH_CLICKS_UNTIL=str(round(time.time()) + 1))
+            stored = settle_and_count(url) - before
+
+            # About 70% of the maximum: each connection pauses between requests; one short run calibrates.
+            target = 0.7 * series.median("rate")
+            delay = args.connections / target
+            probe = clicks_run(server.base_url, 1, BENCH_DELAY_MS=str(max(1, round(delay * 1000))))
+            latency = max(0.0, args.connections / probe.rate - delay)
+            delay_ms = str(max(1, round((args.connections / target - latency) * 1000)))
+            steady = Series(
+                [clicks_run(server.base_url, args.short, BENCH_DELAY_MS=delay_ms) for _ in range(args.runs)]
+            )
+            say(f"{name} clicks at ~70%: {steady.median('rate'):,.0f}/s p99 {steady.median('p99_ms'):.1f} ms")
+
+            ids = directory / f"click-ids-{backend}.txt"
+            some_click_ids(url, ids, 20_000)
+            postbacks = Series()
+            for _ in range(args.runs):
+                postbacks.runs.append(
+                    wrk(
+                        server.base_url,
+                        args.short,
+                        args.postback_connections,
+                        args.threads,
+                        str(HERE / "postbacks.lua"),
+                        {"BENCH_CLICK_IDS": str(ids)},
+                    )
+                )
+            say(f"{name} postbacks: {postbacks.median('rate'):,.0f}/s")
+        finally:
+            server.stop()
+        return BackendResult(name, workers, series, steady, postbacks, rss, exact, stored)
+
+
+def table(
+    args: argparse.Namespace, nginx_runs: Series, plain_nginx: Series, results: list[BackendResult]
+) -> str:
+    nginx_rate = nginx_runs.median("rate")
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    lines = [
+        f"clicktrail benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {cpu}, {os.cpu_count()} cores, "
+        f"{platform.system()} {platform.release()}; load average at the end {os.getloadavg()[0]:.1f} "
+        "(other processes share these cores: compare ratios, not absolute rates)",
+        f"medians of {args.runs} runs x {args.seconds} s (70% and postback runs {args.short} s); "
+        f"wrk -t{args.threads} -c{args.connections} on this machine; every click committed before its 302",
+        "",
+        f"{'':44}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}{'vs nginx':>10}",
+    ]
+
+    def row(label: str, series: Series, ratio: bool = True, note: str = "") -> None:
+        rate = series.median("rate")
+        share = f"{rate / nginx_rate:.1%}" if ratio else ""
+        lines.append(
+            f"{label:44}{rate:>9,.0f}{series.median('p50_ms'):>9.2f}{series.median('p99_ms'):>9.2f}"
+            f"{series.median('p999_ms'):>10.2f}{share:>10}{note}"
+        )
+
+    row("nginx, fixed 302 (same Lua script)", nginx_runs, ratio=False)
+    row("nginx, fixed 302 (plain wrk, no Lua)", plain_nginx, ratio=False)
+    for result in results:
+        row(
+            f"clicks, {result.name} ({result.workers} worker{'s' if result.workers > 1 else ''})",
+            result.clicks,
+        )
+        steady_share = result.steady.median("rate") / result.clicks.median("rate")
+        row(f"clicks, {result.name}, at {steady_share:.0%} of max", result.steady)
+        mix = (
+            f"  new {result.postbacks.total('accepted')}, dup {result.postbacks.total('duplicate')}, "
+            f"upd {result.postbacks.total('updated')}, other {result.postbacks.total('other')}"
+        )
+        row(f"postbacks, {result.name}", result.postbacks, ratio=False, note=mix)
+    lines.append("")
+    for result in results:
+        seen = result.exact.counts["status_302"]
+        verdict = "equal" if result.stored == seen else "NOT EQUAL: clicks lost or stored twice"
+        lines.append(
+            f"clicks stored = 302s wrk received, {result.name}: {result.stored:,} = {seen:,}: {verdict} "
+            f"({result.exact.counts['other']} other answers)"
+        )
+    for result in results:
+        peaks = ", ".join(f"{mb:.0f}" for mb in result.rss_mb)
+        lines.append(f"peak RSS during the click runs, {result.name}, per process (VmHWM): {peaks} MB")
+    lines.append("delivery lag p99: not measured (the outbound dispatcher does not exist yet)")
+    lines.append("reports at 1M / 10M clicks: not measured (reports do not exist yet; add them here)")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter runs: under a minute")
+    parser.add_argument("--runs", type=int)
+    parser.add_argument("--seconds", type=int)
+    parser.add_argument("--connections", type=int, default=128)
+    parser.add_argument("--postback-connections", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads (it shares the 2 cores)")
+    parser.add_argument("--workers", type=int, help="clicktrail serve --workers (default: its own default)")
+    parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
+    args = parser.parse_args()
+    args.runs = args.runs or (3 if args.quick else 5)
+    args.seconds = args.seconds or (1 if args.quick else 5)
+    args.short = 1 if args.quick else args.seconds  # the 70% and postback runs
+
+    ensure_tools()
+    backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
+    if "postgres" in backends and not postgres_answers():
+        say(f"PostgreSQL does not answer at {POSTGRES_URL}: SQLite only (set CLICKTRAIL_BENCH_POSTGRES_URL)")
+        backends.remove("postgres")
+    with tempfile.TemporaryDirectory(prefix="clicktrail-bench-") as tmp:
+        directory = Path(tmp)
+        nginx_runs, plain_nginx = Series(), Series()
+        results = []
+        with nginx(directory, workers=os.cpu_count() or 1) as nginx_url:
+            for backend in backends:
+                results.append(bench_backend(backend, directory, args, nginx_url, nginx_runs))
+            for _ in range(1 if args.quick else args.runs):
+                plain = wrk(
+                    nginx_url, args.seconds, args.connections, args.threads, str(HERE / "plain.lua"), {}
+                )
+                plain_nginx.runs.append(plain)
+    print(table(args, nginx_runs, plain_nginx, results))
+    return 0 if all(r.stored == r.exact.counts["status_302"] for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
