@@ -2,6 +2,7 @@
 
 import ipaddress
 
+from clicktrail.web.asgi import joined_header
 from clicktrail.web.client_ip import client_ip
 
 PROXIES = (ipaddress.ip_network("10.0.0.0/8"),)
@@ -26,3 +27,11 @@ def test_garbage_in_the_header_stops_the_walk() -> None:
 
 def test_no_peer_means_no_address() -> None:
     assert client_ip(None, None, PROXIES) is None
+
+
+def test_a_second_forwarded_for_line_from_the_proxy_is_not_bypassed() -> None:
+    """A proxy that appends its own X-Forwarded-For line leaves the client's forged line first;
+    joining the lines in order keeps the proxy's hop the rightmost, so the forgery is not believed."""
+    scope = {"headers": [(b"x-forwarded-for", b"6.6.6.6"), (b"x-forwarded-for", b"198.51.100.7")]}
+    assert joined_header(scope, b"x-forwarded-for") == "6.6.6.6, 198.51.100.7"
+    assert client_ip("10.0.0.2", joined_header(scope, b"x-forwarded-for"), PROXIES) == "198.51.100.7"

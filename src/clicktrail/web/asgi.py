@@ -18,6 +18,13 @@ def header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def joined_header(scope: Scope, name: bytes) -> str | None:
+    """Every line of a list header, comma-joined in order (RFC 9110 5.3): a proxy that appends its own
+    X-Forwarded-For line instead of extending the client's must not leave the client's line first."""
+    values = [value.decode("latin-1") for key, value in scope["headers"] if key == name]
+    return ", ".join(values) if values else None
+
+
 async def respond(
     send: Send,
     status: int,

@@ -23,6 +23,7 @@ from clicktrail.web.asgi import (
     Headers,
     cookie_value,
     header,
+    joined_header,
     read_body,
     respond,
     respond_error,
@@ -56,7 +57,7 @@ class Edge:
             # No proxy is believed: the socket peer is the visitor, and the server already gives it as
             # a canonical address; parsing it again cost ~3% of a click (py-spy, BENCHMARKS.md).
             return str(peer[0])
-        return client_ip(peer[0] if peer else None, header(scope, b"x-forwarded-for"), trusted)
+        return client_ip(peer[0] if peer else None, joined_header(scope, b"x-forwarded-for"), trusted)
 
     def route(self, key: str) -> Route | None:
         return self._rt.cache.route(key) if len(key) <= _MAX_KEY else None
