@@ -6,7 +6,7 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, func, insert, or_, select, update
+from sqlalchemy import Connection, Row, and_, exists, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from clicktrail.storage.schema import conversions, deliveries, delivery_attempts, delivery_breakers
@@ -37,8 +37,19 @@ def claim_due(
     excluded_sources: Collection[int] = (),
     only_source: int | None = None,
 ) -> list[int]:
-    """Lease up to `limit` due jobs, oldest due first; returns their ids."""
-    candidates = select(deliveries.c.id).where(_due(now))
+    """Lease up to `limit` due jobs, oldest due first; returns their ids.
+
+    A job waits while an older job for the same conversion and source is still pending, so a source
+    hears of a conversion's status changes in the order they happened (approved before chargeback),
+    never two of them at once."""
+    older = deliveries.alias("older")
+    in_order = ~exists().where(
+        older.c.conversion_id == deliveries.c.conversion_id,
+        older.c.source_id == deliveries.c.source_id,
+        older.c.id < deliveries.c.id,
+        older.c.status == PENDING,
+    )
+    candidates = select(deliveries.c.id).where(_due(now), in_order)
     if excluded_sources:
         candidates = candidates.where(deliveries.c.source_id.not_in(list(excluded_sources)))
     if only_source is not None:
