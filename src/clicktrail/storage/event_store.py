@@ -10,6 +10,7 @@ from sqlalchemy import (
     Integer,
     Result,
     Row,
+    Select,
     String,
     func,
     insert,
@@ -75,6 +76,26 @@ def status_history(connection: Connection, conversion_ids: Sequence[str]) -> Seq
     return connection.execute(query).all()
 
 
+def _newest_first(
+    query: Select[Any],
+    *,
+    time_column: Any,
+    id_column: Any,
+    start: datetime | None,
+    end: datetime | None,
+    before: str | int | None,
+    limit: int,
+) -> Select[Any]:
+    """A log page: within [start, end), older than the cursor `before`, newest first (IDs sort by time)."""
+    if start is not None:
+        query = query.where(time_column >= start)
+    if end is not None:
+        query = query.where(time_column < end)
+    if before is not None:
+        query = query.where(id_column < before)
+    return query.order_by(id_column.desc()).limit(limit)
+
+
 def list_clicks(
     connection: Connection,
     *,
@@ -85,16 +106,14 @@ def list_clicks(
     limit: int,
 ) -> Sequence[Row[Any]]:
     """Newest first. Filter columns come from the caller's whitelist; values are bound."""
-    query = select(clicks).order_by(clicks.c.click_id.desc()).limit(limit)
+    query = select(clicks)
     for column, value in filters:
         query = query.where(clicks.c[column] == value)
-    if start is not None:
-        query = query.where(clicks.c.created_at >= start)
-    if end is not None:
-        query = query.where(clicks.c.created_at < end)
-    if before is not None:
-        query = query.where(clicks.c.click_id < before)
-    return connection.execute(query).all()
+    page = _newest_first(
+        query, time_column=clicks.c.created_at, id_column=clicks.c.click_id, start=start, end=end,
+        before=before, limit=limit,
+    )  # fmt: skip
+    return connection.execute(page).all()
 
 
 def list_conversions(
@@ -107,7 +126,7 @@ def list_conversions(
     before: str | None,
     limit: int,
 ) -> Sequence[Row[Any]]:
-    query = select(conversions).order_by(conversions.c.conversion_id.desc()).limit(limit)
+    query = select(conversions)
     if click_id is not None:
         query = query.where(conversions.c.click_id == click_id)
     if any(column not in conversions.c for column, _ in filters):
@@ -115,13 +134,11 @@ def list_conversions(
         query = query.join(clicks, clicks.c.click_id == conversions.c.click_id)
     for column, value in filters:
         query = query.where((conversions if column in conversions.c else clicks).c[column] == value)
-    if start is not None:
-        query = query.where(conversions.c.created_at >= start)
-    if end is not None:
-        query = query.where(conversions.c.created_at < end)
-    if before is not None:
-        query = query.where(conversions.c.conversion_id < before)
-    return connection.execute(query).all()
+    page = _newest_first(
+        query, time_column=conversions.c.created_at, id_column=conversions.c.conversion_id, start=start,
+        end=end, before=before, limit=limit,
+    )  # fmt: skip
+    return connection.execute(page).all()
 
 
 def list_postbacks(
@@ -135,20 +152,18 @@ def list_postbacks(
     before: int | None,
     limit: int,
 ) -> Sequence[Row[Any]]:
-    query = select(postback_log).order_by(postback_log.c.id.desc()).limit(limit)
+    query = select(postback_log)
     if click_id is not None:
         query = query.where(postback_log.c.click_id == click_id)
     if txid is not None:
         query = query.where(postback_log.c.txid == txid)
     if decision is not None:
         query = query.where(postback_log.c.decision == decision)
-    if start is not None:
-        query = query.where(postback_log.c.received_at >= start)
-    if end is not None:
-        query = query.where(postback_log.c.received_at < end)
-    if before is not None:
-        query = query.where(postback_log.c.id < before)
-    return connection.execute(query).all()
+    page = _newest_first(
+        query, time_column=postback_log.c.received_at, id_column=postback_log.c.id, start=start, end=end,
+        before=before, limit=limit,
+    )  # fmt: skip
+    return connection.execute(page).all()
 
 
 _RAW_TYPES: dict[str, Any] = {"cost": BigInteger, "revenue": BigInteger, "payout": BigInteger,
