@@ -270,6 +270,7 @@ def test_sqlite_and_postgresql_agree_to_the_cent(
 ) -> None:
     result = run(reports, group_by="campaign,sub1,country,day", tz="Europe/Paris", events="lead,sale")
     answer = sorted(tuple(str(v) for v in row.values()) for row in result.rows)
+    assert len(answer) == 4  # the two late-evening FR banner clicks share a group; on either backend
     backend = request.node.callspec.params["reports"]
     _answers[backend] = answer
     other = _answers.get("postgres" if backend == "sqlite" else "sqlite")

@@ -14,12 +14,13 @@ keeps empty visitor values.
 import csv
 import logging
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import duckdb
+from sqlalchemy import Connection
 
 from clicktrail.ids import click_id_floor, click_time
 from clicktrail.reports.columns import CLICK_COLUMNS, CONVERSION_COLUMNS, struct_literal
@@ -75,37 +76,49 @@ class AnalyticsFeed:
             start_ms = window_end
 
     def _feed_clicks(self, now: datetime) -> int:
-        start_ms = self._store.cursor(CLICKS)
-        if start_ms is None:
-            with self._db.begin() as connection:
-                first = event_store.first_click_id(connection)
-            if first is None:
-                return 0
-            start_ms = _ms(click_time(ClickId(first)))
-        written = 0
-        for low, high in self._windows(start_ms, now):
-            with self._db.begin() as connection:
-                rows = event_store.click_rows_between(
-                    connection, click_id_floor(low), click_id_floor(high), list(CLICK_COLUMNS)
-                )
-                written += self._write(CLICKS, low, high, rows, CLICK_COLUMNS)
-        return written
+        def first_ms(connection: Connection) -> int | None:
+            first = event_store.first_click_id(connection)
+            return None if first is None else _ms(click_time(ClickId(first)))
+
+        def rows(connection: Connection, low: int, high: int) -> Iterable[Any]:
+            # Click IDs sort by time: a time window of clicks is a primary-key range.
+            return event_store.click_rows_between(
+                connection, click_id_floor(low), click_id_floor(high), list(CLICK_COLUMNS)
+            )
+
+        return self._feed(CLICKS, now, first_ms, rows, CLICK_COLUMNS)
 
     def _feed_conversions(self, now: datetime) -> int:
-        start_ms = self._store.cursor(CONVERSIONS)
+        def first_ms(connection: Connection) -> int | None:
+            first = event_store.first_conversion_change(connection)
+            return None if first is None else _ms(first)
+
+        def rows(connection: Connection, low: int, high: int) -> Iterable[Any]:
+            return event_store.conversion_rows_between(
+                connection, _utc(low), _utc(high), list(CONVERSION_COLUMNS)
+            )
+
+        return self._feed(CONVERSIONS, now, first_ms, rows, CONVERSION_COLUMNS)
+
+    def _feed(
+        self,
+        kind: str,
+        now: datetime,
+        first_ms: Callable[[Connection], int | None],
+        rows: Callable[[Connection, int, int], Iterable[Any]],
+        columns: dict[str, str],
+    ) -> int:
+        """Write every settled window of one kind after its cursor (or after its first row ever)."""
+        start_ms = self._store.cursor(kind)
         if start_ms is None:
             with self._db.begin() as connection:
-                first = event_store.first_conversion_change(connection)
-            if first is None:
+                start_ms = first_ms(connection)
+            if start_ms is None:
                 return 0
-            start_ms = _ms(first)
         written = 0
         for low, high in self._windows(start_ms, now):
             with self._db.begin() as connection:
-                rows = event_store.conversion_rows_between(
-                    connection, _utc(low), _utc(high), list(CONVERSION_COLUMNS)
-                )
-                written += self._write(CONVERSIONS, low, high, rows, CONVERSION_COLUMNS)
+                written += self._write(kind, low, high, rows(connection, low, high), columns)
         return written
 
     def _write(self, kind: str, low: int, high: int, rows: Iterable[Any], columns: dict[str, str]) -> int:
