@@ -4,23 +4,24 @@ committed, failures reach every waiter, and the queue is bounded."""
 import asyncio
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
 
 from clicktrail.errors import StorageError
-from clicktrail.storage.batch import GroupCommitWriter, Overloaded
+from clicktrail.storage.batch import GroupCommitWriter, Overloaded, Staged
 
 
-def _sqlite_sink(path: Path) -> tuple[list[int], "object"]:
+def _sqlite_sink(path: Path) -> tuple[list[int], Callable[[Sequence[int]], Staged[None]]]:
     batches: list[int] = []
     lock = threading.Lock()
 
-    def commit(rows: Sequence[int]) -> None:
+    def commit(rows: Sequence[int]) -> Staged[None]:
         with lock, sqlite3.connect(path) as connection:
             connection.executemany("INSERT INTO t(v) VALUES (?)", [(row,) for row in rows])
         batches.append(len(rows))
+        return Staged([None] * len(rows))
 
     return batches, commit
 
@@ -31,8 +32,8 @@ def test_concurrent_writes_share_commits_and_all_land(tmp_path: Path) -> None:
     batches, commit = _sqlite_sink(path)
 
     async def main() -> None:
-        writer: GroupCommitWriter[int] = GroupCommitWriter(
-            commit,  # type: ignore[arg-type]
+        writer: GroupCommitWriter[int, None] = GroupCommitWriter(
+            commit,
             batch_size=100,
             queue_limit=10_000,
             name="t",
@@ -53,12 +54,13 @@ def test_a_write_returns_only_after_its_commit() -> None:
     committed: list[int] = []
     gate = threading.Event()
 
-    def slow_commit(rows: Sequence[int]) -> None:
+    def slow_commit(rows: Sequence[int]) -> Staged[None]:
         gate.wait(5)
         committed.extend(rows)
+        return Staged([None] * len(rows))
 
     async def main() -> None:
-        writer: GroupCommitWriter[int] = GroupCommitWriter(
+        writer: GroupCommitWriter[int, None] = GroupCommitWriter(
             slow_commit, batch_size=10, queue_limit=10, name="t"
         )
         task = asyncio.create_task(writer.write(1))
@@ -73,11 +75,13 @@ def test_a_write_returns_only_after_its_commit() -> None:
 
 
 def test_a_failed_commit_fails_every_write_in_its_batch() -> None:
-    def broken(rows: Sequence[int]) -> None:
+    def broken(rows: Sequence[int]) -> Staged[None]:
         raise RuntimeError("disk full")
 
     async def main() -> None:
-        writer: GroupCommitWriter[int] = GroupCommitWriter(broken, batch_size=10, queue_limit=100, name="t")
+        writer: GroupCommitWriter[int, None] = GroupCommitWriter(
+            broken, batch_size=10, queue_limit=100, name="t"
+        )
         results = await asyncio.gather(*(writer.write(n) for n in range(5)), return_exceptions=True)
         assert all(isinstance(result, StorageError) for result in results)
         writer.close()
@@ -88,11 +92,14 @@ def test_a_failed_commit_fails_every_write_in_its_batch() -> None:
 def test_past_the_queue_limit_writes_are_refused_not_buffered() -> None:
     gate = threading.Event()
 
-    def blocked(rows: Sequence[int]) -> None:
+    def blocked(rows: Sequence[int]) -> Staged[None]:
         gate.wait(5)
+        return Staged([None] * len(rows))
 
     async def main() -> None:
-        writer: GroupCommitWriter[int] = GroupCommitWriter(blocked, batch_size=1, queue_limit=2, name="t")
+        writer: GroupCommitWriter[int, None] = GroupCommitWriter(
+            blocked, batch_size=1, queue_limit=2, name="t"
+        )
         in_flight = asyncio.create_task(writer.write(0))
         await asyncio.sleep(0.05)  # row 0 is being committed (blocked)
         waiting = [in_flight, *(asyncio.create_task(writer.write(n)) for n in (1, 2))]
@@ -102,6 +109,52 @@ def test_past_the_queue_limit_writes_are_refused_not_buffered() -> None:
         gate.set()
         await asyncio.gather(*waiting)
         await writer.drain()
+        writer.close()
+
+    asyncio.run(main())
+
+
+def test_each_write_gets_its_own_rows_result_in_order() -> None:
+    def doubled(rows: Sequence[int]) -> Staged[int]:
+        return Staged([row * 2 for row in rows])
+
+    async def main() -> None:
+        writer: GroupCommitWriter[int, int] = GroupCommitWriter(
+            doubled, batch_size=7, queue_limit=1000, name="t", on_loop=True
+        )
+        assert await asyncio.gather(*(writer.write(n) for n in range(50))) == [n * 2 for n in range(50)]
+        writer.close()
+
+    asyncio.run(main())
+
+
+def test_on_the_loop_the_final_commit_waits_in_a_thread_while_the_loop_keeps_serving() -> None:
+    disk = threading.Event()
+    finished: list[int] = []
+
+    def stage(rows: Sequence[int]) -> Staged[None]:
+        def fsync() -> None:
+            disk.wait(5)
+            finished.extend(rows)
+
+        return Staged([None] * len(rows), fsync)
+
+    async def main() -> None:
+        writer: GroupCommitWriter[int, None] = GroupCommitWriter(
+            stage, batch_size=100, queue_limit=1000, name="t", on_loop=True
+        )
+        first = asyncio.create_task(writer.write(1))
+        ticks = 0
+        for _ in range(20):  # the loop turns while the commit waits for the disk
+            await asyncio.sleep(0.005)
+            ticks += 1
+        assert ticks == 20
+        assert not first.done()
+        assert finished == []
+        later = asyncio.create_task(writer.write(2))  # queued behind the commit, not lost
+        disk.set()
+        await asyncio.gather(first, later)
+        assert finished == [1, 2]
         writer.close()
 
     asyncio.run(main())

@@ -1,5 +1,7 @@
 """Click IDs: time-sortable, URL-safe, at most 32 characters, and refused when forged or mangled."""
 
+import hashlib
+import hmac
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -69,3 +71,16 @@ def test_event_ids_are_time_ordered_and_unique() -> None:
     ids = [mint_event_id(start + timedelta(milliseconds=n)) for n in range(100)]
     assert ids == sorted(ids)
     assert len(set(ids)) == 100
+
+
+@given(st.binary(min_size=16, max_size=100), moments, st.integers(0, 2**64 - 1))
+def test_the_tag_is_hmac_sha256_of_the_id_body_so_ids_from_earlier_releases_still_verify(
+    key: bytes, moment: datetime, random_bits: int
+) -> None:
+    click_id = ClickIdCodec(key).mint(moment, random_bits)
+    value = 0
+    for char in click_id:
+        value = (value << 5) | ALPHABET.index(char)
+    raw = value.to_bytes(20, "big")
+    assert raw[14:] == hmac.new(key, raw[:14], hashlib.sha256).digest()[:6]
+    assert int.from_bytes(raw[6:14], "big") == random_bits

@@ -30,6 +30,15 @@ class InvalidClickId(ValueError):
     """The text is not a click ID minted by this installation."""
 
 
+# Two digits (10 bits) per look-up: a click ID's 160 bits are 16 of them.
+_PAIRS = [ALPHABET[pair >> 5] + ALPHABET[pair & 31] for pair in range(1024)]
+_PAIR_SHIFTS = tuple(range(150, -1, -10))
+
+
+def _encode_click_id(value: int) -> str:
+    return "".join([_PAIRS[(value >> shift) & 1023] for shift in _PAIR_SHIFTS])
+
+
 def _encode(value: int, length: int) -> str:
     chars = []
     for _ in range(length):
@@ -51,16 +60,24 @@ class ClickIdCodec:
     def __init__(self, secret_key: bytes) -> None:
         if len(secret_key) < 16:
             raise ValueError("the click ID key must be at least 16 bytes")
-        self._key = secret_key
+        # HMAC-SHA256 with the key's inner and outer pads hashed once: each tag then copies two hash
+        # states instead of re-deriving them (a third of the cost of hmac.digest per click).
+        block = secret_key if len(secret_key) <= 64 else hashlib.sha256(secret_key).digest()
+        block = block.ljust(64, b"\0")
+        self._inner = hashlib.sha256(bytes(byte ^ 0x36 for byte in block))
+        self._outer = hashlib.sha256(bytes(byte ^ 0x5C for byte in block))
 
     def _tag(self, body: bytes) -> bytes:
-        return hmac.new(self._key, body, hashlib.sha256).digest()[:_TAG_BYTES]
+        inner = self._inner.copy()
+        inner.update(body)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()[:_TAG_BYTES]
 
     def mint(self, moment: datetime, random_bits: int | None = None) -> ClickId:
         rnd = secrets.randbits(_RANDOM_BITS) if random_bits is None else random_bits
         body = ((_millis(moment) << _RANDOM_BITS) | rnd).to_bytes(_BODY_BYTES, "big")
-        value = int.from_bytes(body + self._tag(body), "big")
-        return ClickId(_encode(value, CLICK_ID_LENGTH))
+        return ClickId(_encode_click_id(int.from_bytes(body + self._tag(body), "big")))
 
     def verify(self, text: str) -> ClickId:
         """Return the canonical click ID, or raise InvalidClickId; never looks anything up."""

@@ -1,11 +1,16 @@
 """Group commit: many concurrent requests share one transaction, and each waits for it.
 
 A request appends its row and awaits; one flush at a time takes everything waiting (up to the
-batch size) and commits it. By default the commit runs in a worker thread while the event loop keeps
-accepting requests, so the next batch fills during this commit. With `on_loop` it runs on the event
+batch size), writes it in one transaction and commits it. The commit function returns a `Staged`:
+a result per row (a click has none; a postback has its decision) and, optionally, the commit itself
+left to the writer's thread.
+
+By default the whole commit runs in the writer's thread while the event loop keeps accepting
+requests, so the next batch fills during this one. With `on_loop` the rows are written on the event
 loop itself, after letting the loop read every request already waiting so the batch is as large as
-it can be: for SQLite that measured faster (BENCHMARKS.md: 4 of 4 paired runs, +2.5 points of
-nginx's rate), because a commit in a thread takes the GIL back from the busy loop once per row.
+it can be, and only the final commit (the fsync) goes to the thread: for SQLite that measured faster
+(BENCHMARKS.md), because a thread doing per-row Python takes the GIL back from the busy loop once per
+row, while a thread waiting on the disk does not hold it.
 
 A request is answered only after its row is committed, and the queue is bounded: past the limit new
 rows are refused (the caller answers 503) instead of growing memory without end.
@@ -15,14 +20,16 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from clicktrail.errors import StorageError
 
 Row = TypeVar("Row")
+Result = TypeVar("Result")
 log = logging.getLogger(__name__)
 
-# With `on_loop`, how many loop turns a flush waits at most for more rows before it commits: enough
+# With `on_loop`, how many loop turns a flush waits at most for more rows before it writes: enough
 # for every ready connection to be read, few enough that a steady trickle cannot hold a batch open.
 _FILL_TURNS = 16
 
@@ -31,10 +38,19 @@ class Overloaded(StorageError):
     code = "overloaded"
 
 
-class GroupCommitWriter(Generic[Row]):
+@dataclass(frozen=True, slots=True)
+class Staged(Generic[Result]):
+    """What a commit function did with a batch: one result per row, in order, and the commit still to
+    run (in the writer's thread) if it left one."""
+
+    results: Sequence[Result]
+    finish: Callable[[], None] | None = None
+
+
+class GroupCommitWriter(Generic[Row, Result]):
     def __init__(
         self,
-        commit: Callable[[Sequence[Row]], None],
+        commit: Callable[[Sequence[Row]], Staged[Result]],
         *,
         batch_size: int,
         queue_limit: int,
@@ -44,48 +60,56 @@ class GroupCommitWriter(Generic[Row]):
         self._commit = commit
         self._batch_size = batch_size
         self._queue_limit = queue_limit
-        self._waiting: list[tuple[Row, asyncio.Future[None]]] = []
+        self._on_loop = on_loop
+        self._waiting: list[tuple[Row, asyncio.Future[Result]]] = []
         self._flusher: asyncio.Task[None] | None = None
-        self._executor = None if on_loop else ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self.committed = 0
 
-    async def write(self, row: Row) -> None:
-        """Return once `row` is committed; raise StorageError if it could not be."""
+    async def write(self, row: Row) -> Result:
+        """Return `row`'s result once it is committed; raise StorageError if it could not be."""
         if len(self._waiting) >= self._queue_limit:
             raise Overloaded("too many writes are waiting for the database; retry shortly")
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._waiting.append((row, future))
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush_all())
-        await future
+        return await future
 
     async def _flush_all(self) -> None:
-        loop = asyncio.get_running_loop()
         try:
             while self._waiting:
-                if self._executor is None:
+                if self._on_loop:
                     await self._let_the_batch_fill()
                 batch = self._waiting[: self._batch_size]
                 del self._waiting[: self._batch_size]
-                rows = [row for row, _ in batch]
                 try:
-                    if self._executor is None:
-                        self._commit(rows)  # blocks the loop for one commit: see the module's note
-                    else:
-                        await loop.run_in_executor(self._executor, self._commit, rows)
+                    results = await self._commit_batch([row for row, _ in batch])
                 except Exception as exc:
-                    log.exception("group commit of %d rows failed", len(rows))
+                    log.exception("group commit of %d rows failed", len(batch))
                     error = exc if isinstance(exc, StorageError) else StorageError(f"could not store: {exc}")
                     for _, future in batch:
                         if not future.done():
                             future.set_exception(error)
                 else:
-                    self.committed += len(rows)
-                    for _, future in batch:
+                    self.committed += len(batch)
+                    for (_, future), result in zip(batch, results, strict=True):
                         if not future.done():
-                            future.set_result(None)
+                            future.set_result(result)
         finally:
             self._flusher = None
+
+    async def _commit_batch(self, rows: list[Row]) -> Sequence[Result]:
+        loop = asyncio.get_running_loop()
+        if self._on_loop:
+            staged = self._commit(rows)  # blocks the loop while the rows are written: see the note
+        else:
+            staged = await loop.run_in_executor(self._executor, self._commit, rows)
+        if staged.finish is not None:
+            await loop.run_in_executor(self._executor, staged.finish)
+        if len(staged.results) != len(rows):
+            raise StorageError(f"a batch of {len(rows)} rows gave {len(staged.results)} results")
+        return staged.results
 
     async def _let_the_batch_fill(self) -> None:
         """Yield to the loop until a turn adds no row (or the batch is full, or _FILL_TURNS passed)."""
@@ -102,5 +126,4 @@ class GroupCommitWriter(Generic[Row]):
             await asyncio.shield(self._flusher)
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
+        self._executor.shutdown(wait=True)

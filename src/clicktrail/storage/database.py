@@ -3,7 +3,7 @@
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, insert, select
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -11,6 +11,8 @@ from sqlalchemy.pool import QueuePool
 
 from clicktrail.errors import StorageError
 from clicktrail.storage.schema import meta
+
+T = TypeVar("T")
 
 
 def _tune_sqlite(dbapi_connection: Any, _record: object) -> None:
@@ -46,6 +48,32 @@ class Database:
                 yield connection
         except OperationalError as exc:
             raise StorageError(f"the database is unavailable: {exc.orig}") from exc
+
+    def stage(self, work: Callable[[Connection], T]) -> tuple[T, Callable[[], None]]:
+        """Run `work` in a new transaction; return its result and the function that commits it.
+
+        The commit waits for the disk (an fsync on SQLite), so a caller on the event loop can run it
+        in a thread while the loop goes on reading requests. Failures leave as StorageError."""
+        connection = self.engine.connect()
+        try:
+            transaction = connection.begin()
+            result = work(connection)
+        except OperationalError as exc:
+            connection.close()
+            raise StorageError(f"the database is unavailable: {exc.orig}") from exc
+        except BaseException:
+            connection.close()
+            raise
+
+        def commit() -> None:
+            try:
+                transaction.commit()
+            except OperationalError as exc:
+                raise StorageError(f"the database is unavailable: {exc.orig}") from exc
+            finally:
+                connection.close()
+
+        return result, commit
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -23,7 +23,7 @@ from clicktrail.reports.engine import DuckDbReports
 from clicktrail.reports.feed import AnalyticsFeed
 from clicktrail.reports.segments import SegmentStore
 from clicktrail.storage import event_store
-from clicktrail.storage.batch import GroupCommitWriter
+from clicktrail.storage.batch import GroupCommitWriter, Staged
 from clicktrail.storage.database import Database
 from clicktrail.types import Clock, utc_now
 
@@ -43,7 +43,7 @@ class Runtime:
         self.enricher = Enricher.from_settings(settings)
         self.catalog = Catalog(self.database, clock, check_postback_url=self.guard.check_url)
         self.tokens = AdminTokenCheck(settings, self.database)
-        self.clicks: GroupCommitWriter[dict[str, Any]] = GroupCommitWriter(
+        self.clicks: GroupCommitWriter[dict[str, Any], None] = GroupCommitWriter(
             self._commit_clicks,
             batch_size=settings.click_batch_size,
             queue_limit=settings.click_queue_limit,
@@ -71,9 +71,16 @@ class Runtime:
         self._poller: asyncio.Task[None] | None = None
         self._feeder: asyncio.Task[None] | None = None
 
-    def _commit_clicks(self, rows: Sequence[dict[str, Any]]) -> None:
+    def _commit_clicks(self, rows: Sequence[dict[str, Any]]) -> Staged[None]:
+        """Insert the batch; on SQLite (written on the loop) the commit's fsync is left to the
+        writer's thread."""
+        done: list[None] = [None] * len(rows)
+        if self.database.is_sqlite:
+            _, commit = self.database.stage(lambda connection: event_store.insert_clicks(connection, rows))
+            return Staged(done, commit)
         with self.database.begin() as connection:
             event_store.insert_clicks(connection, rows)
+        return Staged(done)
 
     async def start(self) -> None:
         await asyncio.to_thread(self.cache.reload)
