@@ -65,6 +65,12 @@ class Settings(BaseSettings):
     click_queue_limit: int = Field(
         20_000, ge=1, description="CLICKTRAIL_CLICK_QUEUE_LIMIT: clicks waiting for a commit before 503"
     )
+    postback_batch_size: int = Field(
+        500, ge=1, le=10_000, description="CLICKTRAIL_POSTBACK_BATCH_SIZE: most postbacks in one transaction"
+    )
+    postback_queue_limit: int = Field(
+        10_000, ge=1, description="CLICKTRAIL_POSTBACK_QUEUE_LIMIT: postbacks waiting for a commit before 503"
+    )
     catalog_refresh_seconds: float = Field(
         1.0, gt=0, description="CLICKTRAIL_CATALOG_REFRESH_SECONDS: how often workers look for config changes"
     )

@@ -108,7 +108,7 @@ def reports(
         with database.begin() as connection:
             event_store.insert_clicks(connection, clicks)
             for conversion in conversions:
-                event_store.insert_conversion(connection, conversion)
+                event_store.insert_conversions(connection, [conversion])
         store = SegmentStore(directory / "analytics")
         feed = AnalyticsFeed(database, store, lag=timedelta(seconds=15))
         assert feed.run_once(datetime(2026, 11, 20, tzinfo=UTC)) == len(clicks) + len(conversions)

@@ -1,13 +1,16 @@
 """The postback pipeline: parse → verify the click ID → find the click → check window and token →
 record (or recognise a duplicate, or record a status change) → queue outbound postbacks → log.
 
-Everything from finding the click to the log entry happens in one transaction, so a conversion, its
-status history, its outbox rows and its log line are stored together or not at all.
+Postbacks arrive in batches (the group-commit writer, storage/batch.py): a batch's clicks and
+existing conversions are read with one query each, every postback is decided in arrival order
+against what the batch knows so far (so a duplicate within the batch is a duplicate), and the
+conversions, status history, outbox rows and log lines are written together and committed once.
+A conversion, its history, its outbox rows and its log line are stored together or not at all.
 """
 
 import hmac
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -17,14 +20,14 @@ from urllib.parse import urlencode
 from sqlalchemy import Connection, Row
 from sqlalchemy.exc import IntegrityError
 
-from clicktrail.catalog.routes import CatalogSnapshot, fresh_postback_rule
+from clicktrail.catalog.routes import CatalogSnapshot, PostbackRule, fresh_postback_rule
 from clicktrail.conversions.decision import ConversionStatus, Decision, Outcome
 from clicktrail.conversions.request import MalformedPostback, PostbackRequest, parse_postback
 from clicktrail.ids import ClickIdCodec, InvalidClickId, mint_conversion_id
 from clicktrail.macros import SUB_IDS
 from clicktrail.storage import event_store as store
 from clicktrail.storage.database import Database
-from clicktrail.types import ClickId, Clock, ConversionId
+from clicktrail.types import ClickId, Clock, ConversionId, SourceId
 
 _LOGGED_QUERY_MAX = 2000
 CLICK_DIMENSIONS = ("country", "device_type", "os", "browser", "is_bot")
@@ -58,6 +61,40 @@ def _nobody_to_tell() -> None:
     return None
 
 
+@dataclass(slots=True)
+class _Known:
+    """A conversion as the batch knows it: stored before, or new in this batch (`row` not yet inserted)."""
+
+    conversion_id: ConversionId
+    status: str
+    revenue: Decimal
+    row: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class _Batch:
+    """What one batch read, and what it will write when every postback in it is decided."""
+
+    now: datetime
+    snapshot: CatalogSnapshot
+    clicks: dict[str, Row[Any]]
+    known: dict[tuple[str, str, str], _Known]
+    rules: dict[SourceId, PostbackRule | None] = field(default_factory=dict)
+    new_conversions: list[dict[str, Any]] = field(default_factory=list)
+    status_changes: list[dict[str, Any]] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    deliveries: list[dict[str, Any]] = field(default_factory=list)
+    logs: list[dict[str, Any]] = field(default_factory=list)
+
+    def write(self, connection: Connection) -> None:
+        # Inserts before updates; a conversion changed later in its own batch is inserted as it ends.
+        store.insert_conversions(connection, self.new_conversions)
+        store.set_conversion_statuses(connection, self.status_changes)
+        store.insert_status_changes(connection, self.history)
+        store.insert_deliveries(connection, self.deliveries)
+        store.insert_postback_logs(connection, self.logs)
+
+
 class PostbackIntake:
     def __init__(
         self,
@@ -72,74 +109,112 @@ class PostbackIntake:
         self._snapshot = snapshot
         self._clock = clock
         self._delivery_queued = delivery_queued
-        """Called (from this worker thread) after a commit that queued an outbound postback."""
+        """Called (from the committing thread) after a commit that queued an outbound postback."""
 
     def handle(self, raw: RawPostback) -> Outcome:
-        """Decide and record one postback; runs in a worker thread (it blocks on the database)."""
+        """Decide and record one postback (blocks on the database)."""
+        return self.handle_batch([raw])[0]
+
+    def handle_batch(self, raws: Sequence[RawPostback]) -> list[Outcome]:
+        """Decide and record postbacks in arrival order, in one transaction; one outcome each."""
         try:
-            request = parse_postback(dict(raw.params))
-            click_id = self._codec.verify(request.click_id)
-        except MalformedPostback as exc:
-            return self._log_only(raw, Outcome(Decision.MALFORMED, error=exc.error, detail=exc.detail))
-        except InvalidClickId as exc:
-            return self._log_only(raw, Outcome(Decision.MALFORMED, error="bad_click_id", detail=str(exc)))
-        try:
-            return self._record(raw, request, click_id)
+            return self._record(raws)
         except IntegrityError:
-            # A concurrent postback for the same (click, event, txid) committed first: decide again.
-            return self._record(raw, request, click_id)
+            # Another process stored one of these conversions between our read and our write. The
+            # whole batch rolled back: decide each postback alone, so only the racing one is redone.
+            return [self._record_alone(raw) for raw in raws]
 
     def refuse(self, raw: RawPostback, decision: Decision, error: str, detail: str) -> Outcome:
         """Log a postback refused before parsing (an oversized or unreadable body)."""
-        return self._log_only(raw, Outcome(decision, error=error, detail=detail))
-
-    def _log_only(self, raw: RawPostback, outcome: Outcome) -> Outcome:
+        outcome = Outcome(decision, error=error, detail=detail)
         with self._db.begin() as connection:
-            self._log(connection, raw, outcome, click_id=raw.params.get("click_id"), request=None)
+            store.insert_postback_logs(connection, [self._log_row(raw, outcome, self._clock(), None, None)])
         return outcome
 
-    def _log(
+    def _record_alone(self, raw: RawPostback) -> Outcome:
+        try:
+            return self._record([raw])[0]
+        except IntegrityError:
+            # The concurrent postback for the same (click, event, txid) committed first: decide again.
+            return self._record([raw])[0]
+
+    def _record(self, raws: Sequence[RawPostback]) -> list[Outcome]:
+        now = self._clock()
+        parsed = [self._parse(raw) for raw in raws]
+        click_ids = list({click_id for _, click_id, _ in parsed if click_id is not None})
+        outcomes: list[Outcome] = []
+        with self._db.begin() as connection:
+            batch = _Batch(
+                now=now,
+                snapshot=self._snapshot(),
+                clicks=store.get_clicks(connection, click_ids),
+                known={
+                    (row.click_id, row.event, row.txid): _Known(
+                        ConversionId(row.conversion_id), row.status, row.revenue
+                    )
+                    for row in store.conversions_of_clicks(connection, click_ids)
+                },
+            )
+            for raw, (request, click_id, refusal) in zip(raws, parsed, strict=True):
+                if request is None or click_id is None:
+                    assert refusal is not None
+                    outcome = refusal
+                    logged_click_id = raw.params.get("click_id")
+                else:
+                    outcome = self._decide(connection, batch, request, click_id, raw.via)
+                    logged_click_id = click_id
+                outcomes.append(outcome)
+                batch.logs.append(self._log_row(raw, outcome, now, logged_click_id, request))
+            batch.write(connection)
+        if batch.deliveries:
+            self._delivery_queued()
+        return outcomes
+
+    def _parse(self, raw: RawPostback) -> tuple[PostbackRequest | None, ClickId | None, Outcome | None]:
+        try:
+            request = parse_postback(dict(raw.params))
+            return request, self._codec.verify(request.click_id), None
+        except MalformedPostback as exc:
+            return None, None, Outcome(Decision.MALFORMED, error=exc.error, detail=exc.detail)
+        except InvalidClickId as exc:
+            return None, None, Outcome(Decision.MALFORMED, error="bad_click_id", detail=str(exc))
+
+    def _log_row(
         self,
-        connection: Connection,
         raw: RawPostback,
         outcome: Outcome,
+        now: datetime,
         click_id: str | None,
         request: PostbackRequest | None,
-    ) -> None:
-        store.insert_postback_log(
-            connection,
-            {
-                "received_at": self._clock(),
-                "method": raw.method,
-                "query": _loggable_query(raw.params),
-                "ip": raw.ip,
-                "click_id": (click_id or "")[:64] or None,
-                "event": request.event if request else (raw.params.get("event") or "")[:64] or None,
-                "txid": request.txid if request else (raw.params.get("txid") or "")[:255] or None,
-                "decision": outcome.decision.value,
-                "error": outcome.error,
-                "detail": outcome.detail,
-                "conversion_id": outcome.conversion_id,
-                "via": raw.via.value,
-            },
-        )
-
-    def _record(self, raw: RawPostback, request: PostbackRequest, click_id: ClickId) -> Outcome:
-        with self._db.begin() as connection:
-            outcome = self._decide(connection, request, click_id, raw.via)
-            self._log(connection, raw, outcome, click_id=click_id, request=request)
-        if outcome.decision in (Decision.ACCEPTED, Decision.UPDATED):
-            self._delivery_queued()
-        return outcome
+    ) -> dict[str, Any]:
+        return {
+            "received_at": now,
+            "method": raw.method,
+            "query": _loggable_query(raw.params),
+            "ip": raw.ip,
+            "click_id": (click_id or "")[:64] or None,
+            "event": request.event if request else (raw.params.get("event") or "")[:64] or None,
+            "txid": request.txid if request else (raw.params.get("txid") or "")[:255] or None,
+            "decision": outcome.decision.value,
+            "error": outcome.error,
+            "detail": outcome.detail,
+            "conversion_id": outcome.conversion_id,
+            "via": raw.via.value,
+        }
 
     def _decide(
-        self, connection: Connection, request: PostbackRequest, click_id: ClickId, via: Channel
+        self,
+        connection: Connection,
+        batch: _Batch,
+        request: PostbackRequest,
+        click_id: ClickId,
+        via: Channel,
     ) -> Outcome:
-        now = self._clock()
-        click = store.get_click(connection, click_id)
+        now = batch.now
+        click = batch.clicks.get(click_id)
         if click is None:
             return Outcome(Decision.UNKNOWN_CLICK, error="unknown_click", detail=f"no click {click_id}")
-        offer = self._snapshot().offers.get(click.offer_id)
+        offer = batch.snapshot.offers.get(click.offer_id)
         if offer is None:
             return Outcome(Decision.UNKNOWN_CLICK, error="unknown_click", detail="the click's offer is gone")
         if now - click.created_at > timedelta(days=offer.attribution_window_days):
@@ -154,94 +229,99 @@ class PostbackIntake:
                 Decision.BAD_TOKEN, error="bad_token", detail="the token does not match the offer's"
             )
 
-        existing = store.find_conversion(connection, click_id, request.event, request.txid)
+        key = (click_id, request.event, request.txid)
+        existing = batch.known.get(key)
         if existing is not None:
             if existing.status == request.status:
-                return Outcome(Decision.DUPLICATE, ConversionId(existing.conversion_id))
-            conversion_id = ConversionId(existing.conversion_id)
-            store.set_conversion_status(connection, conversion_id, request.status, now)
-            self._history(connection, conversion_id, existing.status, request.status, existing.revenue, now)
-            self._queue_delivery(connection, click, conversion_id, request.event, request.status, now)
-            return Outcome(Decision.UPDATED, conversion_id)
+                return Outcome(Decision.DUPLICATE, existing.conversion_id)
+            if existing.row is not None:  # inserted by this batch: insert it with its latest status
+                existing.row.update(status=request.status.value, updated_at=now)
+            else:
+                batch.status_changes.append(
+                    {"id": existing.conversion_id, "status": request.status.value, "updated_at": now}
+                )
+            self._history(batch, existing.conversion_id, existing.status, request.status, existing.revenue)
+            existing.status = request.status.value
+            self._queue_delivery(connection, batch, click, existing.conversion_id, request)
+            return Outcome(Decision.UPDATED, existing.conversion_id)
 
         conversion_id = mint_conversion_id(now)
         revenue = offer.revenue if request.revenue is None else request.revenue
-        store.insert_conversion(
-            connection,
-            {
-                "conversion_id": conversion_id,
-                "created_at": now,
-                "updated_at": now,
-                "click_id": click_id,
-                "event": request.event,
-                "txid": request.txid,
-                "status": request.status.value,
-                "revenue": revenue,
-                "payout": offer.payout,
-                "currency": request.currency or offer.currency,
-                "cost": self._snapshot().cpa_costs.get(click.campaign_id, Decimal(0)),
-                "click_time": click.created_at,
-                "campaign_id": click.campaign_id,
-                "offer_id": click.offer_id,
-                "source_id": click.source_id,
-                **{name: getattr(click, name) for name in SUB_IDS},
-                "external_id": click.external_id,
-                **{name: getattr(click, name) for name in CLICK_DIMENSIONS},
-                "via": via.value,
-            },
-        )
-        self._history(connection, conversion_id, None, request.status, revenue, now)
-        self._queue_delivery(connection, click, conversion_id, request.event, request.status, now)
+        row = {
+            "conversion_id": conversion_id,
+            "created_at": now,
+            "updated_at": now,
+            "click_id": click_id,
+            "event": request.event,
+            "txid": request.txid,
+            "status": request.status.value,
+            "revenue": revenue,
+            "payout": offer.payout,
+            "currency": request.currency or offer.currency,
+            "cost": batch.snapshot.cpa_costs.get(click.campaign_id, Decimal(0)),
+            "click_time": click.created_at,
+            "campaign_id": click.campaign_id,
+            "offer_id": click.offer_id,
+            "source_id": click.source_id,
+            **{name: getattr(click, name) for name in SUB_IDS},
+            "external_id": click.external_id,
+            **{name: getattr(click, name) for name in CLICK_DIMENSIONS},
+            "via": via.value,
+        }
+        batch.new_conversions.append(row)
+        batch.known[key] = _Known(conversion_id, request.status.value, revenue, row)
+        self._history(batch, conversion_id, None, request.status, revenue)
+        self._queue_delivery(connection, batch, click, conversion_id, request)
         return Outcome(Decision.ACCEPTED, conversion_id)
 
     def _history(
         self,
-        connection: Connection,
+        batch: _Batch,
         conversion_id: ConversionId,
         old: str | None,
         new: ConversionStatus,
         revenue: Decimal,
-        now: datetime,
     ) -> None:
-        store.insert_status_change(
-            connection,
+        batch.history.append(
             {
                 "conversion_id": conversion_id,
-                "changed_at": now,
+                "changed_at": batch.now,
                 "old_status": old,
                 "new_status": new.value,
                 "revenue": revenue,
-            },
+            }
         )
 
     def _queue_delivery(
         self,
         connection: Connection,
+        batch: _Batch,
         click: Row[Any],
         conversion_id: ConversionId,
-        event: str,
-        status: ConversionStatus,
-        now: datetime,
+        request: PostbackRequest,
     ) -> None:
         """The outbox row for the source's outbound postback, in the conversion's own transaction,
         when the source has a postback URL and asked for this event and status."""
-        rule = self._snapshot().postback_rules.get(click.source_id)
-        if rule is None:
-            # Another worker may have given the source its URL a moment ago: ask the database.
-            rule = fresh_postback_rule(connection, click.source_id)
-        if rule is None or not rule.wants(event, status.value):
+        source_id = SourceId(click.source_id)
+        if source_id not in batch.rules:
+            rule = batch.snapshot.postback_rules.get(source_id)
+            if rule is None:
+                # Another worker may have given the source its URL a moment ago: ask the database.
+                rule = fresh_postback_rule(connection, source_id)
+            batch.rules[source_id] = rule
+        rule = batch.rules[source_id]
+        if rule is None or not rule.wants(request.event, request.status.value):
             return
-        store.insert_delivery(
-            connection,
+        batch.deliveries.append(
             {
-                "created_at": now,
+                "created_at": batch.now,
                 "conversion_id": conversion_id,
                 "click_id": click.click_id,
                 "source_id": click.source_id,
                 "status": "pending",
-                "conversion_status": status.value,
+                "conversion_status": request.status.value,
                 "attempts": 0,
-                "next_attempt_at": now,
-                "updated_at": now,
-            },
+                "next_attempt_at": batch.now,
+                "updated_at": batch.now,
+            }
         )

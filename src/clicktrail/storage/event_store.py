@@ -15,6 +15,7 @@ from sqlalchemy import (
     Row,
     Select,
     String,
+    bindparam,
     func,
     insert,
     select,
@@ -65,37 +66,54 @@ def get_click(connection: Connection, click_id: str) -> Row[Any] | None:
     return connection.execute(select(clicks).where(clicks.c.click_id == click_id)).one_or_none()
 
 
-def find_conversion(connection: Connection, click_id: str, event: str, txid: str) -> Row[Any] | None:
-    query = select(conversions).where(
-        conversions.c.click_id == click_id, conversions.c.event == event, conversions.c.txid == txid
-    )
+def get_clicks(connection: Connection, click_ids: Sequence[str]) -> dict[str, Row[Any]]:
+    if not click_ids:
+        return {}
+    found = connection.execute(select(clicks).where(clicks.c.click_id.in_(click_ids)))
+    return {row.click_id: row for row in found}
+
+
+def conversions_of_clicks(connection: Connection, click_ids: Sequence[str]) -> Sequence[Row[Any]]:
+    """Every conversion of these clicks; on PostgreSQL locked until the transaction ends, so a
+    concurrent status change waits instead of overwriting."""
+    if not click_ids:
+        return []
+    wanted = ("conversion_id", "click_id", "event", "txid", "status", "revenue")
+    query = select(*(conversions.c[name] for name in wanted)).where(conversions.c.click_id.in_(click_ids))
     if connection.dialect.name == "postgresql":
         query = query.with_for_update()
-    return connection.execute(query).one_or_none()
+    return connection.execute(query).all()
 
 
-def insert_conversion(connection: Connection, values: Mapping[str, Any]) -> None:
-    connection.execute(insert(conversions).values(**values))
+def insert_conversions(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    if rows:
+        connection.execute(insert(conversions), list(rows))
 
 
-def set_conversion_status(connection: Connection, conversion_id: str, status: str, now: datetime) -> None:
-    connection.execute(
-        update(conversions)
-        .where(conversions.c.conversion_id == conversion_id)
-        .values(status=status, updated_at=now)
-    )
+def set_conversion_statuses(connection: Connection, changes: Sequence[Mapping[str, Any]]) -> None:
+    """Each change: {"id": conversion ID, "status": ..., "updated_at": ...}, applied in order."""
+    if changes:
+        statement = (
+            update(conversions)
+            .where(conversions.c.conversion_id == bindparam("id"))
+            .values(status=bindparam("status"), updated_at=bindparam("updated_at"))
+        )
+        connection.execute(statement, list(changes))
 
 
-def insert_status_change(connection: Connection, values: Mapping[str, Any]) -> None:
-    connection.execute(insert(conversion_status_history).values(**values))
+def insert_status_changes(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    if rows:
+        connection.execute(insert(conversion_status_history), list(rows))
 
 
-def insert_delivery(connection: Connection, values: Mapping[str, Any]) -> None:
-    connection.execute(insert(deliveries).values(**values))
+def insert_deliveries(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    if rows:
+        connection.execute(insert(deliveries), list(rows))
 
 
-def insert_postback_log(connection: Connection, values: Mapping[str, Any]) -> None:
-    connection.execute(insert(postback_log).values(**values))
+def insert_postback_logs(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    if rows:
+        connection.execute(insert(postback_log), list(rows))
 
 
 def status_history(connection: Connection, conversion_ids: Sequence[str]) -> Sequence[Row[Any]]:

@@ -173,8 +173,9 @@ class Edge:
             )
 
     async def decide_postback(self, scope: Scope, receive: Receive, via: Channel) -> Outcome:
-        """Read the postback (query and body) and run the pipeline in a worker thread (it blocks on
-        the database); a pixel without `click_id` uses the tracker's click cookie. Raises StorageError."""
+        """Read the postback (query and body) and hand it to the group-commit writer, which decides
+        it with the others waiting (in its thread); a pixel without `click_id` uses the tracker's
+        click cookie. Raises StorageError."""
         method = scope["method"]
         params = parse_query(scope["query_string"])
         ip = self._client(scope)
@@ -200,7 +201,7 @@ class Edge:
                 return await asyncio.to_thread(intake.refuse, raw, Decision.MALFORMED, "bad_body", detail)
             params = {**params, **body_params}
         params = {name: value[:_PARAM_VALUE_MAX] for name, value in params.items()}
-        return await asyncio.to_thread(intake.handle, RawPostback(method, params, ip, via))
+        return await self._rt.postback_writer.write(RawPostback(method, params, ip, via))
 
     async def health(self, scope: Scope, receive: Receive, send: Send) -> None:
         await respond_json(send, 200, {"status": "ok"}, head=scope["method"] == "HEAD")

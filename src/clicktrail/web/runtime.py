@@ -13,7 +13,8 @@ from clicktrail.catalog.cache import CatalogCache
 from clicktrail.catalog.service import Catalog
 from clicktrail.clicks.enrichment import Enricher
 from clicktrail.config import Settings
-from clicktrail.conversions.intake import PostbackIntake
+from clicktrail.conversions.decision import Outcome
+from clicktrail.conversions.intake import PostbackIntake, RawPostback
 from clicktrail.delivery.breaker import BreakerPolicy
 from clicktrail.delivery.dispatcher import Dispatcher, DispatcherConfig
 from clicktrail.delivery.guard import HostGuard
@@ -62,6 +63,12 @@ class Runtime:
         )
         self.postbacks = PostbackIntake(
             self.database, self.codec, lambda: self.cache.snapshot, clock, self.dispatcher.wake
+        )
+        self.postback_writer: GroupCommitWriter[RawPostback, Outcome] = GroupCommitWriter(
+            lambda raws: Staged(self.postbacks.handle_batch(raws)),
+            batch_size=settings.postback_batch_size,
+            queue_limit=settings.postback_queue_limit,
+            name="postback-writer",
         )
         segments = SegmentStore(settings.analytics_path())
         self.reports = DuckDbReports(segments, memory_limit=settings.report_memory_limit)
@@ -118,7 +125,8 @@ class Runtime:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        await self.clicks.drain()
-        self.clicks.close()
+        for writer in (self.clicks, self.postback_writer):
+            await writer.drain()
+            writer.close()
         self.enricher.geo.close()
         self.database.dispose()

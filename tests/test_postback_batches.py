@@ -1,0 +1,156 @@
+"""Postbacks are decided in batches (one transaction each): within a batch every postback is decided
+in arrival order against what came before it, exactly as if they had arrived one by one."""
+
+from collections.abc import Iterator
+from decimal import Decimal
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from clicktrail.catalog.models import CampaignInput, OfferInput, SourceInput
+from clicktrail.config import Settings
+from clicktrail.conversions.decision import Decision
+from clicktrail.conversions.intake import RawPostback
+from clicktrail.storage import delivery_store, event_store
+from clicktrail.types import utc_now
+from clicktrail.web.runtime import Runtime
+from tests.support import SECRET_KEY, Tracker, fresh_database
+
+
+@pytest.fixture
+def runtime(backend: str, tmp_path: Path) -> Iterator[Runtime]:
+    with fresh_database(backend, tmp_path) as url:
+        settings = Settings(database_url=url, secret_key=SECRET_KEY, analytics_dir=tmp_path / "analytics")
+        runtime = Runtime(settings, migrate=True)
+        offer = runtime.catalog.create_offer(
+            OfferInput(name="Offer", url="https://m.example/?c={click_id}", revenue="10", payout="4")
+        )
+        source = runtime.catalog.create_source(
+            SourceInput(
+                name="Net",
+                postback_url="https://net.example/pb?c={external_id}&s={status}",
+                postback_statuses=["approved", "rejected"],
+            )
+        )
+        runtime.catalog.create_campaign(CampaignInput(name="C", source_id=source.id, offer_id=offer.id))
+        runtime.cache.reload()
+        yield runtime
+        runtime.database.dispose()
+
+
+def _click(runtime: Runtime) -> str:
+    campaign = runtime.catalog.list_campaigns(limit=1)[0]
+    now = utc_now()
+    click_id = runtime.codec.mint(now)
+    with runtime.database.begin() as connection:
+        event_store.insert_clicks(
+            connection,
+            [
+                {
+                    "click_id": click_id,
+                    "created_at": now,
+                    "campaign_id": campaign.id,
+                    "offer_id": campaign.offer_id,
+                    "source_id": campaign.source_id,
+                    "is_bot": False,
+                    "is_unique": True,
+                }
+            ],
+        )
+    return click_id
+
+
+def _postback(**params: str) -> RawPostback:
+    return RawPostback("GET", params, "203.0.113.9")
+
+
+def test_one_batch_is_decided_in_arrival_order(runtime: Runtime) -> None:
+    click_id, other = _click(runtime), _click(runtime)
+    outcomes = runtime.postbacks.handle_batch(
+        [
+            _postback(click_id=click_id, event="sale", txid="t1"),
+            _postback(click_id=click_id, event="sale", txid="t1"),
+            _postback(click_id=click_id, event="sale", txid="t1", status="rejected"),
+            _postback(click_id=click_id, event="sale", txid="t2", payout="3.50"),
+            _postback(click_id="not-an-id", event="sale", txid="t3"),
+            _postback(click_id=other[:-1] + ("0" if other[-1] != "0" else "1"), txid="t4"),
+            _postback(click_id=other, event="lead", txid="t5"),
+            _postback(click_id=click_id, event="sale", txid="t1", status="approved"),
+        ]
+    )
+
+    decisions = [outcome.decision for outcome in outcomes]
+    assert decisions == [
+        Decision.ACCEPTED,
+        Decision.DUPLICATE,
+        Decision.UPDATED,
+        Decision.ACCEPTED,
+        Decision.MALFORMED,
+        Decision.MALFORMED,
+        Decision.ACCEPTED,
+        Decision.UPDATED,
+    ]
+    first = outcomes[0].conversion_id
+    assert outcomes[1].conversion_id == first
+    assert outcomes[2].conversion_id == first
+    assert outcomes[7].conversion_id == first
+
+    with runtime.database.begin() as connection:
+        stored = {row.txid: row for row in event_store.conversions_of_clicks(connection, [click_id, other])}
+        history = event_store.status_history(connection, [first])
+        log = event_store.list_postbacks(
+            connection, click_id=None, txid=None, decision=None, start=None, end=None, before=None, limit=50
+        )
+    assert sorted(stored) == ["t1", "t2", "t5"]
+    assert stored["t1"].status == "approved"
+    assert stored["t2"].revenue == Decimal("3.50")
+    assert [(row.old_status, row.new_status) for row in history] == [
+        (None, "approved"),
+        ("approved", "rejected"),
+        ("rejected", "approved"),
+    ]
+    assert sorted(entry.decision for entry in log) == sorted(decision.value for decision in decisions)
+
+
+def test_a_batch_continues_a_conversion_stored_by_an_earlier_batch(runtime: Runtime) -> None:
+    click_id = _click(runtime)
+    [accepted] = runtime.postbacks.handle_batch([_postback(click_id=click_id, txid="o-1")])
+    later = runtime.postbacks.handle_batch(
+        [
+            _postback(click_id=click_id, txid="o-1"),
+            _postback(click_id=click_id, txid="o-1", status="chargeback"),
+        ]
+    )
+    assert [outcome.decision for outcome in later] == [Decision.DUPLICATE, Decision.UPDATED]
+    assert {outcome.conversion_id for outcome in later} == {accepted.conversion_id}
+
+
+def test_every_queued_status_gets_its_outbound_postback(runtime: Runtime) -> None:
+    click_id = _click(runtime)
+    runtime.postbacks.handle_batch(
+        [
+            _postback(click_id=click_id, txid="d-1"),
+            _postback(click_id=click_id, txid="d-1"),
+            _postback(click_id=click_id, txid="d-1", status="rejected"),
+        ]
+    )
+    with runtime.database.begin() as connection:
+        jobs = delivery_store.list_deliveries(
+            connection, click_id=click_id, source_id=None, status=None, before=None, limit=10
+        )
+    assert sorted(job.conversion_status for job in jobs) == ["approved", "rejected"]
+
+
+def test_many_identical_postbacks_at_once_make_one_conversion(tracker: Tracker) -> None:
+    click_id = tracker.click(tracker.campaign()["key"])
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        answers = list(
+            pool.map(lambda _: tracker.postback(click_id=click_id, event="sale", txid="burst"), range(48))
+        )
+    results = [answer.json()["result"] for answer in answers]
+    assert results.count("accepted") == 1
+    assert results.count("duplicate") == 47
+    assert len({answer.json()["conversion_id"] for answer in answers}) == 1
+    conversions = tracker.api("GET", "/conversions", params={"click_id": click_id}).json()["items"]
+    assert len(conversions) == 1
