@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clicktrail.ids import ALPHABET, ClickIdCodec, InvalidClickId, click_time, mint_event_id
+from clicktrail.ids import ALPHABET, ClickIdCodec, InvalidClickId, click_id_floor, click_time, mint_event_id
 
 KEY = b"k" * 32
 codec = ClickIdCodec(KEY)
@@ -84,3 +84,25 @@ def test_the_tag_is_hmac_sha256_of_the_id_body_so_ids_from_earlier_releases_stil
     raw = value.to_bytes(20, "big")
     assert raw[14:] == hmac.new(key, raw[:14], hashlib.sha256).digest()[:6]
     assert int.from_bytes(raw[6:14], "big") == random_bits
+
+
+def _decode(text: str) -> int:
+    value = 0
+    for char in text:
+        value = (value << 5) | ALPHABET.index(char)
+    return value
+
+
+@given(moments)
+def test_an_event_id_is_its_millisecond_time_then_80_random_bits(moment: datetime) -> None:
+    event_id = mint_event_id(moment)
+    assert len(event_id) == 26
+    assert _decode(event_id) >> 80 == int(moment.timestamp() * 1000)
+
+
+@given(moments)
+def test_the_click_id_floor_sorts_at_or_before_every_id_of_that_millisecond(moment: datetime) -> None:
+    ms = int(moment.timestamp() * 1000)
+    floor = click_id_floor(ms)
+    assert floor <= codec.mint(moment, 0)
+    assert _decode(floor) == ms << 112

@@ -2,8 +2,8 @@
 in arrival order against what came before it, exactly as if they had arrived one by one."""
 
 from collections.abc import Iterator
-from decimal import Decimal
 from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -92,6 +92,7 @@ def test_one_batch_is_decided_in_arrival_order(runtime: Runtime) -> None:
         Decision.UPDATED,
     ]
     first = outcomes[0].conversion_id
+    assert first is not None
     assert outcomes[1].conversion_id == first
     assert outcomes[2].conversion_id == first
     assert outcomes[7].conversion_id == first

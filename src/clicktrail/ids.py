@@ -30,21 +30,14 @@ class InvalidClickId(ValueError):
     """The text is not a click ID minted by this installation."""
 
 
-# Two digits (10 bits) per look-up: a click ID's 160 bits are 16 of them.
+# Two digits (10 bits) per look-up: a click ID's 160 bits are 16 of them, an event ID's 130 bits 13.
 _PAIRS = [ALPHABET[pair >> 5] + ALPHABET[pair & 31] for pair in range(1024)]
-_PAIR_SHIFTS = tuple(range(150, -1, -10))
+_CLICK_ID_SHIFTS = tuple(range(150, -1, -10))
+_EVENT_ID_SHIFTS = tuple(range(120, -1, -10))
 
 
 def _encode_click_id(value: int) -> str:
-    return "".join([_PAIRS[(value >> shift) & 1023] for shift in _PAIR_SHIFTS])
-
-
-def _encode(value: int, length: int) -> str:
-    chars = []
-    for _ in range(length):
-        chars.append(ALPHABET[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+    return "".join([_PAIRS[(value >> shift) & 1023] for shift in _CLICK_ID_SHIFTS])
 
 
 def _millis(moment: datetime) -> int:
@@ -111,7 +104,8 @@ def click_time(click_id: ClickId) -> datetime:
 
 def mint_event_id(moment: datetime) -> str:
     """A 26-character time-ordered random ID (48-bit ms time + 80 random bits), like a ULID."""
-    return _encode((_millis(moment) << 80) | secrets.randbits(80), 26)
+    value = (_millis(moment) << 80) | secrets.randbits(80)
+    return "".join([_PAIRS[(value >> shift) & 1023] for shift in _EVENT_ID_SHIFTS])
 
 
 def mint_conversion_id(moment: datetime) -> ConversionId:
@@ -125,4 +119,4 @@ def new_secret_key() -> str:
 def click_id_floor(ms: int) -> ClickId:
     """The smallest click ID minted at or after `ms` (epoch milliseconds): IDs sort by time, so a time
     window of clicks is a primary-key range."""
-    return ClickId(_encode(max(0, min(ms, _MAX_MS)) << (_RANDOM_BITS + _TAG_BITS), CLICK_ID_LENGTH))
+    return ClickId(_encode_click_id(max(0, min(ms, _MAX_MS)) << (_RANDOM_BITS + _TAG_BITS)))

@@ -15,13 +15,14 @@ from sqlalchemy import (
     Row,
     Select,
     String,
+    Table,
     bindparam,
     func,
-    insert,
     select,
     type_coerce,
     update,
 )
+from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from clicktrail.storage.schema import clicks, conversion_status_history, conversions, deliveries, postback_log
 
@@ -29,32 +30,51 @@ ClickRow = Mapping[str, Any]
 
 
 def insert_clicks(connection: Connection, rows: Sequence[ClickRow]) -> None:
-    """Many clicks in one statement, executed by the driver (rows must share their keys).
+    insert_rows(connection, clicks, rows)
+
+
+def insert_rows(connection: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Many rows, one statement per set of keys (a missing key takes the column's default), executed
+    by the driver; rows with the same keys keep their order.
 
     SQLAlchemy's compiled insert spent more time preparing each row's parameters than the database
-    spent storing it (py-spy, BENCHMARKS.md); this applies the same column types' conversions (so the
-    stored values are identical) and hands plain tuples to the driver's executemany."""
-    if not rows:
-        return
-    sql, convert = _click_insert(connection.dialect, tuple(rows[0]))
-    connection.exec_driver_sql(sql, [convert(row) for row in rows])
+    spent storing it (py-spy and cProfile, BENCHMARKS.md); this applies the same column types'
+    conversions, so the stored values are identical, and hands plain tuples to executemany."""
+    by_keys: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        by_keys.setdefault(tuple(row), []).append(row)
+    for names, same_keys in by_keys.items():
+        sql, convert = _insert_plan(connection.dialect, table, names)
+        connection.exec_driver_sql(sql, [convert(row) for row in same_keys])
 
 
-ClickConverter = Callable[[ClickRow], tuple[Any, ...]]
+RowConverter = Callable[[Mapping[str, Any]], tuple[Any, ...]]
 
 
 @functools.cache
-def _click_insert(dialect: Dialect, names: tuple[str, ...]) -> tuple[str, ClickConverter]:
-    columns = [clicks.c[name] for name in names]  # a KeyError for a name that is not a column
+def _insert_plan(dialect: Dialect, table: Table, names: tuple[str, ...]) -> tuple[str, RowConverter]:
+    given = [table.c[name] for name in names]  # a KeyError for a name that is not a column
+    # Columns the rows leave out but SQLAlchemy would fill with a Python-side default (is_bot=False).
+    defaults = [
+        (column, column.default.arg)
+        for column in table.columns
+        if column.name not in names and isinstance(column.default, ScalarElementColumnDefault)
+    ]
+    columns = given + [column for column, _ in defaults]
+    default_values = tuple(value for _, value in defaults)
     marker = "?" if dialect.paramstyle == "qmark" else "%s"
-    # Only the table's own column names reach this text (looked up above); values are bound.
-    sql = f"INSERT INTO clicks ({', '.join(names)}) VALUES ({', '.join([marker] * len(names))})"  # noqa: S608
-    processors = [(index, column.type.bind_processor(dialect)) for index, column in enumerate(columns)]
-    conversions = [(index, process) for index, process in processors if process is not None]
+    # Only the table's own names reach this text (looked up above); every value is bound.
+    sql = (
+        f"INSERT INTO {table.name} ({', '.join(column.name for column in columns)}) "  # noqa: S608
+        f"VALUES ({', '.join([marker] * len(columns))})"
+    )
+    # The dialect's own processors: SQLite stores times as text in SQLAlchemy's format.
+    processors = [column.type.dialect_impl(dialect).bind_processor(dialect) for column in columns]
+    conversions = [(index, process) for index, process in enumerate(processors) if process is not None]
     values = operator.itemgetter(*names)
 
-    def convert(row: ClickRow) -> tuple[Any, ...]:
-        converted = list(values(row))
+    def convert(row: Mapping[str, Any]) -> tuple[Any, ...]:
+        converted = [*(values(row) if len(names) > 1 else (values(row),)), *default_values]
         for index, process in conversions:
             converted[index] = process(converted[index])
         return tuple(converted)
@@ -66,10 +86,14 @@ def get_click(connection: Connection, click_id: str) -> Row[Any] | None:
     return connection.execute(select(clicks).where(clicks.c.click_id == click_id)).one_or_none()
 
 
-def get_clicks(connection: Connection, click_ids: Sequence[str]) -> dict[str, Row[Any]]:
+def get_clicks(
+    connection: Connection, click_ids: Sequence[str], columns: Sequence[str] | None = None
+) -> dict[str, Row[Any]]:
+    """The clicks found among `click_ids`, with only `columns` (and the ID) when given."""
     if not click_ids:
         return {}
-    found = connection.execute(select(clicks).where(clicks.c.click_id.in_(click_ids)))
+    wanted = [clicks.c.click_id, *(clicks.c[name] for name in columns or ())] if columns else [clicks]
+    found = connection.execute(select(*wanted).where(clicks.c.click_id.in_(click_ids)))
     return {row.click_id: row for row in found}
 
 
@@ -86,8 +110,7 @@ def conversions_of_clicks(connection: Connection, click_ids: Sequence[str]) -> S
 
 
 def insert_conversions(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-    if rows:
-        connection.execute(insert(conversions), list(rows))
+    insert_rows(connection, conversions, rows)
 
 
 def set_conversion_statuses(connection: Connection, changes: Sequence[Mapping[str, Any]]) -> None:
@@ -102,18 +125,15 @@ def set_conversion_statuses(connection: Connection, changes: Sequence[Mapping[st
 
 
 def insert_status_changes(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-    if rows:
-        connection.execute(insert(conversion_status_history), list(rows))
+    insert_rows(connection, conversion_status_history, rows)
 
 
 def insert_deliveries(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-    if rows:
-        connection.execute(insert(deliveries), list(rows))
+    insert_rows(connection, deliveries, rows)
 
 
 def insert_postback_logs(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-    if rows:
-        connection.execute(insert(postback_log), list(rows))
+    insert_rows(connection, postback_log, rows)
 
 
 def status_history(connection: Connection, conversion_ids: Sequence[str]) -> Sequence[Row[Any]]:
