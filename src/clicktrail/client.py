@@ -20,6 +20,8 @@ from typing import Any
 
 import httpx
 
+from clicktrail.signing import sign
+
 __all__ = ["PostbackAnswer", "PostbackUnreachable", "send_postback"]
 
 _RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
@@ -60,14 +62,18 @@ def send_postback(
     txid: str | None = None,
     status: str | None = None,
     token: str | None = None,
+    secret: str | None = None,
     attempts: int = 4,
     backoff: float = 0.5,
     timeout: float = 10.0,
     client: httpx.Client | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.time,
 ) -> PostbackAnswer:
     """POST the conversion to `{base_url}/postback`; retry what may succeed later, `attempts` times in
-    all, waiting `backoff`, then twice and four times as long… Raises PostbackUnreachable."""
+    all, waiting `backoff`, then twice and four times as long… Raises PostbackUnreachable.
+
+    With the offer's `secret`, every attempt is signed afresh (`ts` and `sig`: docs/postback-auth.md)."""
     if attempts < 1:
         raise ValueError("attempts must be at least 1")
     form = {
@@ -90,7 +96,8 @@ def send_postback(
     try:
         for attempt in range(1, attempts + 1):
             try:
-                response = http.post(url, data=form)
+                sent = form if secret is None else sign(form, secret, clock())
+                response = http.post(url, data=sent)
             except httpx.TransportError as exc:
                 last = f"{type(exc).__name__}: {exc}"
             else:

@@ -1,5 +1,6 @@
 """Offers, sources and campaigns as the API accepts them (validated) and as stored."""
 
+import ipaddress
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -103,6 +104,28 @@ PostbackStatuses = Annotated[
 ]
 
 
+def _networks(values: list[str]) -> list[str]:
+    """Each an IPv4/IPv6 address or CIDR, kept in its canonical form (10.1.2.3/8 → 10.0.0.0/8)."""
+    canonical = []
+    for text in values:
+        try:
+            canonical.append(str(ipaddress.ip_network(text.strip(), strict=False)))
+        except ValueError as exc:
+            raise ValueError(f"{text!r} is not an IP address or CIDR range") from exc
+    return list(dict.fromkeys(canonical))
+
+
+PostbackIps = Annotated[
+    list[str],
+    AfterValidator(_networks),
+    Field(max_length=100, description="addresses or CIDRs allowed to post back (empty: any)"),
+]
+PostbackSecret = Annotated[
+    str | None,
+    Field(min_length=16, max_length=200, description="HMAC-SHA256 secret: postbacks must be signed"),
+]
+
+
 class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
@@ -115,6 +138,8 @@ class OfferInput(_Input):
     currency: Currency = "USD"
     attribution_window_days: Annotated[int, Field(ge=1, le=365)] = 30
     postback_token: Annotated[str | None, Field(min_length=8, max_length=200)] = None
+    postback_ips: PostbackIps = []
+    postback_secret: PostbackSecret = None
 
 
 class OfferPatch(_Input):
@@ -125,6 +150,8 @@ class OfferPatch(_Input):
     currency: Currency | None = None
     attribution_window_days: Annotated[int, Field(ge=1, le=365)] | None = None
     postback_token: Annotated[str | None, Field(min_length=8, max_length=200)] = None
+    postback_ips: PostbackIps | None = None
+    postback_secret: PostbackSecret = None
 
 
 class SourceInput(_Input):
@@ -194,6 +221,8 @@ class Offer:
     currency: str
     attribution_window_days: int
     postback_token: str | None
+    postback_ips: list[str]
+    postback_secret: str | None
     created_at: datetime
     updated_at: datetime
 

@@ -3,6 +3,7 @@
 import logging
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from types import MappingProxyType
 from typing import Any
 
@@ -25,6 +26,9 @@ class OfferTerms:
     currency: str
     attribution_window_days: int
     postback_token: str | None
+    postback_networks: tuple[IPv4Network | IPv6Network, ...] = ()
+    """Empty: any address may post back."""
+    postback_secret: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +105,8 @@ def load_snapshot(connection: Connection) -> CatalogSnapshot:
             currency=row.currency,
             attribution_window_days=row.attribution_window_days,
             postback_token=row.postback_token,
+            postback_networks=tuple(ip_network(text, strict=False) for text in row.postback_ips),
+            postback_secret=row.postback_secret,
         )
         for row in offer_rows
     }

@@ -28,7 +28,7 @@ from clicktrail.types import CampaignId, Clock, OfferId, SourceId
 CAMPAIGN_KEY_LENGTH = 10
 
 
-NULLABLE = frozenset({"postback_token", "postback_url", "routing"})
+NULLABLE = frozenset({"postback_token", "postback_secret", "postback_url", "routing"})
 
 
 PostbackUrlCheck = Callable[[str], str | None]

@@ -14,6 +14,8 @@ class Decision(StrEnum):
     UNKNOWN_CLICK = "unknown_click"
     EXPIRED = "expired"
     BAD_TOKEN = "bad_token"  # noqa: S105 -- a decision, not a secret
+    BAD_SIGNATURE = "bad_signature"
+    IP_NOT_ALLOWED = "ip_not_allowed"
     TOO_LARGE = "too_large"
 
 

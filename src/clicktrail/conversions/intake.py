@@ -8,7 +8,6 @@ conversions, status history, outbox rows and log lines are written together and 
 A conversion, its history, its outbox rows and its log line are stored together or not at all.
 """
 
-import hmac
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from sqlalchemy import Connection, Row
 from sqlalchemy.exc import IntegrityError
 
 from clicktrail.catalog.routes import CatalogSnapshot, PostbackRule, fresh_postback_rule
+from clicktrail.conversions import auth
 from clicktrail.conversions.decision import ConversionStatus, Decision, Outcome
 from clicktrail.conversions.request import MalformedPostback, PostbackRequest, parse_postback
 from clicktrail.ids import ClickIdCodec, InvalidClickId, mint_conversion_id
@@ -181,7 +181,7 @@ class PostbackIntake:
                     outcome = refusal
                     logged_click_id = raw.params.get("click_id")
                 else:
-                    outcome = self._decide(connection, batch, request, click_id, raw.via)
+                    outcome = self._decide(connection, batch, raw, request, click_id)
                     logged_click_id = click_id
                 outcomes.append(outcome)
                 batch.logs.append(self._log_row(raw, outcome, now, logged_click_id, request))
@@ -226,9 +226,9 @@ class PostbackIntake:
         self,
         connection: Connection,
         batch: _Batch,
+        raw: RawPostback,
         request: PostbackRequest,
         click_id: ClickId,
-        via: Channel,
     ) -> Outcome:
         now = batch.now
         click = batch.clicks.get(click_id)
@@ -242,12 +242,9 @@ class PostbackIntake:
                 f"the click is older than the offer's {offer.attribution_window_days}-day attribution window"
             )
             return Outcome(Decision.EXPIRED, error="expired", detail=detail)
-        if offer.postback_token is not None and not hmac.compare_digest(
-            (request.token or "").encode(), offer.postback_token.encode()
-        ):
-            return Outcome(
-                Decision.BAD_TOKEN, error="bad_token", detail="the token does not match the offer's"
-            )
+        refused = auth.refusal(offer, raw.params, request.token, raw.ip, now)
+        if refused is not None:
+            return refused
 
         key = (click_id, request.event, request.txid)
         existing = batch.known.get(key)
@@ -286,7 +283,7 @@ class PostbackIntake:
             **{name: getattr(click, name) for name in SUB_IDS},
             "external_id": click.external_id,
             **{name: getattr(click, name) for name in CLICK_DIMENSIONS},
-            "via": via.value,
+            "via": raw.via.value,
         }
         batch.new_conversions.append(row)
         batch.known[key] = _Known(conversion_id, request.status.value, revenue, row)

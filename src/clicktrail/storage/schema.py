@@ -44,6 +44,9 @@ offers = Table(
     Column("currency", String(3), nullable=False),
     Column("attribution_window_days", Integer, nullable=False),
     Column("postback_token", String(200), nullable=True),
+    # Added by migration 0010 (docs/postback-auth.md): CIDRs allowed to post back; the HMAC secret.
+    Column("postback_ips", JSON, nullable=False, server_default=text("'[]'")),
+    Column("postback_secret", String(200), nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
 )

@@ -25,6 +25,8 @@ DECISION_STATUS: dict[Decision, int] = {
     Decision.UNKNOWN_CLICK: 404,
     Decision.EXPIRED: 410,
     Decision.BAD_TOKEN: 403,
+    Decision.BAD_SIGNATURE: 403,
+    Decision.IP_NOT_ALLOWED: 403,
     Decision.TOO_LARGE: 413,
 }
 

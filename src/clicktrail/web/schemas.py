@@ -26,6 +26,8 @@ class OfferOut(_Out):
     currency: str
     attribution_window_days: int
     postback_token: str | None
+    postback_ips: list[str]
+    postback_secret: str | None
     created_at: datetime
     updated_at: datetime
 
