@@ -44,9 +44,12 @@ format: $(INSTALLED) ## apply ruff's formatting and safe fixes
 clean: ## remove .venv and build artefacts (keeps ./data)
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: bench bench-quick
+.PHONY: bench bench-quick bench-soak
 bench: $(INSTALLED) ## benchmark (about 4 min): clicks vs nginx, postbacks, memory, SQLite and PostgreSQL
 	$(BIN)/python bench/run.py
 
 bench-quick: $(INSTALLED) ## the same benchmark in fewer, shorter runs (under a minute)
 	$(BIN)/python bench/run.py --quick
+
+bench-soak: $(INSTALLED) ## ten minutes of steady clicks and postbacks: does memory stay flat?
+	$(BIN)/python bench/soak.py

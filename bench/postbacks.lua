@@ -1,5 +1,6 @@
 -- wrk script for S2S postbacks on existing clicks: a mix of new conversions, repeats (duplicates)
--- and status changes (updates). Environment: BENCH_CLICK_IDS (a file of click IDs, one a line).
+-- and status changes (updates). Environment: BENCH_CLICK_IDS (a file of click IDs, one a line);
+-- BENCH_DELAY_MS (optional: pause per connection between requests, to hold the rate down).
 -- Prints one line "BENCH {json}" at the end with latency percentiles and the decisions received.
 local threads = {}
 
@@ -16,6 +17,11 @@ accepted, duplicate, updated, other = 0, 0, 0, 0
 
 function init(args)
   math.randomseed(os.time() * 100 + (thread_number or 0))
+end
+
+local delay_ms = tonumber(os.getenv("BENCH_DELAY_MS") or "")
+if delay_ms then
+  function delay() return delay_ms end
 end
 
 function request()

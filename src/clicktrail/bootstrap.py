@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from clicktrail.config import Settings
 from clicktrail.ids import ClickIdCodec, new_secret_key
 from clicktrail.storage.database import Database
-from clicktrail.storage.migrate import upgrade
 
 SECRET_KEY = "secret_key"  # noqa: S105 -- the name of a meta row, not a secret
 ADMIN_TOKEN_HASH = "admin_token_sha256"  # noqa: S105 -- a meta row name
@@ -44,6 +43,9 @@ def installation_key(settings: Settings, database: Database) -> bytes:
 
 def prepare(settings: Settings, database: Database, *, migrate: bool = True) -> Installation:
     if migrate:
+        # Imported here: Alembic costs a server worker ~10 MB and is only needed to migrate.
+        from clicktrail.storage.migrate import upgrade
+
         upgrade(database.engine)
     key = installation_key(settings, database)
     codec = ClickIdCodec(key)

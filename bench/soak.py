@@ -1,0 +1,122 @@
+"""`make bench-soak`: does memory stay flat? clicktrail under a steady click and postback load for
+ten minutes (by default), its resident memory sampled as it goes.
+
+Clicks come from `wrk` at a paced rate (a pause per connection) and postbacks on the clicks already
+stored; the server's RSS (every process) is read from /proc every few seconds. The verdict compares
+the RSS after the warm-up with the RSS at the end and the peak: issue 8 asks for no growth beyond
+10% and under 150 MB per worker. Bounded in time, 127.0.0.1 only.
+
+    python bench/soak.py [--seconds 600] [--backend sqlite|postgres] [--workers N]
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from run import (
+    HERE,
+    Server,
+    _which,
+    database,
+    ensure_tools,
+    say,
+    seed_campaign,
+    some_click_ids,
+    stored_clicks,
+)
+
+
+def rss_mb(server: Server) -> list[float]:
+    sizes = []
+    for pid in server.processes():
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                sizes.append(int(line.split()[1]) / 1024)
+    return sizes
+
+
+def paced_wrk(
+    base_url: str, seconds: int, connections: int, script: str, env: dict[str, str]
+) -> "subprocess.Popen[str]":
+    command = [_which("wrk") or "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", script, base_url]
+    return subprocess.Popen(
+        command, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=int, default=600)
+    parser.add_argument("--warmup", type=int, default=60, help="seconds before the baseline RSS is taken")
+    parser.add_argument("--interval", type=float, default=10)
+    parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--workers", type=int)
+    parser.add_argument(
+        "--click-delay-ms", type=int, default=20, help="pause per connection (32 connections)"
+    )
+    args = parser.parse_args()
+    ensure_tools()
+    with (
+        tempfile.TemporaryDirectory(prefix="clicktrail-soak-") as tmp,
+        database(args.backend, Path(tmp)) as url,
+    ):
+        directory = Path(tmp)
+        path = f"/c/{seed_campaign(url)}"
+        server = Server(url, directory, args.workers)
+        try:
+            clicks = paced_wrk(
+                server.base_url,
+                args.seconds,
+                32,
+                str(HERE / "clicks.lua"),
+                {"BENCH_PATH": path, "BENCH_DELAY_MS": str(args.click_delay_ms)},
+            )
+            time.sleep(min(10, args.warmup))
+            ids = directory / "click-ids.txt"
+            some_click_ids(url, ids, 20_000)
+            postbacks = paced_wrk(
+                server.base_url,
+                args.seconds - 10,
+                8,
+                str(HERE / "postbacks.lua"),
+                {"BENCH_CLICK_IDS": str(ids), "BENCH_DELAY_MS": "40"},
+            )
+            started = time.monotonic()
+            samples: list[tuple[float, list[float]]] = []
+            while clicks.poll() is None:
+                samples.append((time.monotonic() - started + min(10, args.warmup), rss_mb(server)))
+                time.sleep(args.interval)
+            postbacks.wait(60)
+            stored = stored_clicks(url)
+        finally:
+            server.stop()
+    totals = [(at, sum(sizes)) for at, sizes in samples]
+    baseline = next((mb for at, mb in totals if at >= args.warmup), totals[0][1])
+    end = totals[-1][1]
+    growth = (end - baseline) / baseline
+    peak_per_process = max(max(sizes) for _, sizes in samples)
+    met = growth < 0.10 and peak_per_process < 150
+    every = max(1, len(totals) // 20)
+    say("RSS over time (s: MB): " + ", ".join(f"{at:.0f}: {mb:.0f}" for at, mb in totals[::every]))
+    print(
+        f"soak, {args.backend}, {args.seconds} s, clicks paced at 32 connections x {args.click_delay_ms} ms, "
+        f"postbacks at 8 x 40 ms; {stored:,} clicks stored\n"
+        f"RSS of the server's processes after {args.warmup} s: {baseline:.0f} MB; at the end {end:.0f} MB "
+        f"({growth:+.1%}); largest process at its peak {peak_per_process:.0f} MB. Target (growth under 10%, "
+        f"under 150 MB per worker): {'met' if met else 'NOT met'}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
