@@ -1,6 +1,7 @@
 """URL templates: only known macros, only http(s), and filled values can never escape their place."""
 
-from urllib.parse import parse_qs, urlsplit
+import re
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 from hypothesis import given
@@ -62,3 +63,25 @@ def test_bad_templates_are_refused_with_a_reason(template: str, reason: str) -> 
 def test_a_good_template_is_kept() -> None:
     assert validate_url_template(f"  {TEMPLATE} ", CLICK_MACROS) == TEMPLATE
     assert macros_in(TEMPLATE) == {"click_id", "sub1", "sub2"}
+
+
+@given(
+    st.lists(
+        st.one_of(st.sampled_from(["{sub1}", "{sub2}", "{other}", "{", "}", "?a=", "&"]), st.text()),
+        max_size=8,
+    ),
+    st.dictionaries(st.sampled_from(["sub1", "sub2"]), st.one_of(st.none(), st.text())),
+)
+def test_each_macro_is_replaced_by_exactly_its_percent_encoded_value(
+    pieces: list[str], values: dict[str, str | None]
+) -> None:
+    template = "".join(pieces)
+
+    def one_at_a_time(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in values:
+            return match.group(0)
+        value = values[name]
+        return "" if value is None else quote(value, safe="")
+
+    assert fill(template, values) == re.sub(r"\{([a-z0-9_]+)\}", one_at_a_time, template)

@@ -49,6 +49,10 @@ _PARAM_VALUE_MAX = 4096
 class Edge:
     def __init__(self, runtime: Runtime) -> None:
         self._rt = runtime
+        cross_site = runtime.settings.public_url.startswith("https://")
+        self._cookie_attributes = "; Path=/; HttpOnly" + (
+            "; SameSite=None; Secure" if cross_site else "; SameSite=Lax"
+        )
 
     def _client(self, scope: Scope) -> str | None:
         peer = scope.get("client")
@@ -94,10 +98,10 @@ class Edge:
         )
 
     def _cookie(self, name: str, value: str, seconds: int) -> tuple[bytes, bytes]:
-        cross_site = self._rt.settings.public_url.startswith("https://")
-        attributes = "; SameSite=None; Secure" if cross_site else "; SameSite=Lax"
-        text = f"{name}={value}; Max-Age={seconds}; Path=/; HttpOnly{attributes}"
-        return (b"set-cookie", text.encode("latin-1"))
+        return (
+            b"set-cookie",
+            f"{name}={value}; Max-Age={seconds}{self._cookie_attributes}".encode("latin-1"),
+        )
 
     def click_cookie(self, click_id: ClickId) -> tuple[bytes, bytes]:
         """The tracker's own cookie naming the visitor's last click, for pixels that carry no click ID."""
