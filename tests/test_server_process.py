@@ -1,6 +1,7 @@
 """The server as a process: several workers on one SQLite file, a clean SIGTERM, first-start set-up."""
 
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -14,6 +15,7 @@ import pytest
 from clicktrail.config import Settings
 from clicktrail.storage.database import Database
 from tests.support import Tracker, fresh_database, start_server
+from tests.test_durability import HalfSentPostback
 
 
 def _stored_click_ids(database_url: str) -> set[str]:
@@ -94,6 +96,40 @@ def test_sigterm_drains_in_flight_clicks_and_exits_cleanly(tmp_path: Path) -> No
         assert exit_code == 0, server.log()
         assert "Traceback" not in server.log()
         assert set(redirected) <= _stored_click_ids(url)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_with_several_workers_sigterm_refuses_new_connections_at_once_and_drains_the_rest(
+    tmp_path: Path,
+) -> None:
+    with fresh_database("sqlite", tmp_path) as url:
+        server = start_server(url, tmp_path, workers=2)
+        tracker = Tracker(server)
+        click_id = tracker.click(tracker.campaign()["key"])
+        tracker.close()
+        in_flight = HalfSentPostback(server.base_url, click_id, "draining")
+        threading.Event().wait(0.3)  # the worker has read the request's head
+
+        parts = urlsplit(server.base_url)
+        address = (parts.hostname or "127.0.0.1", parts.port or 80)
+        server.process.send_signal(signal.SIGTERM)
+        refused_after = None
+        for attempt in range(50):  # a new connection is refused, not left waiting in the backlog
+            threading.Event().wait(0.1)
+            try:
+                with socket.create_connection(address, timeout=1) as probe:
+                    probe.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                    probe.recv(1)
+            except ConnectionRefusedError:
+                refused_after = attempt
+                break
+            except OSError:
+                continue
+        status, answer = in_flight.finish()
+
+        assert refused_after is not None, "the port still accepted connections 5 s after SIGTERM"
+        assert (status, answer["result"]) == (200, "accepted")
+        assert server.stop() == 0, server.log()
 
 
 def _serve_briefly(tmp_path: Path, env: dict[str, str]) -> str:

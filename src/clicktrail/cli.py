@@ -61,7 +61,7 @@ def _exit_after_drain(_sig: int, _frame: FrameType | None) -> None:
 
 
 def serve(args: argparse.Namespace) -> None:
-    import uvicorn
+    from clicktrail.web import supervisor  # the server stack is imported only to serve
 
     if "CLICKTRAIL_PUBLIC_URL" not in os.environ:
         os.environ["CLICKTRAIL_PUBLIC_URL"] = f"http://{args.host}:{args.port}"
@@ -92,9 +92,8 @@ def serve(args: argparse.Namespace) -> None:
     # it found: make that an ordinary exit, so a graceful stop reports success.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_after_drain)
-    uvicorn.run(
+    supervisor.run(
         "clicktrail.web.app:create_app_from_environment",
-        factory=True,
         host=args.host,
         port=args.port,
         workers=args.workers,
