@@ -17,6 +17,11 @@ CLICK_COLUMNS: dict[str, str] = {
     "os": "VARCHAR",
     "browser": "VARCHAR",
     "is_bot": "BOOLEAN",
+    "os_version": "VARCHAR",
+    "browser_version": "VARCHAR",
+    "region": "VARCHAR",
+    "city": "VARCHAR",
+    "lander_id": "INTEGER",
     "is_unique": "BOOLEAN",
 }
 
@@ -42,6 +47,11 @@ CONVERSION_COLUMNS: dict[str, str] = {
     "os": "VARCHAR",
     "browser": "VARCHAR",
     "is_bot": "BOOLEAN",
+    "os_version": "VARCHAR",
+    "browser_version": "VARCHAR",
+    "region": "VARCHAR",
+    "city": "VARCHAR",
+    "lander_id": "INTEGER",
 }
 
 

@@ -78,8 +78,8 @@ class Edge:
         visitor = self._rt.enricher.enrich(
             route.campaign_id, request.ip, request.user_agent, now, request.visitor_cookie
         )
-        if route.plan is not None:  # campaigns without rules pay nothing for routing
-            route = route.for_visit(visit_of(request, visitor, now), visitor.visitor_id)
+        if route.dynamic:  # campaigns without rules or caps pay nothing for routing
+            route = route.for_visit(visit_of(request, visitor, now), visitor.visitor_id, self._rt.caps, now)
         await self._rt.clicks.write(click_row(request, route, click_id, now, visitor))
         return click_id, route, visitor.visitor_id
 
