@@ -54,6 +54,27 @@ CONVERSION_COLUMNS: dict[str, str] = {
     "lander_id": "INTEGER",
 }
 
+LANDER_CLICK_COLUMNS: dict[str, str] = {
+    "click_id": "VARCHAR",
+    "created_at": "TIMESTAMP",
+    "click_time": "TIMESTAMP",
+    "campaign_id": "INTEGER",
+    "lander_id": "INTEGER",
+    "offer_id": "INTEGER",
+    "source_id": "INTEGER",
+    **dict.fromkeys(SUB_IDS, "VARCHAR"),
+    "external_id": "VARCHAR",
+    "country": "VARCHAR",
+    "region": "VARCHAR",
+    "city": "VARCHAR",
+    "device_type": "VARCHAR",
+    "os": "VARCHAR",
+    "os_version": "VARCHAR",
+    "browser": "VARCHAR",
+    "browser_version": "VARCHAR",
+    "is_bot": "BOOLEAN",
+}
+
 
 def struct_literal(columns: dict[str, str]) -> str:
     """DuckDB's `columns={...}` argument; names and types are ours, never user text."""

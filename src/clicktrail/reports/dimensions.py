@@ -58,6 +58,9 @@ class Metric(StrEnum):
     EPC = "epc"
     CPC = "cpc"
     ROI = "roi"
+    LANDER_VIEWS = "lander_views"
+    LANDER_CLICKS = "lander_clicks"
+    LANDER_CTR = "lander_ctr"
 
 
 MONEY_METRICS = frozenset({Metric.REVENUE, Metric.PAYOUT, Metric.COST, Metric.PROFIT, Metric.EPC, Metric.CPC})
