@@ -194,3 +194,12 @@ def test_reports_count_lander_views_click_throughs_and_ctr_per_lander(tracker: T
     assert row["lander_ctr"] == "66.6667"
     filtered = tracker.api("GET", "/reports", params={**params, "lander_id": str(lander["id"] + 1)})
     assert filtered.json()["totals"]["clicks"] == 0
+
+
+def test_direct_tracking_on_a_campaign_with_a_lander_records_no_lander_view(tracker: Tracker) -> None:
+    # The visitor is already on the merchant's page: no lander was shown.
+    campaign = _with_lander(tracker, _lander(tracker)["id"])
+    response = tracker.http.get(f"/d/{campaign['key']}", params={"sub1": "ad"})
+    assert response.status_code == 200, response.text
+    click = tracker.api("GET", f"/clicks/{response.json()['click_id']}").json()
+    assert click["lander_id"] is None

@@ -75,7 +75,7 @@ def _currency(value: str) -> str:
 def _timezone(value: str) -> str:
     try:
         ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
         raise ValueError("an IANA timezone such as UTC, Europe/Paris or America/New_York") from exc
     return value
 
