@@ -203,3 +203,12 @@ def test_direct_tracking_on_a_campaign_with_a_lander_records_no_lander_view(trac
     assert response.status_code == 200, response.text
     click = tracker.api("GET", f"/clicks/{response.json()['click_id']}").json()
     assert click["lander_id"] is None
+
+
+def test_the_openapi_spec_describes_landers_caps_and_lander_links(tracker: Tracker) -> None:
+    spec = tracker.http.get("/api/openapi.json").json()
+    assert {"/api/v1/landers", "/api/v1/landers/{lander_id}"} <= set(spec["paths"])
+    schemas = spec["components"]["schemas"]
+    assert {"daily_cap", "cap_timezone", "fallback_offer_id"} <= set(schemas["OfferInput"]["properties"])
+    assert "lander_id" in schemas["CampaignInput"]["properties"]
+    assert "lander_id" in schemas["Rule"]["properties"]

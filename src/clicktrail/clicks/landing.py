@@ -89,11 +89,15 @@ class LanderClicks:
         codec: ClickIdCodec,
         snapshot: Callable[[], CatalogSnapshot],
         caps: CapBook,
+        reload_catalog: Callable[[], object] = lambda: None,
     ) -> None:
+        """`reload_catalog`: reload the snapshot if another worker changed the catalog (a campaign or
+        offer created a moment ago elsewhere that this worker has not polled yet)."""
         self._db = database
         self._codec = codec
         self._snapshot = snapshot
         self._caps = caps
+        self._reload_catalog = reload_catalog
 
     def go_on(self, text: str | None, n: int | None, now: datetime) -> LanderExit:
         """Continue click `text` from its lander to the path's `n`-th offer (None: the click's own).
@@ -112,6 +116,10 @@ class LanderClicks:
             if click.lander_id is None:
                 return _refuse(Refusal.NO_LANDER, "this click went straight to its offer, not to a lander")
             offer = self._chosen(snapshot, click, n)
+            if offer is None and click.campaign_id not in snapshot.by_campaign:
+                self._reload_catalog()
+                snapshot = self._snapshot()
+                offer = self._chosen(snapshot, click, n)
             if offer is None:
                 return _refuse(Refusal.NO_SUCH_OFFER, f"the lander's path has no offer {n}")
             offer = self._caps.settle(offer, snapshot.offers, now)

@@ -24,7 +24,11 @@ class LanderEdge:
     def __init__(self, runtime: Runtime) -> None:
         self._rt = runtime
         self._landers = LanderClicks(
-            runtime.database, runtime.codec, lambda: runtime.cache.snapshot, runtime.caps
+            runtime.database,
+            runtime.codec,
+            lambda: runtime.cache.snapshot,
+            runtime.caps,
+            runtime.cache.reload_if_changed,
         )
 
     async def click(self, scope: Scope, receive: Receive, send: Send) -> None:
