@@ -117,6 +117,22 @@ def test_listed_crawlers_and_http_tools_are_bots() -> None:
     assert rules.judge_agent(crawler, parser.parse(crawler)) is BotReason.KNOWN_CRAWLER
 
 
+def test_a_browser_shaped_agent_carrying_a_crawlers_marks_is_a_bot_though_no_list_names_it() -> None:
+    parser, rules = AgentParser(10), BotRules()
+    chrome = (
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/120.0 Safari/537.36"
+    )
+    marked = (
+        f"{chrome} ShopWatcher/2.1 (+https://shopwatcher.example/about)",
+        chrome.replace("like Gecko)", "like Gecko; Acme-Preview)"),
+        f"{chrome} uptime-checker",
+    )
+    assert rules.judge_agent(chrome, parser.parse(chrome)) is None
+    for ua in marked:
+        assert rules.judge_agent(ua, parser.parse(ua)) is BotReason.CRAWLER_MARKS, ua
+
+
 def test_user_configured_agent_patterns_and_networks_mark_bots() -> None:
     parser = AgentParser(10)
     rules = BotRules([ip_network("198.51.100.0/24")], ["headlesschrome", r"my-monitor/\d"])

@@ -69,13 +69,16 @@ def test_at_least_97_percent_of_the_crawler_list_is_flagged(parser: AgentParser,
     assert flagged / len(agents) >= 0.97
 
 
-def test_most_of_an_independent_crawler_corpus_is_flagged(parser: AgentParser, report: list[str]) -> None:
-    # Matomo's bot fixtures were not written for our list: the honest recall figure.
+def test_at_least_97_percent_of_an_independent_crawler_corpus_is_flagged(
+    parser: AgentParser, report: list[str]
+) -> None:
+    # Matomo's bot fixtures are not what we detect with (uap-core, crawler-user-agents and generic
+    # crawler tokens): the honest recall figure, and the quality bar.
     agents = corpora.matomo_bots()
     flagged = _bots(parser, agents)
     report.append(f"bots flagged, Matomo bot fixtures (independent): {_share(flagged, len(agents))}")
     assert len(agents) > 1000
-    assert flagged / len(agents) >= 0.94
+    assert flagged / len(agents) >= 0.97
 
 
 def test_under_half_a_percent_of_real_browsers_are_flagged_as_bots(

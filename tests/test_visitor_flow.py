@@ -7,6 +7,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from tests import corpora
+from tests.reports.test_reports_api import _report_when
 from tests.support import ServerProcess, Tracker, fresh_database, start_server
 
 BOT_RANGE = "198.51.100.0/24"
@@ -105,3 +106,40 @@ def test_crawlers_and_configured_ranges_are_recorded_as_bots_and_still_redirecte
     assert _click(visitors, key, "198.51.100.7", _iphone())["is_bot"] is True
     assert _click(visitors, key, "8.8.4.4", "")["is_bot"] is True
     assert _click(visitors, key, "8.8.4.4", _iphone())["is_bot"] is False
+
+
+def test_versions_region_and_city_are_report_dimensions_carried_by_conversions_and_filterable(
+    visitors: Tracker,
+) -> None:
+    campaign = visitors.campaign()
+    click = _click(visitors, campaign["key"], "8.8.8.8", _iphone())
+    other = _click(visitors, campaign["key"], "81.2.69.160", _iphone())  # another region
+    assert click["city"] is not None
+    assert click["region"] != other["region"]
+    assert visitors.postback(click_id=str(click["click_id"]), txid="dims-1").status_code == 200
+
+    conversion = _api(visitors, f"/conversions?click_id={click['click_id']}")["items"]
+    assert isinstance(conversion, list)
+    carried = ("os_version", "browser_version", "region", "city")
+    assert [tuple(c[name] for name in carried) for c in conversion] == [
+        tuple(click[name] for name in carried)
+    ]
+
+    dims = "region,city,os_version,browser_version"
+    params = {"group_by": dims, "campaign_id": str(campaign["id"])}
+    body = _report_when(visitors, params, lambda b: b["totals"]["clicks"] == 2 and b["totals"]["conversions"])
+    assert len(body["rows"]) == 2
+    mine = next(row for row in body["rows"] if row["city"] == click["city"])
+    assert (mine["region"], mine["os_version"], mine["browser_version"]) == (
+        click["region"], click["os_version"], click["browser_version"]
+    )  # fmt: skip
+    assert (mine["clicks"], mine["conversions"]) == (1, 1)
+
+    filtered = _report_when(
+        visitors, {**params, "region": str(other["region"])}, lambda b: b["totals"]["clicks"] == 1
+    )
+    assert [row["city"] for row in filtered["rows"]] == [other["city"]]
+    assert filtered["totals"]["conversions"] == 0
+    by_city = _api(visitors, f"/clicks?campaign_id={campaign['id']}&city={click['city']}")["items"]
+    assert isinstance(by_city, list)
+    assert [c["click_id"] for c in by_city] == [click["click_id"]]

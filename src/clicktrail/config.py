@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     catalog_refresh_seconds: float = Field(
         1.0, gt=0, description="CLICKTRAIL_CATALOG_REFRESH_SECONDS: how often workers look for config changes"
     )
+    cap_refresh_seconds: float = Field(
+        5.0, gt=0, le=3600, description="CLICKTRAIL_CAP_REFRESH_SECONDS: how often capped offers are counted"
+    )
     postback_body_limit: int = Field(
         16_384, ge=1024, description="CLICKTRAIL_POSTBACK_BODY_LIMIT: largest postback body in bytes"
     )

@@ -9,6 +9,7 @@ ConversionId = NewType("ConversionId", str)
 OfferId = NewType("OfferId", int)
 SourceId = NewType("SourceId", int)
 CampaignId = NewType("CampaignId", int)
+LanderId = NewType("LanderId", int)
 
 Clock = Callable[[], datetime]
 """Returns the current time, timezone-aware in UTC. Injected so tests can be exact."""

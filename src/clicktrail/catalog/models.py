@@ -6,6 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
@@ -21,7 +22,7 @@ from clicktrail.catalog.rules import RoutingInput
 from clicktrail.conversions.decision import ConversionStatus
 from clicktrail.macros import CLICK_MACROS, InvalidTemplate, validate_url_template
 from clicktrail.money import InvalidMoney, format_money, parse_currency, parse_money
-from clicktrail.types import CampaignId, OfferId, SourceId
+from clicktrail.types import CampaignId, LanderId, OfferId, SourceId
 
 # The macros an outbound postback template may use (the delivery pipeline fills them).
 POSTBACK_MACROS = frozenset(
@@ -72,6 +73,14 @@ def _currency(value: str) -> str:
         raise ValueError(str(exc)) from exc
 
 
+def _timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
+        raise ValueError("an IANA timezone such as UTC, Europe/Paris or America/New_York") from exc
+    return value
+
+
 OfferUrl = Annotated[
     str, AfterValidator(_offer_url), Field(description="http(s) URL; may hold {click_id}, {sub1}… macros")
 ]
@@ -79,6 +88,27 @@ PostbackUrl = Annotated[
     str | None, AfterValidator(_postback_url), Field(description="outbound postback URL template with macros")
 ]
 Currency = Annotated[str, AfterValidator(_currency), Field(description="ISO 4217 code")]
+LanderUrl = Annotated[
+    str,
+    AfterValidator(_offer_url),
+    Field(description="http(s) URL of the landing page; may hold {click_id}, {sub1}… macros"),
+]
+DailyCap = Annotated[
+    int | None,
+    Field(ge=1, le=100_000_000, description="conversions per day before new clicks go to the fallback"),
+]
+CapTimezone = Annotated[
+    str,
+    Field(max_length=64, description="IANA timezone whose midnight starts the cap's day (default UTC)"),
+    AfterValidator(_timezone),
+]
+FallbackOfferId = Annotated[
+    int | None,
+    Field(ge=1, le=2_147_483_647, description="where new clicks go once the daily cap is reached"),
+]
+LanderRef = Annotated[
+    int | None, Field(ge=1, le=2_147_483_647, description="the lander shown before the offer; null: none")
+]
 
 _EVENT_SLUG = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 DEFAULT_POSTBACK_STATUSES = (ConversionStatus.APPROVED,)
@@ -140,6 +170,9 @@ class OfferInput(_Input):
     postback_token: Annotated[str | None, Field(min_length=8, max_length=200)] = None
     postback_ips: PostbackIps = []
     postback_secret: PostbackSecret = None
+    daily_cap: DailyCap = None
+    cap_timezone: CapTimezone = "UTC"
+    fallback_offer_id: FallbackOfferId = None
 
 
 class OfferPatch(_Input):
@@ -152,6 +185,19 @@ class OfferPatch(_Input):
     postback_token: Annotated[str | None, Field(min_length=8, max_length=200)] = None
     postback_ips: PostbackIps | None = None
     postback_secret: PostbackSecret = None
+    daily_cap: DailyCap = None
+    cap_timezone: CapTimezone | None = None
+    fallback_offer_id: FallbackOfferId = None
+
+
+class LanderInput(_Input):
+    name: Name
+    url: LanderUrl
+
+
+class LanderPatch(_Input):
+    name: Name | None = None
+    url: LanderUrl | None = None
 
 
 class SourceInput(_Input):
@@ -190,6 +236,7 @@ class CampaignInput(_Input):
     cost_model: CostModel = CostModel.NONE
     cost_value: MoneyField = Decimal(0)
     routing: RoutingInput | None = Field(None, description="rules and A/B split; null: all to offer_id")
+    lander_id: LanderRef = None
 
     @model_validator(mode="after")
     def _cost(self) -> "CampaignInput":
@@ -204,6 +251,7 @@ class CampaignPatch(_Input):
     cost_model: CostModel | None = None
     cost_value: MoneyField | None = None
     routing: RoutingInput | None = None
+    lander_id: LanderRef = None
 
     @model_validator(mode="after")
     def _cost(self) -> "CampaignPatch":
@@ -223,6 +271,18 @@ class Offer:
     postback_token: str | None
     postback_ips: list[str]
     postback_secret: str | None
+    created_at: datetime
+    updated_at: datetime
+    daily_cap: int | None
+    cap_timezone: str
+    fallback_offer_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Lander:
+    id: LanderId
+    name: str
+    url: str
     created_at: datetime
     updated_at: datetime
 
@@ -250,3 +310,4 @@ class Campaign:
     created_at: datetime
     updated_at: datetime
     routing: RoutingInput | None
+    lander_id: int | None

@@ -68,6 +68,9 @@ class Rule(_Input):
     name: Annotated[str, Field(max_length=200)] | None = None
     when: Conditions
     offers: Path
+    lander_id: Annotated[int, Field(ge=1, le=2_147_483_647)] | None = Field(
+        None, description="a lander shown before this rule's offers; none: straight to the offer"
+    )
 
 
 class RoutingInput(_Input):
@@ -77,6 +80,9 @@ class RoutingInput(_Input):
     def offer_ids(self) -> set[int]:
         paths = [rule.offers for rule in self.rules] + ([self.default] if self.default else [])
         return {split.offer_id for path in paths for split in path}
+
+    def lander_ids(self) -> set[int]:
+        return {rule.lander_id for rule in self.rules if rule.lander_id is not None}
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +118,19 @@ class WeightedChoice(Generic[T]):
 
 
 @dataclass(frozen=True, slots=True)
+class CompiledPath(Generic[T]):
+    """A path's offers with their weights, and the lander shown before them (None: straight there)."""
+
+    choice: WeightedChoice[T]
+    lander_id: int | None = None
+
+    @property
+    def offers(self) -> tuple[T, ...]:
+        """In the order the user listed them: `/lp/click/{n}` takes the n-th."""
+        return self.choice.options
+
+
+@dataclass(frozen=True, slots=True)
 class _CompiledRule(Generic[T]):
     countries: frozenset[str] | None
     device_types: frozenset[str] | None
@@ -120,7 +139,7 @@ class _CompiledRule(Generic[T]):
     is_bot: bool | None
     subs: tuple[tuple[str, frozenset[str]], ...]
     hours: tuple[int, int] | None
-    choice: WeightedChoice[T]
+    path: CompiledPath[T]
 
     def matches(self, visit: Visit) -> bool:
         if self.countries is not None and (visit.country or "").upper() not in self.countries:
@@ -152,12 +171,18 @@ class RoutingPlan(Generic[T]):
     """A compiled routing: rules in order, then the default; `T` is what a path leads to (an offer)."""
 
     rules: tuple[_CompiledRule[T], ...]
-    default: WeightedChoice[T]
+    default: CompiledPath[T]
 
     @classmethod
     def compile(
-        cls, routing: RoutingInput, offers: Mapping[OfferId, T], campaign_offer: T
+        cls,
+        routing: RoutingInput,
+        offers: Mapping[OfferId, T],
+        campaign_offer: T,
+        campaign_lander: int | None = None,
     ) -> "RoutingPlan[T]":
+        """`campaign_lander`: the default path's lander (the campaign's); a rule names its own."""
+
         def choice(path: list[Split] | None) -> WeightedChoice[T]:
             if not path:
                 return WeightedChoice.of([(campaign_offer, 1)])
@@ -175,14 +200,18 @@ class RoutingPlan(Generic[T]):
                     is_bot=when.is_bot,
                     subs=tuple((name, frozenset(values)) for name, values in (when.subs or {}).items()),
                     hours=when.hours,
-                    choice=choice(rule.offers),
+                    path=CompiledPath(choice(rule.offers), rule.lander_id),
                 )
             )
-        return cls(tuple(rules), choice(routing.default))
+        return cls(tuple(rules), CompiledPath(choice(routing.default), campaign_lander))
+
+    def path_for(self, visit: Visit) -> CompiledPath[T]:
+        """The first matching rule's path, else the default path."""
+        for rule in self.rules:
+            if rule.matches(visit):
+                return rule.path
+        return self.default
 
     def choose(self, visit: Visit, visitor_key: str) -> T:
         """Exactly one destination for every visit: the first matching rule's, else the default's."""
-        for rule in self.rules:
-            if rule.matches(visit):
-                return rule.choice.pick(visitor_key)
-        return self.default.pick(visitor_key)
+        return self.path_for(visit).choice.pick(visitor_key)

@@ -10,6 +10,9 @@ from clicktrail.catalog.models import (
     Campaign,
     CampaignInput,
     CampaignPatch,
+    Lander,
+    LanderInput,
+    LanderPatch,
     Offer,
     OfferInput,
     OfferPatch,
@@ -22,13 +25,23 @@ from clicktrail.errors import NotFound, ValidationFailed
 from clicktrail.ids import ALPHABET
 from clicktrail.storage import catalog_store as store
 from clicktrail.storage.database import Database
-from clicktrail.storage.schema import campaigns, offers, sources
+from clicktrail.storage.schema import campaigns, landers, offers, sources
 from clicktrail.types import CampaignId, Clock, OfferId, SourceId
 
 CAMPAIGN_KEY_LENGTH = 10
 
 
-NULLABLE = frozenset({"postback_token", "postback_secret", "postback_url", "routing"})
+NULLABLE = frozenset(
+    {
+        "postback_token",
+        "postback_secret",
+        "postback_url",
+        "routing",
+        "daily_cap",
+        "fallback_offer_id",
+        "lander_id",
+    }
+)
 
 
 PostbackUrlCheck = Callable[[str], str | None]
@@ -49,6 +62,10 @@ def _refuse_nulls(values: dict[str, Any]) -> None:
 
 def _offer(row: Row[Any]) -> Offer:
     return Offer(**row._asdict())
+
+
+def _lander(row: Row[Any]) -> Lander:
+    return Lander(**row._asdict())
 
 
 def _source(row: Row[Any]) -> Source:
@@ -115,17 +132,53 @@ class Catalog:
             return store.list_rows(connection, table, after_id=after_id, limit=limit)
 
     # Offers
+    def _check_fallback(self, offer_id: int | None, fallback_id: int | None) -> None:
+        """The fallback exists, and following fallbacks from it never comes back to this offer."""
+        if fallback_id is None:
+            return
+        with self._db.begin() as connection:
+            seen = {offer_id} if offer_id is not None else set()
+            current: int | None = fallback_id
+            while current is not None:
+                if current in seen:
+                    detail = "fallback_offer_id: the fallback chain would come back to this offer"
+                    raise ValidationFailed(detail, {"fallback_offer_id": detail})
+                row = store.get_row(connection, offers, current)
+                if row is None:
+                    detail = f"no offer with id {current}"
+                    raise ValidationFailed(detail, {"fallback_offer_id": detail})
+                seen.add(current)
+                current = row.fallback_offer_id
+
     def create_offer(self, data: OfferInput) -> Offer:
+        self._check_fallback(None, data.fallback_offer_id)
         return _offer(self._create(offers, data.model_dump()))
 
     def patch_offer(self, offer_id: int, data: OfferPatch) -> Offer:
-        return _offer(self._patch(offers, offer_id, data.model_dump(exclude_unset=True), "offer"))
+        values = data.model_dump(exclude_unset=True)
+        if values.get("cap_timezone", "") is None:
+            values["cap_timezone"] = "UTC"
+        self._check_fallback(offer_id, values.get("fallback_offer_id"))
+        return _offer(self._patch(offers, offer_id, values, "offer"))
 
     def get_offer(self, offer_id: int) -> Offer:
         return _offer(self._get(offers, offer_id, "offer"))
 
     def list_offers(self, after_id: int = 0, limit: int = 100) -> list[Offer]:
         return [_offer(row) for row in self._list(offers, after_id, limit)]
+
+    # Landers
+    def create_lander(self, data: LanderInput) -> Lander:
+        return _lander(self._create(landers, data.model_dump()))
+
+    def patch_lander(self, lander_id: int, data: LanderPatch) -> Lander:
+        return _lander(self._patch(landers, lander_id, data.model_dump(exclude_unset=True), "lander"))
+
+    def get_lander(self, lander_id: int) -> Lander:
+        return _lander(self._get(landers, lander_id, "lander"))
+
+    def list_landers(self, after_id: int = 0, limit: int = 100) -> list[Lander]:
+        return [_lander(row) for row in self._list(landers, after_id, limit)]
 
     # Sources
     def create_source(self, data: SourceInput) -> Source:
@@ -153,12 +206,21 @@ class Catalog:
         if problems:
             raise ValidationFailed("; ".join(problems.values()), problems)
 
+    def _check_lander(self, connection: Connection, lander_id: int | None) -> None:
+        if lander_id is not None and store.get_row(connection, landers, lander_id) is None:
+            detail = f"no lander with id {lander_id}"
+            raise ValidationFailed(detail, {"lander_id": detail})
+
     def _check_routing(self, connection: Connection, routing: RoutingInput | None) -> None:
         if routing is None:
             return
         missing = sorted(i for i in routing.offer_ids() if store.get_row(connection, offers, i) is None)
         if missing:
             detail = f"routing names offers that do not exist: {', '.join(map(str, missing))}"
+            raise ValidationFailed(detail, {"routing": detail})
+        missing = sorted(i for i in routing.lander_ids() if store.get_row(connection, landers, i) is None)
+        if missing:
+            detail = f"routing names landers that do not exist: {', '.join(map(str, missing))}"
             raise ValidationFailed(detail, {"routing": detail})
 
     def _new_key(self, connection: Connection) -> str:
@@ -171,6 +233,7 @@ class Catalog:
         now = self._clock()
         with self._db.begin() as connection:
             self._check_references(connection, data.source_id, data.offer_id)
+            self._check_lander(connection, data.lander_id)
             self._check_routing(connection, data.routing)
             values = {
                 **data.model_dump(),
@@ -188,6 +251,7 @@ class Catalog:
         _refuse_nulls(values)
         with self._db.begin() as connection:
             self._check_references(connection, values.get("source_id"), values.get("offer_id"))
+            self._check_lander(connection, values.get("lander_id"))
             self._check_routing(connection, data.routing)
             _stored_routing(values, data.routing)
             if values:
@@ -205,4 +269,4 @@ class Catalog:
         return [_campaign(row) for row in self._list(campaigns, after_id, limit)]
 
 
-__all__ = ["Campaign", "CampaignId", "Catalog", "Offer", "OfferId", "Source", "SourceId"]
+__all__ = ["Campaign", "CampaignId", "Catalog", "Lander", "Offer", "OfferId", "Source", "SourceId"]

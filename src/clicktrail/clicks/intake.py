@@ -41,6 +41,7 @@ def click_row(
         "ip": request.ip,
         "user_agent": request.user_agent,
         "referrer": request.referrer,
+        "lander_id": route.lander.id if route.lander is not None else None,
         **visitor.columns(),
     }
 
@@ -59,7 +60,8 @@ def visit_of(request: ClickRequest, visitor: Visitor, now: datetime) -> Visit:
 
 
 def redirect_url(request: ClickRequest, route: Route, click_id: ClickId) -> str:
-    """The offer's own URL with the macros filled; visitor values are percent-encoded by `fill`."""
+    """The lander's URL when the route shows one, else the offer's, with the macros filled; visitor
+    values are percent-encoded by `fill`."""
     values: dict[str, str | None] = {
         "click_id": click_id,
         "campaign_id": str(route.campaign_id),
@@ -68,4 +70,4 @@ def redirect_url(request: ClickRequest, route: Route, click_id: ClickId) -> str:
         "external_id": request.external_id,
         **dict(zip(SUB_IDS, request.subs, strict=True)),
     }
-    return fill(route.offer.url, values)
+    return fill(route.offer.url if route.lander is None else route.lander.url, values)

@@ -31,7 +31,8 @@ from clicktrail.storage.database import Database
 from clicktrail.types import ClickId, Clock, ConversionId, SourceId
 
 _LOGGED_QUERY_MAX = 2000
-CLICK_DIMENSIONS = ("country", "device_type", "os", "browser", "is_bot")
+CLICK_DIMENSIONS = ("country", "region", "city", "device_type", "os", "os_version", "browser",
+                    "browser_version", "is_bot", "lander_id")  # fmt: skip
 """The click's visitor dimensions a conversion carries, so reports group conversions without a join."""
 _SECRET_PARAMS = frozenset({"token"})
 _CLICK_COLUMNS = (

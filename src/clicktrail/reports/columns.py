@@ -17,6 +17,11 @@ CLICK_COLUMNS: dict[str, str] = {
     "os": "VARCHAR",
     "browser": "VARCHAR",
     "is_bot": "BOOLEAN",
+    "os_version": "VARCHAR",
+    "browser_version": "VARCHAR",
+    "region": "VARCHAR",
+    "city": "VARCHAR",
+    "lander_id": "INTEGER",
     "is_unique": "BOOLEAN",
 }
 
@@ -41,6 +46,32 @@ CONVERSION_COLUMNS: dict[str, str] = {
     "device_type": "VARCHAR",
     "os": "VARCHAR",
     "browser": "VARCHAR",
+    "is_bot": "BOOLEAN",
+    "os_version": "VARCHAR",
+    "browser_version": "VARCHAR",
+    "region": "VARCHAR",
+    "city": "VARCHAR",
+    "lander_id": "INTEGER",
+}
+
+LANDER_CLICK_COLUMNS: dict[str, str] = {
+    "click_id": "VARCHAR",
+    "created_at": "TIMESTAMP",
+    "click_time": "TIMESTAMP",
+    "campaign_id": "INTEGER",
+    "lander_id": "INTEGER",
+    "offer_id": "INTEGER",
+    "source_id": "INTEGER",
+    **dict.fromkeys(SUB_IDS, "VARCHAR"),
+    "external_id": "VARCHAR",
+    "country": "VARCHAR",
+    "region": "VARCHAR",
+    "city": "VARCHAR",
+    "device_type": "VARCHAR",
+    "os": "VARCHAR",
+    "os_version": "VARCHAR",
+    "browser": "VARCHAR",
+    "browser_version": "VARCHAR",
     "is_bot": "BOOLEAN",
 }
 

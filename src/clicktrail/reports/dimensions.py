@@ -26,10 +26,15 @@ DIMENSIONS: dict[str, Dimension] = {
         Dimension("source", "source_id", filter_param="source_id", numeric=True),
         *(Dimension(sub, sub, filter_param=sub) for sub in SUB_IDS),
         Dimension("external_id", "external_id", filter_param="external_id"),
+        Dimension("lander", "lander_id", filter_param="lander_id", numeric=True),
         Dimension("country", "country", filter_param="country"),
+        Dimension("region", "region", filter_param="region"),
+        Dimension("city", "city", filter_param="city"),
         Dimension("device_type", "device_type", filter_param="device_type"),
         Dimension("os", "os", filter_param="os"),
+        Dimension("os_version", "os_version", filter_param="os_version"),
         Dimension("browser", "browser", filter_param="browser"),
+        Dimension("browser_version", "browser_version", filter_param="browser_version"),
         Dimension("day", "day", time_part="day"),
         Dimension("hour", "hour", time_part="hour"),
         Dimension("event", "event"),
@@ -53,6 +58,9 @@ class Metric(StrEnum):
     EPC = "epc"
     CPC = "cpc"
     ROI = "roi"
+    LANDER_VIEWS = "lander_views"
+    LANDER_CLICKS = "lander_clicks"
+    LANDER_CTR = "lander_ctr"
 
 
 MONEY_METRICS = frozenset({Metric.REVENUE, Metric.PAYOUT, Metric.COST, Metric.PROFIT, Metric.EPC, Metric.CPC})

@@ -15,11 +15,16 @@ from typing import Any, Protocol
 import duckdb
 
 from clicktrail.money import from_micros, to_micros
-from clicktrail.reports.columns import CLICK_COLUMNS, CONVERSION_COLUMNS, empty_table_sql
+from clicktrail.reports.columns import (
+    CLICK_COLUMNS,
+    CONVERSION_COLUMNS,
+    LANDER_CLICK_COLUMNS,
+    empty_table_sql,
+)
 from clicktrail.reports.costs import CostUpdate
 from clicktrail.reports.dimensions import DIMENSIONS, Dimension, Metric
 from clicktrail.reports.request import ReportRequest, TimeBasis
-from clicktrail.reports.segments import CLICKS, CONVERSIONS, SegmentStore
+from clicktrail.reports.segments import CLICKS, CONVERSIONS, LANDER_CLICKS, SegmentStore
 
 Row = dict[str, Any]
 _RATIO = Decimal("0.0001")
@@ -122,6 +127,7 @@ def derive(row: Row) -> None:
     row["epc"] = _ratio(row["revenue"], clicks, _MONEY_RATIO)
     row["cpc"] = _ratio(row["cost"], clicks, _MONEY_RATIO)
     row["roi"] = _ratio(row["profit"] * 100, spent, _RATIO)
+    row["lander_ctr"] = _ratio(Decimal(row["lander_clicks"]) * 100, Decimal(row["lander_views"]), _RATIO)
 
 
 class DuckDbReports:
@@ -131,6 +137,7 @@ class DuckDbReports:
         self._database = duckdb.connect(config={"memory_limit": memory_limit, "threads": threads})
         self._database.execute(empty_table_sql("empty_clicks", CLICK_COLUMNS))
         self._database.execute(empty_table_sql("empty_conversions", CONVERSION_COLUMNS))
+        self._database.execute(empty_table_sql("empty_lander_clicks", LANDER_CLICK_COLUMNS))
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
         cursor = self._database.cursor()
@@ -164,6 +171,10 @@ class DuckDbReports:
         conv_dims = [
             f"{_dimension_sql(d, conversion_time, clicks=False)} AS d{i}" for i, d in enumerate(dims)
         ]
+        # Lander click-throughs count on their click's day, or on their own with by=conversion_time.
+        lander_time = "click_time" if request.by is TimeBasis.CLICK_TIME else "created_at"
+        lander_dims = [f"{_dimension_sql(d, lander_time, clicks=True)} AS d{i}" for i, d in enumerate(dims)]
+        same_path = " AND ".join(f"cv.d{i} IS NOT DISTINCT FROM l.d{i}" for i in range(len(dims))) or "TRUE"
         group = " GROUP BY ALL" if dims else ""
         event_filter = ""
         if request.event is not None:
@@ -178,6 +189,8 @@ class DuckDbReports:
         order_by = _order_by(request, dims)
         clicks_source = _source(CLICKS, self._store, "empty_clicks")
         conversions_source = _source(CONVERSIONS, self._store, "empty_conversions")
+        lander_source = _source(LANDER_CLICKS, self._store, "empty_lander_clicks")
+        carried = [*_CLICK_SIDE, *event_columns]
         cost_ctes = _cost_update_ctes(updates, params, clicks_source, conversions_source)
         sql = f"""
         WITH {cost_ctes}
@@ -186,6 +199,7 @@ class DuckDbReports:
                 count(*) AS clicks,
                 count(*) FILTER (WHERE is_unique) AS unique_clicks,
                 count(*) FILTER (WHERE is_bot) AS bot_clicks,
+                count(*) FILTER (WHERE lander_id IS NOT NULL) AS lander_views,
                 coalesce(sum(cost), 0) AS cost
             FROM clicks_costed
             WHERE created_at >= $start AND created_at < $end{filter_sql}{group}
@@ -203,20 +217,29 @@ class DuckDbReports:
                 {"".join(", " + e for e in per_event)}
             FROM latest
             WHERE {conversion_time} >= $start AND {conversion_time} < $end{filter_sql}{event_filter}{group}
-        ), joined AS (
+        ), l AS (
+            SELECT {", ".join([*lander_dims, ""])} count(*) AS lander_clicks
+            FROM {lander_source}
+            WHERE {lander_time} >= $start AND {lander_time} < $end{filter_sql}{group}
+        ), cv AS (
             SELECT {", ".join([f"coalesce(c.d{i}, v.d{i}) AS d{i}" for i in range(len(dims))] + [""])}
                 coalesce(c.clicks, 0) AS clicks, coalesce(c.unique_clicks, 0) AS unique_clicks,
-                coalesce(c.bot_clicks, 0) AS bot_clicks,
+                coalesce(c.bot_clicks, 0) AS bot_clicks, coalesce(c.lander_views, 0) AS lander_views,
                 coalesce(c.cost, 0) + coalesce(v.cpa_cost, 0) AS cost,
                 coalesce(v.conversions, 0) AS conversions, coalesce(v.pending, 0) AS pending,
                 coalesce(v.rejected, 0) AS rejected, coalesce(v.revenue, 0) AS revenue,
                 coalesce(v.payout, 0) AS payout
                 {"".join(f", coalesce(v.ev{n}, 0) AS ev{n}" for n in range(len(request.events)))}
             FROM c FULL OUTER JOIN v ON {same_group}
+        ), joined AS (
+            SELECT {", ".join([f"coalesce(cv.d{i}, l.d{i}) AS d{i}" for i in range(len(dims))] + [""])}
+                {", ".join(f"coalesce(cv.{name}, 0) AS {name}" for name in carried)},
+                coalesce(l.lander_clicks, 0) AS lander_clicks
+            FROM cv FULL OUTER JOIN l ON {same_path}
         ), kept AS (
             -- A group with nothing but chargebacks (say) has nothing to report.
             SELECT *, revenue - payout - cost AS profit FROM joined
-            WHERE clicks > 0 OR conversions > 0 OR pending > 0 OR rejected > 0
+            WHERE clicks > 0 OR conversions > 0 OR pending > 0 OR rejected > 0 OR lander_clicks > 0
         )
         SELECT 0 AS is_total, * FROM (
             SELECT {", ".join([*(f"d{i}" for i in range(len(dims))), *SUMMED, *event_columns])},
@@ -275,7 +298,11 @@ SUMMED = (
     "rejected",
     "revenue",
     "payout",
+    "lander_views",
+    "lander_clicks",
 )
+# What the click and conversion side carries into the join with lander click-throughs.
+_CLICK_SIDE = tuple(name for name in SUMMED if name != "lander_clicks")
 MONEY_SUMS = frozenset({"cost", "revenue", "payout"})
 # Sort keys for the derived metrics, in SQL (approximate doubles, for ordering only; the values shown
 # are computed exactly from the sums).
@@ -285,6 +312,7 @@ _SORT_EXPRESSIONS = {
     "epc": "revenue * 1.0 / nullif(clicks, 0)",
     "cpc": "cost * 1.0 / nullif(clicks, 0)",
     "roi": "profit * 100.0 / nullif(payout + cost, 0)",
+    "lander_ctr": "lander_clicks * 100.0 / nullif(lander_views, 0)",
 }
 
 

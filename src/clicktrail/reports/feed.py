@@ -23,9 +23,9 @@ import duckdb
 from sqlalchemy import Connection
 
 from clicktrail.ids import click_id_floor, click_time
-from clicktrail.reports.columns import CLICK_COLUMNS, CONVERSION_COLUMNS, struct_literal
-from clicktrail.reports.segments import CLICKS, CONVERSIONS, Segment, SegmentStore
-from clicktrail.storage import event_store
+from clicktrail.reports.columns import CLICK_COLUMNS, CONVERSION_COLUMNS, LANDER_CLICK_COLUMNS, struct_literal
+from clicktrail.reports.segments import CLICKS, CONVERSIONS, KINDS, LANDER_CLICKS, Segment, SegmentStore
+from clicktrail.storage import event_store, routing_store
 from clicktrail.storage.database import Database
 from clicktrail.types import ClickId
 
@@ -60,8 +60,8 @@ class AnalyticsFeed:
                 return 0
             self._duck = duckdb.connect(config={"threads": 1})
             try:
-                written = self._feed_clicks(now) + self._feed_conversions(now)
-                for kind in (CLICKS, CONVERSIONS):
+                written = self._feed_clicks(now) + self._feed_conversions(now) + self._feed_lander_clicks(now)
+                for kind in KINDS:
                     self._compact(kind)
                 self.collect()
             finally:
@@ -99,6 +99,18 @@ class AnalyticsFeed:
             )
 
         return self._feed(CONVERSIONS, now, first_ms, rows, CONVERSION_COLUMNS)
+
+    def _feed_lander_clicks(self, now: datetime) -> int:
+        def first_ms(connection: Connection) -> int | None:
+            first = routing_store.first_lander_click(connection)
+            return None if first is None else _ms(first)
+
+        def rows(connection: Connection, low: int, high: int) -> Iterable[Any]:
+            return routing_store.lander_click_rows_between(
+                connection, _utc(low), _utc(high), list(LANDER_CLICK_COLUMNS)
+            )
+
+        return self._feed(LANDER_CLICKS, now, first_ms, rows, LANDER_CLICK_COLUMNS)
 
     def _feed(
         self,
@@ -164,7 +176,7 @@ class AnalyticsFeed:
 
     def collect(self) -> None:
         """Delete what compaction replaced, once readers are done with it (called every run)."""
-        for kind in (CLICKS, CONVERSIONS):
+        for kind in KINDS:
             self._store.remove_covered(kind)
 
     def _merge(self, kind: str, group: list[Segment]) -> None:

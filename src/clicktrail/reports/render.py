@@ -11,7 +11,7 @@ from clicktrail.money import format_money
 from clicktrail.reports.dimensions import MONEY_METRICS, Metric
 from clicktrail.reports.engine import ReportResult
 
-NAMED_DIMENSIONS = ("campaign", "offer", "source")
+NAMED_DIMENSIONS = ("campaign", "offer", "source", "lander")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 

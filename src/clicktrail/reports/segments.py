@@ -18,6 +18,8 @@ from pathlib import Path
 CLICKS = "clicks"
 REMOVAL_GRACE_SECONDS = 120.0
 CONVERSIONS = "conversions"
+LANDER_CLICKS = "lander_clicks"
+KINDS = (CLICKS, CONVERSIONS, LANDER_CLICKS)
 
 
 @dataclass(frozen=True, slots=True, order=True)

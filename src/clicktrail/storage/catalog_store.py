@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, Table, insert, select, update
 
-from clicktrail.storage.schema import campaigns, cost_updates, meta, offers, sources
+from clicktrail.storage.schema import campaigns, cost_updates, landers, meta, offers, sources
 
 CATALOG_VERSION = "catalog_version"
 
@@ -43,6 +43,10 @@ def all_rows(connection: Connection) -> tuple[Sequence[Row[Any]], Sequence[Row[A
         connection.execute(select(sources)).all(),
         connection.execute(select(campaigns)).all(),
     )
+
+
+def all_landers(connection: Connection) -> Sequence[Row[Any]]:
+    return connection.execute(select(landers)).all()
 
 
 def catalog_version(connection: Connection) -> str | None:

@@ -247,6 +247,9 @@ def _plain(column: Any) -> Any:
     return type_coerce(column, _RAW_TYPES.get(column.name, String)).label(column.name)
 
 
+plain_column = _plain  # for the other event tables' feeds (storage/routing_store.py)
+
+
 def click_rows_between(
     connection: Connection, low_id: str, high_id: str, names: Sequence[str]
 ) -> Iterator[Row[Any]]:

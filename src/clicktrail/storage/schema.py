@@ -49,6 +49,22 @@ offers = Table(
     Column("postback_secret", String(200), nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    # Daily conversion cap (migration 0007): once reached in the cap's day, new clicks go to the
+    # fallback offer (catalog/caps.py). NULL: no cap.
+    Column("daily_cap", Integer, nullable=True),
+    Column("cap_timezone", String(64), nullable=False, server_default="UTC"),
+    Column("fallback_offer_id", Integer, ForeignKey("offers.id"), nullable=True),
+)
+
+# Landing pages shown before the offer (migration 0007); `/lp/click` continues the click to the offer.
+landers = Table(
+    "landers",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
 )
 
 sources = Table(
@@ -79,6 +95,8 @@ campaigns = Table(
     Column("updated_at", UtcDateTime, nullable=False),
     # Routing rules as JSON (catalog/rules.py RoutingInput); NULL: every visitor goes to offer_id.
     Column("routing", Text, nullable=True),
+    # The lander of the default path (migration 0007); NULL: straight to the offer.
+    Column("lander_id", Integer, ForeignKey("landers.id"), nullable=True),
 )
 
 # A campaign's actual cost for a past period, spread over that period's clicks by the reports.
@@ -119,8 +137,37 @@ clicks = Table(
     Column("city", String(128), nullable=True),
     Column("os_version", String(32), nullable=True),
     Column("browser_version", String(32), nullable=True),
+    # The lander shown before the offer (migration 0007); NULL: the visitor went straight to the offer.
+    Column("lander_id", Integer, nullable=True),
 )
 Index("ix_clicks_campaign_time", clicks.c.campaign_id, clicks.c.created_at)
+
+# One row per click whose visitor went on from its lander (`/lp/click`), with the offer chosen there
+# and the click's dimensions, so reports count lander click-through without a join (migration 0007).
+lander_clicks = Table(
+    "lander_clicks",
+    metadata,
+    Column("click_id", String(32), primary_key=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("click_time", UtcDateTime, nullable=False),
+    Column("campaign_id", Integer, nullable=False),
+    Column("lander_id", Integer, nullable=False),
+    Column("offer_id", Integer, nullable=False),
+    Column("source_id", Integer, nullable=False),
+    *(Column(name, String(SUB_MAX), nullable=True) for name in SUB_COLUMNS),
+    Column("external_id", String(SUB_MAX), nullable=True),
+    Column("country", String(2), nullable=True),
+    Column("region", String(64), nullable=True),
+    Column("city", String(128), nullable=True),
+    Column("device_type", String(16), nullable=True),
+    Column("os", String(64), nullable=True),
+    Column("os_version", String(32), nullable=True),
+    Column("browser", String(64), nullable=True),
+    Column("browser_version", String(32), nullable=True),
+    Column("is_bot", Boolean, nullable=False, default=False),
+)
+# The analytics feed reads lander click-throughs by time.
+Index("ix_lander_clicks_created_at", lander_clicks.c.created_at)
 
 conversions = Table(
     "conversions",
@@ -149,6 +196,12 @@ conversions = Table(
     Column("os", String(64), nullable=True),
     Column("browser", String(64), nullable=True),
     Column("is_bot", Boolean, nullable=False, default=False, server_default=false()),
+    # Migration 0007: the rest of the click's visitor dimensions, and its lander.
+    Column("os_version", String(32), nullable=True),
+    Column("browser_version", String(32), nullable=True),
+    Column("region", String(64), nullable=True),
+    Column("city", String(128), nullable=True),
+    Column("lander_id", Integer, nullable=True),
     # How the conversion arrived: "postback" (server to server) or "pixel" (the visitor's browser).
     Column("via", String(8), nullable=False, default="postback", server_default="postback"),
     UniqueConstraint("click_id", "event", "txid", name="uq_conversions_click_event_txid"),

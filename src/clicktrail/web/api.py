@@ -17,6 +17,8 @@ from clicktrail.catalog.models import (
     Campaign,
     CampaignInput,
     CampaignPatch,
+    LanderInput,
+    LanderPatch,
     OfferInput,
     OfferPatch,
     SourceInput,
@@ -41,6 +43,7 @@ from clicktrail.web.schemas import (
     CostUpdateOut,
     DeliveryOut,
     ErrorOut,
+    LanderOut,
     OfferOut,
     Page,
     PostbackLogOut,
@@ -162,6 +165,29 @@ def create_api(runtime: Runtime) -> FastAPI:
         offer = runtime.catalog.patch_offer(offer_id, data)
         changed()
         return OfferOut.model_validate(offer)
+
+    # Landers
+    @api.post(f"{v1}/landers", status_code=201, dependencies=admin, responses=_ERRORS, tags=["catalog"])
+    def create_lander(data: LanderInput) -> LanderOut:
+        """A landing page shown before the offer; its links go on through /lp/click?click_id={click_id}."""
+        lander = runtime.catalog.create_lander(data)
+        changed()
+        return LanderOut.model_validate(lander)
+
+    @api.get(f"{v1}/landers", dependencies=admin, responses=_ERRORS, tags=["catalog"])
+    def list_landers(cursor: Cursor = None, limit: Limit = 100) -> Page[LanderOut]:
+        landers = runtime.catalog.list_landers(_after(cursor), limit)
+        return Page(items=[LanderOut.model_validate(x) for x in landers], next_cursor=_next(landers, limit))
+
+    @api.get(f"{v1}/landers/{{lander_id}}", dependencies=admin, responses=_ERRORS, tags=["catalog"])
+    def get_lander(lander_id: IdPath) -> LanderOut:
+        return LanderOut.model_validate(runtime.catalog.get_lander(lander_id))
+
+    @api.patch(f"{v1}/landers/{{lander_id}}", dependencies=admin, responses=_ERRORS, tags=["catalog"])
+    def patch_lander(lander_id: IdPath, data: LanderPatch) -> LanderOut:
+        lander = runtime.catalog.patch_lander(lander_id, data)
+        changed()
+        return LanderOut.model_validate(lander)
 
     # Sources
     @api.post(f"{v1}/sources", status_code=201, dependencies=admin, responses=_ERRORS, tags=["catalog"])

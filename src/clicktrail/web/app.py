@@ -8,6 +8,8 @@ from clicktrail.config import Settings
 from clicktrail.types import Clock, utc_now
 from clicktrail.web.api import create_api
 from clicktrail.web.edge import Edge
+from clicktrail.web.landing import PREFIX as LANDER_PREFIX
+from clicktrail.web.landing import LanderEdge
 from clicktrail.web.lead import LeadEdge
 from clicktrail.web.runtime import Runtime
 
@@ -19,6 +21,7 @@ class ClicktrailApp:
         self.runtime = runtime
         self._edge = Edge(runtime)
         self._lead = LeadEdge(self._edge)
+        self._landers = LanderEdge(runtime)
         self._api = create_api(runtime)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -31,6 +34,8 @@ class ClicktrailApp:
                 await self._edge.postback(scope, receive, send)
             elif path.startswith("/d/"):
                 await self._lead.direct(scope, receive, send)
+            elif path == LANDER_PREFIX or path.startswith(LANDER_PREFIX + "/"):
+                await self._landers.click(scope, receive, send)
             elif path == "/pixel.gif":
                 await self._lead.image_pixel(scope, receive, send)
             elif path == "/pixel":

@@ -8,6 +8,7 @@ routes parse, call the domain, and answer, and nothing else.
 import asyncio
 import json
 import logging
+from dataclasses import replace
 
 from starlette.types import Receive, Scope, Send
 
@@ -74,16 +75,21 @@ class Edge:
             route = self.route(key)
         return route
 
-    async def record_click(self, route: Route, request: ClickRequest) -> tuple[ClickId, Route, str]:
+    async def record_click(
+        self, route: Route, request: ClickRequest, *, redirected: bool = True
+    ) -> tuple[ClickId, Route, str]:
         """Enrich the visit, choose its offer, store the click; return its ID, the chosen route and the
-        visitor ID once committed. Raises StorageError."""
+        visitor ID once committed. `redirected=False` (direct tracking: the visitor is already on the
+        merchant's page) shows no lander. Raises StorageError."""
         now = self._rt.clock()
         click_id = self._rt.codec.mint(now)
         visitor = self._rt.enricher.enrich(
             route.campaign_id, request.ip, request.user_agent, now, request.visitor_cookie
         )
-        if route.plan is not None:  # campaigns without rules pay nothing for routing
-            route = route.for_visit(visit_of(request, visitor, now), visitor.visitor_id)
+        if route.dynamic:  # campaigns without rules or caps pay nothing for routing
+            route = route.for_visit(visit_of(request, visitor, now), visitor.visitor_id, self._rt.caps, now)
+        if route.lander is not None and not redirected:
+            route = replace(route, lander=None)
         await self._rt.clicks.write(click_row(request, route, click_id, now, visitor))
         return click_id, route, visitor.visitor_id
 

@@ -1,5 +1,6 @@
 """Error codes and postback decisions mapped to HTTP statuses: the one table."""
 
+from clicktrail.clicks.landing import Refusal
 from clicktrail.conversions.decision import Decision
 
 ERROR_STATUS: dict[str, int] = {
@@ -28,6 +29,14 @@ DECISION_STATUS: dict[Decision, int] = {
     Decision.BAD_SIGNATURE: 403,
     Decision.IP_NOT_ALLOWED: 403,
     Decision.TOO_LARGE: 413,
+}
+
+LANDER_STATUS: dict[Refusal, int] = {
+    Refusal.MISSING_CLICK_ID: 400,
+    Refusal.BAD_CLICK_ID: 400,
+    Refusal.UNKNOWN_CLICK: 404,
+    Refusal.NO_LANDER: 409,
+    Refusal.NO_SUCH_OFFER: 404,
 }
 
 

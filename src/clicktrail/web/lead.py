@@ -95,7 +95,7 @@ class LeadEdge:
         referrer = parse_query(scope["query_string"]).get("ref")  # the snippet sends document.referrer
         request = self._edge.click_request(landing, key, referrer=referrer)
         try:
-            click_id, _, _ = await self._edge.record_click(route, request)
+            click_id, _, _ = await self._edge.record_click(route, request, redirected=False)
         except StorageError as exc:
             log.warning("direct click not stored, answering 503: %s", exc.detail)
             await respond_error(send, 503, exc.code, exc.detail, extra=[*CORS, (b"retry-after", b"1")])

@@ -10,6 +10,7 @@ from typing import Any
 
 from clicktrail.bootstrap import AdminTokenCheck, prepare
 from clicktrail.catalog.cache import CatalogCache
+from clicktrail.catalog.caps import CapBook
 from clicktrail.catalog.service import Catalog
 from clicktrail.clicks.enrichment import Enricher
 from clicktrail.config import Settings
@@ -40,6 +41,7 @@ class Runtime:
         self.codec = installation.codec
         self.key = installation.key
         self.cache = CatalogCache(self.database)
+        self.caps = CapBook()
         self.guard = HostGuard.from_settings(settings)
         self.enricher = Enricher.from_settings(settings)
         self.catalog = Catalog(self.database, clock, check_postback_url=self.guard.check_url)
@@ -77,6 +79,7 @@ class Runtime:
         )
         self._poller: asyncio.Task[None] | None = None
         self._feeder: asyncio.Task[None] | None = None
+        self._cap_counter: asyncio.Task[None] | None = None
 
     def _commit_clicks(self, rows: Sequence[dict[str, Any]]) -> Staged[None]:
         """Insert the batch; on SQLite (written on the loop) the commit's fsync is left to the
@@ -93,6 +96,8 @@ class Runtime:
         await asyncio.to_thread(self.cache.reload)
         self._poller = asyncio.create_task(self._watch_catalog())
         self._feeder = asyncio.create_task(self._feed_reports())
+        await asyncio.to_thread(self.count_caps)
+        self._cap_counter = asyncio.create_task(self._watch_caps())
         await self.sender.open()
         if self.settings.delivery_enabled:
             await self.dispatcher.start()
@@ -113,6 +118,20 @@ class Runtime:
             except Exception:
                 log.exception("the report feed failed; it will try again")
 
+    def count_caps(self) -> None:
+        """Read today's conversions of the capped offers (none capped: no query)."""
+        capped = self.cache.snapshot.capped_offers()
+        if capped:
+            self.caps.refresh(self.database, capped, self.clock())
+
+    async def _watch_caps(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.cap_refresh_seconds)
+            try:
+                await asyncio.to_thread(self.count_caps)
+            except Exception:
+                log.exception("could not count capped offers' conversions; keeping the last counts")
+
     def catalog_changed(self) -> None:
         """This process changed the catalog: serve the change at once, not at the next poll."""
         self.cache.reload()
@@ -120,7 +139,7 @@ class Runtime:
     async def stop(self) -> None:
         await self.dispatcher.stop()
         await self.sender.close()
-        for task in (self._poller, self._feeder):
+        for task in (self._poller, self._feeder, self._cap_counter):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -28,6 +28,17 @@ class OfferOut(_Out):
     postback_token: str | None
     postback_ips: list[str]
     postback_secret: str | None
+    daily_cap: int | None
+    cap_timezone: str
+    fallback_offer_id: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class LanderOut(_Out):
+    id: int
+    name: str
+    url: str
     created_at: datetime
     updated_at: datetime
 
@@ -55,6 +66,7 @@ class CampaignOut(_Out):
     created_at: datetime
     updated_at: datetime
     routing: RoutingInput | None
+    lander_id: int | None
 
     @field_serializer("routing")
     def _only_what_was_set(self, routing: RoutingInput | None) -> dict[str, Any] | None:
@@ -94,6 +106,7 @@ class ClickOut(_Out):
     city: str | None
     os_version: str | None
     browser_version: str | None
+    lander_id: int | None
 
 
 class CostUpdateOut(_Out):
@@ -143,6 +156,11 @@ class ConversionOut(_Out):
     os: str | None
     browser: str | None
     is_bot: bool
+    os_version: str | None
+    browser_version: str | None
+    region: str | None
+    city: str | None
+    lander_id: int | None
     via: str
     history: list[StatusChangeOut]
 

@@ -7,6 +7,7 @@ parser's result with the conventions browsers document (Android tablets omit "Mo
 Kindles are tablets), not from regexes of our own.
 """
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import _CacheInfo, lru_cache
@@ -16,6 +17,27 @@ from ua_parser import Parser, Result, load_lazy_builtins
 from ua_parser.regex import Resolver
 
 _NAME_MAX = 64
+# What no browser puts in its user agent, whatever the list of known crawlers says: crawler and
+# tool words; a contact URL or e-mail address (the robots convention "+http://…"); Google's service
+# tokens ("Google-Site-Verification"); an extra name inside the engine's "(KHTML, like Gecko)"
+# comment; placeholder versions left in by a scripted client ("Chrome/W.X.Y.Z"). Measured against
+# corpora independent of it (docs/visitors.md): no false positive among 6,936 real browsers.
+# Substring tests on the lower-cased string: one case-insensitive regex alternation of the same
+# words cost 20 times as much per parse.
+_CRAWLER_WORDS = (
+    "crawl", "spider", "scan", "monitor", "check", "fetch", "proxy", "audit", "transcod", "measurement",
+    "diagnos", "inspector", "prerender", "observatory", "validat", "headless", "scrap", "preview",
+    "google-", "http://", "https://", "www.", "mailto:", "(+", "+http", "like gecko; ",
+    "like gecko) (compatible", "w.x.y.z",
+)  # fmt: skip
+_CRAWLER_PATTERN = re.compile(r"bot(?:\b|_)|\.com\b|@[a-z0-9-]+\.[a-z]{2,}")
+
+
+def has_crawler_marks(ua: str) -> bool:
+    lowered = ua.lower()
+    return any(word in lowered for word in _CRAWLER_WORDS) or _CRAWLER_PATTERN.search(lowered) is not None
+
+
 _VERSION_MAX = 32
 
 
@@ -38,6 +60,8 @@ class Agent:
     browser_version: str | None
     known_crawler: bool
     """uap-core calls it a spider, or it matches the crawler-user-agents list."""
+    crawler_marks: bool
+    """It carries what browsers never send: a crawler word, a URL or e-mail address, a service token."""
     unidentified: bool
     """Neither browser, OS nor device recognised: scripts and tools, rarely a real browser."""
 
@@ -154,5 +178,6 @@ class AgentParser:
             browser_version=_version(browser.major, browser.minor) if browser else None,
             known_crawler=(result.device is not None and result.device.family == "Spider")
             or crawleruseragents.is_crawler(ua),
+            crawler_marks=has_crawler_marks(ua),
             unidentified=browser is None and os is None and result.device is None,
         )

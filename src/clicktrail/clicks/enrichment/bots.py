@@ -17,6 +17,7 @@ _CRAWLER_MARKS = ("http:", "https:", "www.", "@", ".com", ".html", "compatible")
 class BotReason(StrEnum):
     EMPTY_AGENT = "empty_agent"
     KNOWN_CRAWLER = "known_crawler"
+    CRAWLER_MARKS = "crawler_marks"
     SCRIPTED_AGENT = "scripted_agent"
     CONFIGURED_AGENT = "configured_agent"
     CONFIGURED_NETWORK = "configured_network"
@@ -36,6 +37,8 @@ class BotRules:
             return BotReason.CONFIGURED_AGENT
         if agent.known_crawler:
             return BotReason.KNOWN_CRAWLER
+        if agent.crawler_marks:
+            return BotReason.CRAWLER_MARKS
         if agent.unidentified and ("(" not in ua or any(mark in ua for mark in _CRAWLER_MARKS)):
             # Nothing recognised, and no platform comment ("curl/8.4", "okhttp/4.12") or a crawler's
             # marks in it ("FeedFetcher/1.0 (+http://example.com/bot)", "Mozilla/5.0 (compatible; X/1.0)").

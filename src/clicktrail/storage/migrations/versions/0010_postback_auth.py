@@ -1,7 +1,7 @@
 """postback authentication per offer: an IP allowlist and an HMAC secret for signed postbacks
 
 Revision ID: 0010
-Revises: 0005
+Revises: 0007
 """
 
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0010"
-down_revision: str | None = "0005"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
