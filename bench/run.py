@@ -365,8 +365,26 @@ def bench_backend(
         return BackendResult(name, workers, series, steady, postbacks, rss, exact, stored)
 
 
+def report_timings(clicks_count: int) -> dict[str, str]:
+    """scripts/bench_reports.py on `clicks_count` generated clicks (SQLite row store): its key=value lines."""
+    say(f"reports on {clicks_count:,} generated clicks (scripts/bench_reports.py)")
+    done = subprocess.run(
+        [sys.executable, str(HERE.parent / "scripts" / "bench_reports.py"), "--clicks", str(clicks_count)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return dict(
+        pair.split("=", 1) for line in done.stdout.splitlines() for pair in line.split() if "=" in pair
+    )
+
+
 def table(
-    args: argparse.Namespace, nginx_runs: Series, plain_nginx: Series, results: list[BackendResult]
+    args: argparse.Namespace,
+    nginx_runs: Series,
+    plain_nginx: Series,
+    results: list[BackendResult],
+    reports: dict[str, str] | None = None,
 ) -> str:
     nginx_rate = nginx_runs.median("rate")
     cpu = next(
@@ -420,8 +438,15 @@ def table(
     for result in results:
         peaks = ", ".join(f"{mb:.0f}" for mb in result.rss_mb)
         lines.append(f"peak RSS during the click runs, {result.name}, per process (VmHWM): {peaks} MB")
-    lines.append("delivery lag p99: not measured (the outbound dispatcher does not exist yet)")
-    lines.append("reports at 1M / 10M clicks: not measured (reports do not exist yet; add them here)")
+    if reports:
+        lines.append(
+            f"reports, {int(reports['clicks']):,} clicks over {reports['days']} days, 30-day range, "
+            f"median of 5: by campaign {reports['campaign_median_ms']} ms, by sub1 x country "
+            f"{reports['sub1_x_country_median_ms']} ms ({reports['sub1_x_country_rows']} groups); peak RSS "
+            f"{reports['peak_rss_mb']} MB (--reports 10000000 for 10M: about 30 minutes)"
+        )
+    else:
+        lines.append("reports: not run (--reports N runs scripts/bench_reports.py on N generated clicks)")
     return "\n".join(lines)
 
 
@@ -437,7 +462,12 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (it shares the 2 cores)")
     parser.add_argument("--workers", type=int, help="clicktrail serve --workers (default: its own default)")
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument(
+        "--reports", type=int, help="report timings on N generated clicks (default 1,000,000; 0 with --quick)"
+    )
     args = parser.parse_args()
+    if args.reports is None:
+        args.reports = 0 if args.quick else 1_000_000
     args.runs = args.runs or (3 if args.quick else 5)
     args.seconds = args.seconds or (1 if args.quick else 5)
     args.short = 1 if args.quick else args.seconds  # the 70% and postback runs
@@ -459,7 +489,8 @@ def main() -> int:
                     nginx_url, args.seconds, args.connections, args.threads, str(HERE / "plain.lua"), {}
                 )
                 plain_nginx.runs.append(plain)
-    print(table(args, nginx_runs, plain_nginx, results))
+    reports = report_timings(args.reports) if args.reports else None
+    print(table(args, nginx_runs, plain_nginx, results, reports))
     return 0 if all(r.stored == r.exact.counts["status_302"] for r in results) else 1
 
 
