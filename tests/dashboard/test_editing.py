@@ -2,6 +2,7 @@
 the same catalog calls as the API's PATCH), errors show next to their field, and it all works from
 the keyboard."""
 
+import json
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -150,7 +151,7 @@ def test_a_campaign_split_and_rules_are_edited_with_errors_next_to_them(page: Pa
     expect(page.get_by_label("Rules (JSON)")).to_have_attribute("aria-invalid", "true")
 
     page.get_by_label("Rules (JSON)").fill(
-        '[{"when": {"country": ["DE"]}, "offers": [{"offer_id": %d}]}]' % second["id"]
+        json.dumps([{"when": {"country": ["DE"]}, "offers": [{"offer_id": second["id"]}]}])
     )
     page.get_by_role("button", name="Save changes").click()
     expect(page.locator("#e-split-1")).to_contain_text("weight: Input should be greater than or equal to 1")
@@ -162,7 +163,9 @@ def test_a_campaign_split_and_rules_are_edited_with_errors_next_to_them(page: Pa
     page.get_by_role("button", name="Save changes").click()
     expect(page.locator("#e-rules")).to_contain_text("not valid JSON")
 
-    rules = '[{"name": "Germany", "when": {"country": ["DE"]}, "offers": [{"offer_id": %d}]}]' % second["id"]
+    rules = json.dumps(
+        [{"name": "Germany", "when": {"country": ["DE"]}, "offers": [{"offer_id": second["id"]}]}]
+    )
     page.get_by_label("Rules (JSON)").fill(rules)
     page.get_by_label("Name").fill("Split campaign v2")
     page.get_by_role("button", name="Save changes").click()
