@@ -95,7 +95,7 @@ def test_a_test_click_and_a_test_postback_from_the_campaign_page_arrive(
     page: Page, api: Tracker, receiver: Callable[..., Receiver]
 ) -> None:
     partner = receiver()
-    source, key = affiliate(api, partner.url + TEMPLATE)
+    _, key = affiliate(api, partner.url + TEMPLATE)
     campaign = next(c for c in api.api("GET", "/campaigns?limit=1000").json()["items"] if c["key"] == key)
     page.goto(f"/campaigns/{campaign['id']}")
 
