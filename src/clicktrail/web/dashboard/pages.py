@@ -37,6 +37,7 @@ from clicktrail.web.dashboard.drill import drill_down
 from clicktrail.web.dashboard.editing import add_editing_routes
 from clicktrail.web.dashboard.kit import PageKit
 from clicktrail.web.dashboard.session import COOKIE, LIFETIME_SECONDS, Session, SessionSigner
+from clicktrail.web.dashboard.tables import report_rows
 from clicktrail.web.dashboard.trials import add_trial_routes
 from clicktrail.web.runtime import Runtime
 
@@ -63,6 +64,7 @@ def _local_next(value: str | None) -> str:
 def create_dashboard(runtime: Runtime) -> APIRouter:
     router = APIRouter(include_in_schema=False)
     templates = Jinja2Templates(directory=str(_HERE / "templates"))
+    templates.env.globals["report_rows"] = report_rows
     signer = SessionSigner(runtime.key)
     secure = runtime.settings.public_url.startswith("https://")
 
