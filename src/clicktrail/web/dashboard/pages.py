@@ -37,7 +37,7 @@ from clicktrail.web.dashboard.drill import drill_down
 from clicktrail.web.dashboard.editing import add_editing_routes
 from clicktrail.web.dashboard.kit import PageKit
 from clicktrail.web.dashboard.session import COOKIE, LIFETIME_SECONDS, Session, SessionSigner
-from clicktrail.web.dashboard.tables import report_rows
+from clicktrail.web.dashboard.tables import leading_dimensions, report_rows
 from clicktrail.web.dashboard.trials import add_trial_routes
 from clicktrail.web.runtime import Runtime
 
@@ -45,8 +45,9 @@ _HERE = Path(__file__).parent
 NONCE_COOKIE = "clicktrail_login_nonce"
 ZONES = sorted(available_timezones())
 NUMERIC = {m.value for m in Metric} | {"hour"}
-REPORT_PAGE = 1000
-"""Rows per report page: the report request's default limit."""
+REPORT_PAGE = 500
+"""Rows per report page (the totals cover every row; the CSV export holds them all). A 1,000-row page
+took about a second of browser work on a loaded 2-core machine: BENCHMARKS.md, "Report page"."""
 
 
 class SignInRequired(Exception):
@@ -64,7 +65,7 @@ def _local_next(value: str | None) -> str:
 def create_dashboard(runtime: Runtime) -> APIRouter:
     router = APIRouter(include_in_schema=False)
     templates = Jinja2Templates(directory=str(_HERE / "templates"))
-    templates.env.globals["report_rows"] = report_rows
+    templates.env.globals |= {"report_rows": report_rows, "leading_dimensions": leading_dimensions}
     signer = SessionSigner(runtime.key)
     secure = runtime.settings.public_url.startswith("https://")
 
@@ -175,6 +176,7 @@ def create_dashboard(runtime: Runtime) -> APIRouter:
         params = _period_params(request, runtime) | {k: v for k, v in query.items() if k in FILTER_PARAMS}
         params |= {k: query[k] for k in ("sort", "event", "events", "by", "offset") if query.get(k)}
         params["group_by"] = ",".join(group_by)
+        params["limit"] = str(REPORT_PAGE)
         started = time.perf_counter()
         result, error = report(params)
         engine_ms = (time.perf_counter() - started) * 1000
@@ -192,7 +194,7 @@ def create_dashboard(runtime: Runtime) -> APIRouter:
             {k: v for k, v in params.items() if k != "offset"} | {"limit": str(MAX_LIMIT)}
         )
         clear = {k: v for k, v in request.query_params.items() if k not in FILTER_PARAMS}
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.thread_time()
         page = render(
             request, "reports.html", session, page="reports", form=params, group_by=group_by,
             dimensions=list(DIMENSIONS), rows=data["rows"], totals=data["totals"], columns=columns,
@@ -204,7 +206,8 @@ def create_dashboard(runtime: Runtime) -> APIRouter:
         # Where the time went, for the browser's Performance API (scripts/report_render.py reads it).
         page.headers["server-timing"] = (
             f'report;dur={engine_ms:.1f};desc="report engine", '
-            f'html;dur={(time.perf_counter() - started) * 1000:.1f};desc="page template"'
+            f'html;dur={(time.perf_counter() - started) * 1000:.1f};desc="page template", '
+            f'html-cpu;dur={(time.thread_time() - cpu_started) * 1000:.1f};desc="page template, CPU"'
         )
         return page
 
