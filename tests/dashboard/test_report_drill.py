@@ -4,6 +4,7 @@ to the next grouping; breadcrumbs lead back; the numbers stay the API's."""
 import re
 import secrets
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
@@ -29,7 +30,9 @@ def body_rows(page: Page) -> list[list[str]]:
     ]
 
 
-def test_a_row_drills_into_the_next_grouping_and_breadcrumbs_lead_back(page: Page, tracker: Tracker) -> None:
+def test_a_row_drills_into_the_next_grouping_and_breadcrumbs_lead_back(
+    page: Page, tracker: Tracker, screenshots: Path
+) -> None:
     name = f"Drill {secrets.token_hex(3)}"
     campaign = tracker.campaign()
     tracker.api("PATCH", f"/campaigns/{campaign['id']}", json={"name": name})
@@ -57,6 +60,7 @@ def test_a_row_drills_into_the_next_grouping_and_breadcrumbs_lead_back(page: Pag
     )
     by_sub = [["a", "x", "2"], ["a", "y", "2"], ["b", "x", "1"]]
     assert [row[:3] for row in body_rows(page)] == by_sub
+    page.screenshot(path=str(screenshots / "report-drill.png"), full_page=True)
 
     page.get_by_role("link", name="a", exact=True).first.click()
     expect(crumbs.locator("[aria-current=page]")).to_have_text("sub1 = a (by sub2)")

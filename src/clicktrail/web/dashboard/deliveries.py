@@ -7,6 +7,7 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from clicktrail.delivery import queries as outbox
 from clicktrail.delivery.breaker import Breaker, BreakerState
@@ -83,7 +84,7 @@ def add_delivery_routes(router: APIRouter, kit: PageKit) -> None:
         try:
             if delivery_id > MAX_DELIVERY_ID:
                 raise NotFound(f"no delivery with id {delivery_id}")
-            outbox.retry_delivery(runtime.database, delivery_id, runtime.clock)
+            await run_in_threadpool(outbox.retry_delivery, runtime.database, delivery_id, runtime.clock)
         except NotFound as exc:
             return kit.problem(request, session, 404, exc.detail)
         except Conflict:
@@ -102,7 +103,7 @@ def add_delivery_routes(router: APIRouter, kit: PageKit) -> None:
         try:
             if source_id > MAX_ROW_ID:
                 raise NotFound(f"no source with id {source_id}")
-            outbox.resume_source(runtime.database, source_id, runtime.clock)
+            await run_in_threadpool(outbox.resume_source, runtime.database, source_id, runtime.clock)
         except NotFound as exc:
             return kit.problem(request, session, 404, exc.detail)
         runtime.dispatcher.wake()

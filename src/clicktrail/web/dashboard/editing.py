@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
 from clicktrail.catalog.models import (
@@ -283,7 +284,7 @@ def add_editing_routes(router: APIRouter, kit: PageKit) -> None:
         changes = _changes(fields, submitted, current) | (extra_changes or {})
         try:
             if changes:
-                patch(changes)
+                await run_in_threadpool(patch, changes)
                 runtime.catalog_changed()
         except ValidationError as exc:
             return submitted, field_errors(exc)
@@ -306,7 +307,7 @@ def add_editing_routes(router: APIRouter, kit: PageKit) -> None:
         session = kit.session_of(request)
         try:
             form = await kit.form(request, session)
-            offer = catalog.get_offer(checked_id(offer_id, "offer"))
+            offer = await run_in_threadpool(catalog.get_offer, checked_id(offer_id, "offer"))
         except BadForm:
             return kit.expired_form(request, session)
         except NotFound as exc:
@@ -351,7 +352,7 @@ def add_editing_routes(router: APIRouter, kit: PageKit) -> None:
         session = kit.session_of(request)
         try:
             form = await kit.form(request, session)
-            source = catalog.get_source(checked_id(source_id, "source"))
+            source = await run_in_threadpool(catalog.get_source, checked_id(source_id, "source"))
         except BadForm:
             return kit.expired_form(request, session)
         except NotFound as exc:
@@ -373,7 +374,7 @@ def add_editing_routes(router: APIRouter, kit: PageKit) -> None:
         session = kit.session_of(request)
         try:
             await kit.form(request, session)
-            source = catalog.get_source(checked_id(source_id, "source"))
+            source = await run_in_threadpool(catalog.get_source, checked_id(source_id, "source"))
         except BadForm:
             return kit.expired_form(request, session)
         except NotFound as exc:
@@ -421,7 +422,7 @@ def add_editing_routes(router: APIRouter, kit: PageKit) -> None:
         session = kit.session_of(request)
         try:
             form = await kit.form(request, session)
-            campaign = catalog.get_campaign(checked_id(campaign_id, "campaign"))
+            campaign = await run_in_threadpool(catalog.get_campaign, checked_id(campaign_id, "campaign"))
         except BadForm:
             return kit.expired_form(request, session)
         except NotFound as exc:

@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from clicktrail.catalog.routes import Route
 from clicktrail.clicks.intake import redirect_url
@@ -97,7 +98,7 @@ def add_trial_routes(router: APIRouter, kit: PageKit) -> None:
             form = await kit.form(request, session)
             if campaign_id > MAX_ROW_ID:
                 raise NotFound(f"no campaign with id {campaign_id}")
-            campaign = runtime.catalog.get_campaign(campaign_id)
+            campaign = await run_in_threadpool(runtime.catalog.get_campaign, campaign_id)
         except BadForm:
             return kit.expired_form(request, session)
         except NotFound as exc:
