@@ -83,12 +83,13 @@ def test_a_dead_delivery_is_listed_with_its_attempts_then_resumed_and_retried(
     expect(page.get_by_role("status")).to_contain_text(f"source {source['id']} is closed")
     assert api.api("GET", f"/sources/{source['id']}/breaker").json()["state"] == "closed"
 
+    calls_before_retry = len(partner.calls)
     page.locator("tr.delivery").filter(has_text=click_id).get_by_role("button", name="Retry").click()
     expect(page.get_by_role("status")).to_contain_text("queued to be sent again now")
     page.goto(f"/deliveries?click_id={click_id}")
     reload_until(page, "delivered")
     expect(page.locator("tr.delivery")).to_contain_text("delivered")
-    assert len(partner.calls) == 4
+    assert len(partner.calls) > calls_before_retry
 
 
 def test_a_test_click_and_a_test_postback_from_the_campaign_page_arrive(
