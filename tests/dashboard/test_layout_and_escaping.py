@@ -110,6 +110,11 @@ def test_visitor_values_never_run_on_the_new_pages(
         expect(page.locator("td.url").first).to_contain_text("%3Cscript%3E")
         expect(page.get_by_role("heading", name="Sources' circuit breakers")).to_be_visible()
 
+        # The whole story of the click ends with the outbound postback that failed.
+        page.goto(f"/lookup?q={traffic.click_id}")
+        outbound = page.get_by_role("region", name="Outbound postbacks to the source")
+        expect(outbound.get_by_role("row").filter(has_text="dead")).to_have_count(1)
+
         # The test-traffic panel shows the stored click's hostile values as text.
         page.goto(f"/campaigns/{traffic.campaign['id']}?test_click={traffic.click_id}")
         arrived = page.get_by_role("region", name="What arrived")

@@ -21,6 +21,7 @@ from starlette.templating import Jinja2Templates
 from clicktrail.catalog.models import CampaignInput, CostModel, OfferInput, SourceInput
 from clicktrail.clicks.queries import get_click
 from clicktrail.conversions.queries import TimeRange, find_clicks, find_conversions, find_postbacks
+from clicktrail.delivery import queries as outbox
 from clicktrail.errors import ClicktrailError, NotFound, ValidationFailed
 from clicktrail.reports.costs import cost_updates
 from clicktrail.reports.dimensions import DIMENSIONS, Metric
@@ -379,11 +380,18 @@ def create_dashboard(runtime: Runtime) -> APIRouter:
         ).rows  # fmt: skip
         if not click and not postbacks and not error:
             error = "No click with this ID and no postback with this txid."
+        deliveries = (
+            outbox.find_deliveries(runtime.database, click_id=click_id, source_id=None, status=None,
+                                   cursor=None, limit=100).rows if click_id else []
+        )  # fmt: skip
         return render(
             request, "lookup.html", session, lookup_q=text, click=click, error=error, conversions=conversions,
             conversion_columns=["created_at", "event", "status", "txid", "revenue", "payout"],
             postbacks=[p._asdict() for p in postbacks],
             postback_columns=["received_at", "decision", "error", "event", "txid", "detail", "ip"],
+            deliveries=deliveries,
+            delivery_columns=["id", "created_at", "source_id", "conversion_status", "status", "attempts_made",
+                              "last_error"],
         )  # fmt: skip
 
     kit = PageKit(runtime, render, session_of, signer)
