@@ -4,6 +4,7 @@ Every page calls the same domain functions as the API; nothing here computes a f
 so the dashboard and the API agree to the cent. Templates autoescape every value."""
 
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from datetime import date, timedelta
 from decimal import Decimal
@@ -20,19 +21,34 @@ from starlette.templating import Jinja2Templates
 from clicktrail.catalog.models import CampaignInput, CostModel, OfferInput, SourceInput
 from clicktrail.clicks.queries import get_click
 from clicktrail.conversions.queries import TimeRange, find_clicks, find_conversions, find_postbacks
+from clicktrail.delivery import queries as outbox
 from clicktrail.errors import ClicktrailError, NotFound, ValidationFailed
 from clicktrail.reports.costs import cost_updates
 from clicktrail.reports.dimensions import DIMENSIONS, Metric
 from clicktrail.reports.engine import ReportResult
 from clicktrail.reports.render import csv_text, json_rows
-from clicktrail.reports.request import FILTER_PARAMS, parse_dimension_filters, parse_report_request
+from clicktrail.reports.request import (
+    FILTER_PARAMS,
+    MAX_LIMIT,
+    parse_dimension_filters,
+    parse_report_request,
+)
+from clicktrail.web.dashboard.deliveries import add_delivery_routes
+from clicktrail.web.dashboard.drill import drill_down
+from clicktrail.web.dashboard.editing import add_editing_routes
+from clicktrail.web.dashboard.kit import PageKit
 from clicktrail.web.dashboard.session import COOKIE, LIFETIME_SECONDS, Session, SessionSigner
+from clicktrail.web.dashboard.tables import leading_dimensions, report_rows
+from clicktrail.web.dashboard.trials import add_trial_routes
 from clicktrail.web.runtime import Runtime
 
 _HERE = Path(__file__).parent
 NONCE_COOKIE = "clicktrail_login_nonce"
 ZONES = sorted(available_timezones())
 NUMERIC = {m.value for m in Metric} | {"hour"}
+REPORT_PAGE = 500
+"""Rows per report page (the totals cover every row; the CSV export holds them all). A 1,000-row page
+took about a second of browser work on a loaded 2-core machine: BENCHMARKS.md, "Report page"."""
 
 
 class SignInRequired(Exception):
@@ -50,6 +66,7 @@ def _local_next(value: str | None) -> str:
 def create_dashboard(runtime: Runtime) -> APIRouter:
     router = APIRouter(include_in_schema=False)
     templates = Jinja2Templates(directory=str(_HERE / "templates"))
+    templates.env.globals |= {"report_rows": report_rows, "leading_dimensions": leading_dimensions}
     signer = SessionSigner(runtime.key)
     secure = runtime.settings.public_url.startswith("https://")
 
@@ -158,26 +175,42 @@ def create_dashboard(runtime: Runtime) -> APIRouter:
         query = dict(request.query_params)
         group_by = [query.pop(f"g{n}") for n in range(4) if query.get(f"g{n}")] or ["campaign"]
         params = _period_params(request, runtime) | {k: v for k, v in query.items() if k in FILTER_PARAMS}
-        params |= {k: query[k] for k in ("sort", "event", "events", "by") if query.get(k)}
+        params |= {k: query[k] for k in ("sort", "event", "events", "by", "offset") if query.get(k)}
         params["group_by"] = ",".join(group_by)
+        params["limit"] = str(REPORT_PAGE)
+        started = time.perf_counter()
         result, error = report(params)
+        engine_ms = (time.perf_counter() - started) * 1000
         names = runtime.cache.snapshot.names
         data = json_rows(result, names) if result else {"rows": [], "totals": {}, "columns": []}
         filters = [(k, v) for k, v in params.items() if k in FILTER_PARAMS]
-        base = {k: v for k, v in request.query_params.items() if k != "sort"}
+        base = {k: v for k, v in request.query_params.items() if k not in ("sort", "offset")}
         columns = data["columns"] or [*group_by]
         current = params.get("sort", "")
         sort_links = {
             c: "?" + urlencode(base | {"sort": c if current == f"-{c}" else f"-{c}"}) for c in columns
         }
-        csv_link = "/reports.csv?" + urlencode(params)
+        # The export holds every row (up to the report limit), not the page on screen.
+        csv_link = "/reports.csv?" + urlencode(
+            {k: v for k, v in params.items() if k != "offset"} | {"limit": str(MAX_LIMIT)}
+        )
         clear = {k: v for k, v in request.query_params.items() if k not in FILTER_PARAMS}
-        return render(
+        started, cpu_started = time.perf_counter(), time.thread_time()
+        page = render(
             request, "reports.html", session, page="reports", form=params, group_by=group_by,
             dimensions=list(DIMENSIONS), rows=data["rows"], totals=data["totals"], columns=columns,
             error=error, filters=filters, sort_links=sort_links, csv_link=csv_link,
-            clear_link="?" + urlencode(clear), drill=None,
+            clear_link="?" + urlencode(clear),
+            drill=drill_down(request.query_params, group_by, data["rows"], names),
+            paging=_paging(request, params, len(data["rows"]), data),
         )  # fmt: skip
+        # Where the time went, for the browser's Performance API (scripts/report_render.py reads it).
+        page.headers["server-timing"] = (
+            f'report;dur={engine_ms:.1f};desc="report engine", '
+            f'html;dur={(time.perf_counter() - started) * 1000:.1f};desc="page template", '
+            f'html-cpu;dur={(time.thread_time() - cpu_started) * 1000:.1f};desc="page template, CPU"'
+        )
+        return page
 
     @router.get("/reports.csv")
     def reports_csv(request: Request) -> Response:
@@ -347,14 +380,36 @@ def create_dashboard(runtime: Runtime) -> APIRouter:
         ).rows  # fmt: skip
         if not click and not postbacks and not error:
             error = "No click with this ID and no postback with this txid."
+        deliveries = (
+            outbox.find_deliveries(runtime.database, click_id=click_id, source_id=None, status=None,
+                                   cursor=None, limit=100).rows if click_id else []
+        )  # fmt: skip
         return render(
             request, "lookup.html", session, lookup_q=text, click=click, error=error, conversions=conversions,
             conversion_columns=["created_at", "event", "status", "txid", "revenue", "payout"],
             postbacks=[p._asdict() for p in postbacks],
             postback_columns=["received_at", "decision", "error", "event", "txid", "detail", "ip"],
+            deliveries=deliveries,
+            delivery_columns=["id", "created_at", "source_id", "conversion_status", "status", "attempts_made",
+                              "last_error"],
         )  # fmt: skip
 
+    kit = PageKit(runtime, render, session_of, signer)
+    add_editing_routes(router, kit)
+    add_trial_routes(router, kit)
+    add_delivery_routes(router, kit)
     return router
+
+
+def _paging(request: Request, params: dict[str, str], shown: int, data: dict[str, Any]) -> dict[str, Any]:
+    """Which rows of how many the table shows, with links to the pages before and after."""
+    offset = int(params["offset"]) if params.get("offset", "").isdigit() else 0
+    total = int(data.get("total_rows") or 0)
+    query = {k: v for k, v in request.query_params.items() if k != "offset"}
+    before = "?" + urlencode(query | {"offset": str(max(0, offset - REPORT_PAGE))}) if offset else None
+    after = "?" + urlencode(query | {"offset": str(offset + shown)}) if offset + shown < total else None
+    return {"first": offset + 1 if shown else 0, "last": offset + shown, "total": total, "before": before,
+            "after": after}  # fmt: skip
 
 
 def _period_params(request: Request, runtime: Runtime) -> dict[str, str]:
