@@ -6,6 +6,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, Table
 
+from clicktrail.accounts import audit
+from clicktrail.accounts.audit import SYSTEM, Actor
 from clicktrail.catalog.models import (
     Campaign,
     CampaignInput,
@@ -85,21 +87,28 @@ class Catalog:
     def _bump(self, connection: Connection) -> None:
         self._db.set_meta_value(connection, store.CATALOG_VERSION, store.new_version())
 
-    def _create(self, table: Table, values: dict[str, Any]) -> Row[Any]:
+    def _create(self, table: Table, values: dict[str, Any], noun: str, actor: Actor) -> Row[Any]:
         now = self._clock()
         with self._db.begin() as connection:
             row = store.insert_row(connection, table, {**values, "created_at": now, "updated_at": now})
+            audit.record(connection, now, actor, "create", noun, row.id, after=row._asdict())
             self._bump(connection)
         return row
 
-    def _patch(self, table: Table, row_id: int, values: dict[str, Any], noun: str) -> Row[Any]:
+    def _patch(self, table: Table, row_id: int, values: dict[str, Any], noun: str, actor: Actor) -> Row[Any]:
         _refuse_nulls(values)
+        now = self._clock()
         with self._db.begin() as connection:
-            if values:
-                values = {**values, "updated_at": self._clock()}
-            row = store.update_row(connection, table, row_id, values)
-            if row is None:
+            before = store.get_row(connection, table, row_id)
+            if before is None:
                 raise NotFound(f"no {noun} with id {row_id}")
+            if values:
+                values = {**values, "updated_at": now}
+            row = store.update_row(connection, table, row_id, values)
+            assert row is not None
+            audit.record(
+                connection, now, actor, "update", noun, row_id, before=before._asdict(), after=row._asdict()
+            )
             self._bump(connection)
         return row
 
@@ -115,11 +124,11 @@ class Catalog:
             return store.list_rows(connection, table, after_id=after_id, limit=limit)
 
     # Offers
-    def create_offer(self, data: OfferInput) -> Offer:
-        return _offer(self._create(offers, data.model_dump()))
+    def create_offer(self, data: OfferInput, actor: Actor = SYSTEM) -> Offer:
+        return _offer(self._create(offers, data.model_dump(), "offer", actor))
 
-    def patch_offer(self, offer_id: int, data: OfferPatch) -> Offer:
-        return _offer(self._patch(offers, offer_id, data.model_dump(exclude_unset=True), "offer"))
+    def patch_offer(self, offer_id: int, data: OfferPatch, actor: Actor = SYSTEM) -> Offer:
+        return _offer(self._patch(offers, offer_id, data.model_dump(exclude_unset=True), "offer", actor))
 
     def get_offer(self, offer_id: int) -> Offer:
         return _offer(self._get(offers, offer_id, "offer"))
@@ -128,14 +137,14 @@ class Catalog:
         return [_offer(row) for row in self._list(offers, after_id, limit)]
 
     # Sources
-    def create_source(self, data: SourceInput) -> Source:
+    def create_source(self, data: SourceInput, actor: Actor = SYSTEM) -> Source:
         self._vet_postback_url(data.postback_url)
-        return _source(self._create(sources, data.model_dump(mode="json")))
+        return _source(self._create(sources, data.model_dump(mode="json"), "source", actor))
 
-    def patch_source(self, source_id: int, data: SourcePatch) -> Source:
+    def patch_source(self, source_id: int, data: SourcePatch, actor: Actor = SYSTEM) -> Source:
         self._vet_postback_url(data.postback_url)
         values = data.model_dump(mode="json", exclude_unset=True)
-        return _source(self._patch(sources, source_id, values, "source"))
+        return _source(self._patch(sources, source_id, values, "source", actor))
 
     def get_source(self, source_id: int) -> Source:
         return _source(self._get(sources, source_id, "source"))
@@ -167,7 +176,7 @@ class Catalog:
             if not store.key_exists(connection, key):
                 return key
 
-    def create_campaign(self, data: CampaignInput) -> Campaign:
+    def create_campaign(self, data: CampaignInput, actor: Actor = SYSTEM) -> Campaign:
         now = self._clock()
         with self._db.begin() as connection:
             self._check_references(connection, data.source_id, data.offer_id)
@@ -180,21 +189,29 @@ class Catalog:
             }
             _stored_routing(values, data.routing)
             row = store.insert_row(connection, campaigns, values)
+            audit.record(connection, now, actor, "create", "campaign", row.id, after=row._asdict())
             self._bump(connection)
         return _campaign(row)
 
-    def patch_campaign(self, campaign_id: int, data: CampaignPatch) -> Campaign:
+    def patch_campaign(self, campaign_id: int, data: CampaignPatch, actor: Actor = SYSTEM) -> Campaign:
         values = data.model_dump(exclude_unset=True)
         _refuse_nulls(values)
+        now = self._clock()
         with self._db.begin() as connection:
+            before = store.get_row(connection, campaigns, campaign_id)
+            if before is None:
+                raise NotFound(f"no campaign with id {campaign_id}")
             self._check_references(connection, values.get("source_id"), values.get("offer_id"))
             self._check_routing(connection, data.routing)
             _stored_routing(values, data.routing)
             if values:
-                values["updated_at"] = self._clock()
+                values["updated_at"] = now
             row = store.update_row(connection, campaigns, campaign_id, values)
-            if row is None:
-                raise NotFound(f"no campaign with id {campaign_id}")
+            assert row is not None
+            audit.record(
+                connection, now, actor, "update", "campaign", campaign_id, before=before._asdict(),
+                after=row._asdict(),
+            )  # fmt: skip
             self._bump(connection)
         return _campaign(row)
 

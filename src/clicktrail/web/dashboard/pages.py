@@ -3,9 +3,10 @@
 Every page calls the same domain functions as the API; nothing here computes a figure of its own,
 so the dashboard and the API agree to the cent. Templates autoescape every value."""
 
+import dataclasses
 import secrets
 from collections.abc import Awaitable, Callable
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -15,17 +16,21 @@ from zoneinfo import available_timezones
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.templating import Jinja2Templates
 
+from clicktrail.accounts.models import ADMIN_TOKEN, Principal
+from clicktrail.accounts.roles import CONFIGURE
 from clicktrail.catalog.models import CampaignInput, CostModel, OfferInput, SourceInput
 from clicktrail.clicks.queries import get_click
 from clicktrail.conversions.queries import TimeRange, find_clicks, find_conversions, find_postbacks
-from clicktrail.errors import ClicktrailError, NotFound, ValidationFailed
+from clicktrail.errors import ClicktrailError, NotFound, RateLimited, ValidationFailed
 from clicktrail.reports.costs import cost_updates
 from clicktrail.reports.dimensions import DIMENSIONS, Metric
 from clicktrail.reports.engine import ReportResult
 from clicktrail.reports.render import csv_text, json_rows
 from clicktrail.reports.request import FILTER_PARAMS, parse_dimension_filters, parse_report_request
+from clicktrail.web.auth import Limits, request_ip
 from clicktrail.web.dashboard.session import COOKIE, LIFETIME_SECONDS, Session, SessionSigner
 from clicktrail.web.runtime import Runtime
 
@@ -40,6 +45,14 @@ class SignInRequired(Exception):
         self.path = path
 
 
+class PageRefused(Exception):
+    """The signed-in role may not open this page or send this form (answered 403)."""
+
+    def __init__(self, role: str, detail: str) -> None:
+        self.role = role
+        self.detail = detail
+
+
 def _local_next(value: str | None) -> str:
     """Only a path on this site: never an open redirect."""
     if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
@@ -47,23 +60,44 @@ def _local_next(value: str | None) -> str:
     return value
 
 
-def create_dashboard(runtime: Runtime) -> APIRouter:
+def create_dashboard(runtime: Runtime, limits: Limits) -> APIRouter:
     router = APIRouter(include_in_schema=False)
     templates = Jinja2Templates(directory=str(_HERE / "templates"))
     signer = SessionSigner(runtime.key)
     secure = runtime.settings.public_url.startswith("https://")
 
     def session_of(request: Request) -> Session:
+        """The open session of the request, checked server-side, with the role checks every page
+        shares: the dashboard shows the whole tracker, so scoped roles (affiliate, advertiser) use the
+        API; read-only roles may send no form but sign-out."""
         session = signer.read(request.cookies.get(COOKIE))
-        if session is None:
+        principal = runtime.accounts.session_principal(session.session_id) if session else None
+        if session is None or principal is None:
             raise SignInRequired(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
-        return session
+        if principal.scope is not None and request.url.path != "/logout":
+            raise PageRefused(
+                principal.role,
+                f"The dashboard shows the whole tracker; a{'n' if principal.role[0] in 'aeiou' else ''} "
+                f"{principal.role} account sees its own figures through the API (GET /api/v1/reports, "
+                "/api/v1/conversions) with an API key.",
+            )
+        if (
+            request.method == "POST"
+            and request.url.path != "/logout"
+            and not CONFIGURE.allows(principal.role)
+        ):
+            raise PageRefused(principal.role, f"The {principal.role} role may look but not change anything.")
+        return dataclasses.replace(session, principal=principal)
 
     def render(
         request: Request, name: str, session: Session | None, status: int = 200, **context: Any
     ) -> Response:
         context |= {
             "signed_in": session is not None,
+            "who": session.principal if session else None,
+            "can_edit": session is not None
+            and session.principal is not None
+            and CONFIGURE.allows(session.principal.role),
             "csrf": signer.csrf_token(session) if session else "",
             "zones": ZONES,
             "numeric": NUMERIC,
@@ -100,37 +134,64 @@ def create_dashboard(runtime: Runtime) -> APIRouter:
         response.set_cookie(NONCE_COOKIE, nonce, max_age=600, httponly=True, samesite="strict", secure=secure)
         return response
 
+    def check_sign_in_rate(address: str, username: str) -> None:
+        limits.sign_in_ip.check(address)
+        if username:
+            limits.sign_in_account.check(username.lower())
+
     @router.post("/login")
     async def login(request: Request) -> Response:
         form = {key: str(value) for key, value in (await request.form()).items()}
         nonce_cookie = request.cookies.get(NONCE_COOKIE)
         target = _local_next(form.get("next"))
-        token = form.get("token", "").strip()
-        if not nonce_cookie or not secrets.compare_digest(nonce_cookie, form.get("nonce", "")):
-            error = "The sign-in form expired; please try again."
-        elif not token or not runtime.tokens.accepts(token):
-            error = "That token is not this tracker's admin token."
+        username = form.get("username", "").strip()[:254]
+        secret = form.get("token", "")
+        status, headers, principal = 401, {}, None
+        try:
+            check_sign_in_rate(request_ip(runtime, request), username)
+        except RateLimited as exc:
+            status, headers = 429, {"retry-after": str(exc.retry_after)}
+            error = f"Too many sign-in attempts; try again in {exc.retry_after} seconds."
         else:
-            response = RedirectResponse(target, status_code=303)
-            response.set_cookie(
-                COOKIE,
-                signer.issue(),
-                max_age=LIFETIME_SECONDS,
-                httponly=True,
-                samesite="strict",
-                secure=secure,
-            )
-            response.delete_cookie(NONCE_COOKIE)
-            return response
+            if not nonce_cookie or not secrets.compare_digest(nonce_cookie, form.get("nonce", "")):
+                error = "The sign-in form expired; please try again."
+            elif username:
+                principal = await run_in_threadpool(runtime.accounts.sign_in, username, secret)
+                error = "Wrong username or password, or the account is disabled."
+            else:
+                token = secret.strip()
+                accepted = bool(token) and await run_in_threadpool(runtime.tokens.accepts, token)
+                principal = ADMIN_TOKEN if accepted else None
+                error = "That token is not this tracker's admin token."
+        if principal is not None:
+            return await open_session(principal, target)
         nonce = secrets.token_urlsafe(16)
-        page = render(request, "login.html", None, 401, nonce=nonce, next=target, error=error)
+        page = render(
+            request, "login.html", None, status, nonce=nonce, next=target, error=error, username=username
+        )
+        page.headers.update(headers)
         page.set_cookie(NONCE_COOKIE, nonce, max_age=600, httponly=True, samesite="strict", secure=secure)
         return page
 
+    async def open_session(principal: Principal, target: str) -> Response:
+        cookie = signer.issue()
+        session = signer.read(cookie)
+        assert session is not None
+        expires = datetime.fromtimestamp(session.expires, UTC)
+        await run_in_threadpool(runtime.accounts.open_session, session.session_id, principal, expires)
+        response = RedirectResponse(target, status_code=303)
+        response.set_cookie(
+            COOKIE, cookie, max_age=LIFETIME_SECONDS, httponly=True, samesite="strict", secure=secure
+        )
+        response.delete_cookie(NONCE_COOKIE)
+        return response
+
     @router.post("/logout")
     async def logout(request: Request) -> Response:
-        session = session_of(request)
+        session = await run_in_threadpool(session_of, request)
         await checked_form(request, session)
+        # Closed server-side: the cookie, if kept or stolen, opens nothing any more.
+        await run_in_threadpool(runtime.accounts.close_session, session.session_id)
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(COOKIE)
         return response
