@@ -461,9 +461,7 @@ def create_api(runtime: Runtime) -> FastAPI:
             asked = {parsed.sort, *parsed.group_by, *(column for column, _ in parsed.filters)}
             refused = sorted(asked & hidden)
             if refused:
-                raise Forbidden(
-                    f"a{'n' if who.role[0] in 'aeiou' else ''} {who.role} cannot see {', '.join(refused)}"
-                )
+                raise Forbidden(f"the {who.role} role cannot see {', '.join(refused)}")
             parsed = dataclasses.replace(parsed, within=who.scope)
         result = runtime.reports.run(parsed, cost_updates(runtime.database))
         if hidden:

@@ -87,9 +87,7 @@ class ApiAuth:
             def check(request: Request) -> Principal:
                 principal = self.authenticate(request)
                 if not rule.allows(principal.role):
-                    raise Forbidden(
-                        f"a{'n' if principal.role[0] in 'aeiou' else ''} {principal.role} may not do this"
-                    )
+                    raise Forbidden(f"the {principal.role} role may not do this")
                 request.state.principal = principal
                 return principal
 

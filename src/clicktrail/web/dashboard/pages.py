@@ -77,8 +77,8 @@ def create_dashboard(runtime: Runtime, limits: Limits) -> APIRouter:
         if principal.scope is not None and request.url.path != "/logout":
             raise PageRefused(
                 principal.role,
-                f"The dashboard shows the whole tracker; a{'n' if principal.role[0] in 'aeiou' else ''} "
-                f"{principal.role} account sees its own figures through the API (GET /api/v1/reports, "
+                f"The dashboard shows the whole tracker; an account with the {principal.role} role "
+                "sees its own figures through the API (GET /api/v1/reports, "
                 "/api/v1/conversions) with an API key.",
             )
         if (
