@@ -233,3 +233,19 @@ def test_every_route_states_its_required_role(tracker: Tracker) -> None:
     users = spec["paths"]["/api/v1/users"]["post"]
     assert users["x-allowed-roles"] == ["admin"]
     assert set(spec["paths"]["/api/v1/conversions"]["get"]["x-allowed-roles"]) == roles - set()
+
+
+def test_odd_key_and_list_inputs_are_refused_not_crashed(tracker: Tracker) -> None:
+    user = make_user(tracker, "analyst")
+    cases = [
+        {"user_id": user["id"], "name": "k", "expires_at": "9999-12-31T23:00:00-05:00"},
+        {"user_id": user["id"], "name": "k", "expires_at": "2020-01-01T00:00:00Z"},
+        {"user_id": user["id"], "name": "k", "expires_at": "2999-01-01T00:00:00"},
+        {"user_id": 2_000_000_000, "name": "k"},
+        {"user_id": user["id"], "name": ""},
+    ]
+    for body in cases:
+        response = tracker.api("POST", "/keys", json=body)
+        assert response.status_code == 422, (body, response.text)
+    assert tracker.api("GET", "/users", params={"cursor": "9999999999"}).status_code == 422
+    assert tracker.api("GET", "/keys", params={"cursor": "9999999999"}).status_code == 422

@@ -32,6 +32,7 @@ from clicktrail.storage.schema import offers, sources
 from clicktrail.types import Clock
 
 KEY_PREFIX = "ctk_"
+KEY_MAX_DAYS = 36_500
 KEY_TOUCH_SECONDS = 60
 """A key's last-used time is written at most this often: not one write per request."""
 
@@ -214,6 +215,9 @@ class Accounts:
                 raise ValidationFailed("expires_at needs a UTC offset", {"expires_at": "add Z or +hh:mm"})
             if expires <= now:
                 raise ValidationFailed("expires_at is in the past", {"expires_at": "must be in the future"})
+            if expires - now > timedelta(days=KEY_MAX_DAYS):
+                detail = f"at most {KEY_MAX_DAYS} days from now"
+                raise ValidationFailed(f"expires_at: {detail}", {"expires_at": detail})
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
         with self._db.begin() as connection:
             if store.get_user(connection, data.user_id) is None:

@@ -7,6 +7,7 @@ from fastapi import FastAPI, Path, Query
 from clicktrail.accounts.audit import find_audit
 from clicktrail.accounts.models import KeyInput, UserInput, UserPatch
 from clicktrail.accounts.roles import ADMIN_ONLY, CONFIGURE, Role, Rule
+from clicktrail.errors import ValidationFailed
 from clicktrail.web.auth import ApiAuth, Who
 from clicktrail.web.runtime import Runtime
 from clicktrail.web.schemas import ApiKeyOut, AuditOut, ErrorOut, MeOut, NewApiKeyOut, Page, UserOut
@@ -26,6 +27,13 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorOut, "description": "invalid input"},
     429: {"model": ErrorOut, "description": "rate limited; see Retry-After"},
 }
+
+
+def _after(cursor: str | None) -> int:
+    # IDs are 32-bit integer columns: a larger cursor is not one we handed out.
+    if cursor and int(cursor) > MAX_ROW_ID:
+        raise ValidationFailed("cursor is the next_cursor of a previous page", {"cursor": "not a cursor"})
+    return int(cursor or 0)
 
 
 def add_account_routes(api: FastAPI, runtime: Runtime, auth: ApiAuth) -> None:
@@ -49,7 +57,7 @@ def add_account_routes(api: FastAPI, runtime: Runtime, auth: ApiAuth) -> None:
 
     @api.get(f"{v1}/users", responses=_ERRORS, tags=["accounts"], **auth.on(ADMIN_ONLY))
     def list_users(cursor: Cursor = None, limit: Limit = 100) -> Page[UserOut]:
-        users = accounts.list_users(int(cursor or 0), limit)
+        users = accounts.list_users(_after(cursor), limit)
         return Page(
             items=[UserOut.model_validate(u) for u in users],
             next_cursor=str(users[-1].id) if len(users) == limit else None,
@@ -78,7 +86,7 @@ def add_account_routes(api: FastAPI, runtime: Runtime, auth: ApiAuth) -> None:
         cursor: Cursor = None,
         limit: Limit = 100,
     ) -> Page[ApiKeyOut]:
-        keys = accounts.list_keys(user_id, int(cursor or 0), limit)
+        keys = accounts.list_keys(user_id, _after(cursor), limit)
         return Page(
             items=[ApiKeyOut.model_validate(k) for k in keys],
             next_cursor=str(keys[-1].id) if len(keys) == limit else None,

@@ -484,7 +484,7 @@ def create_api(runtime: Runtime) -> FastAPI:
         body = (
             "<!doctype html><meta charset=utf-8><title>Not for this role</title>"
             f"<h1>Not for this role</h1><p>{html.escape(exc.detail)}</p>"
-            '<form method="post" action="/logout"><p><a href="/login">Sign in as someone else</a></p></form>'
+            '<p><a href="/login">Sign in as someone else</a></p>'
         )
         return HTMLResponse(body, status_code=403)
 
