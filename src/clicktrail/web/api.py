@@ -1,9 +1,7 @@
 """The API under /api/v1: JSON in and out, bearer auth (an API key or the admin token), each route
 guarded by the role it requires, errors as {"error", "detail"}."""
 
-import dataclasses
 import html
-from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path as FilePath
 from typing import Annotated, Any
@@ -12,14 +10,13 @@ from urllib.parse import urlencode
 from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.staticfiles import StaticFiles
 
 from clicktrail import __version__
 from clicktrail.accounts.models import Principal
-from clicktrail.accounts.roles import CONFIGURE, READ, Role, Rule, redact
+from clicktrail.accounts.roles import CONFIGURE, READ, Role, Rule
 from clicktrail.catalog.models import (
     Campaign,
     CampaignInput,
@@ -42,7 +39,6 @@ from clicktrail.errors import (
     ValidationFailed,
 )
 from clicktrail.reports.costs import CostUpdateInput, cost_updates, record_cost_update
-from clicktrail.reports.engine import ReportResult
 from clicktrail.reports.render import csv_text, json_rows
 from clicktrail.reports.request import OutputFormat, parse_dimension_filters, parse_report_request
 from clicktrail.web.account_api import add_account_routes
@@ -64,6 +60,7 @@ from clicktrail.web.schemas import (
     SourceOut,
     TestPostbackOut,
 )
+from clicktrail.web.scoping import report_without, scoped_page, scoped_report, shaped
 
 DASHBOARD_STATIC = FilePath(__file__).parent / "dashboard" / "static"
 Limit = Annotated[int, Query(ge=1, le=1000)]
@@ -108,37 +105,6 @@ def _parse_moment(value: str | None, name: str, *, end: bool) -> datetime | None
 
 def _period(start: str | None, end: str | None) -> TimeRange:
     return TimeRange(_parse_moment(start, "from", end=False), _parse_moment(end, "to", end=True))
-
-
-def shaped(who: Principal, model: BaseModel) -> Any:
-    """The answer for this principal: the model itself, or its JSON without the role's hidden fields."""
-    if not who.hidden:
-        return model
-    return JSONResponse(redact(model.model_dump(mode="json"), who.hidden))
-
-
-def scoped_page(
-    fetch: Callable[[int, int], list[Any]], keep: Callable[[Any], bool], after: int, limit: int
-) -> tuple[list[Any], str | None]:
-    """A page of the catalog rows `keep` accepts, read in batches (catalogs are small)."""
-    kept: list[Any] = []
-    while len(kept) < limit:
-        batch = fetch(after, 1000)
-        kept.extend(item for item in batch if keep(item))
-        if len(batch) < 1000:
-            return kept[:limit], None
-        after = batch[-1].id
-    return kept[:limit], str(kept[limit - 1].id)
-
-
-def _without(result: ReportResult, hidden: Iterable[str]) -> ReportResult:
-    gone = set(hidden)
-    return ReportResult(
-        columns=[c for c in result.columns if c not in gone],
-        rows=[{k: v for k, v in row.items() if k not in gone} for row in result.rows],
-        totals={k: v for k, v in result.totals.items() if k not in gone},
-        total_rows=result.total_rows,
-    )
 
 
 def create_api(runtime: Runtime) -> FastAPI:
@@ -456,16 +422,8 @@ def create_api(runtime: Runtime) -> FastAPI:
         (click_time|conversion_time), sort (prefix - for descending), limit, offset, format (json|csv)."""
         params = dict(request.query_params)
         parsed = parse_report_request(params, today=runtime.clock().date())
-        hidden = who.hidden
-        if hidden:
-            asked = {parsed.sort, *parsed.group_by, *(column for column, _ in parsed.filters)}
-            refused = sorted(asked & hidden)
-            if refused:
-                raise Forbidden(f"the {who.role} role cannot see {', '.join(refused)}")
-            parsed = dataclasses.replace(parsed, within=who.scope)
-        result = runtime.reports.run(parsed, cost_updates(runtime.database))
-        if hidden:
-            result = _without(result, hidden)
+        parsed = scoped_report(who, parsed)
+        result = report_without(who, runtime.reports.run(parsed, cost_updates(runtime.database)))
         names = runtime.cache.snapshot.names
         if parsed.output is OutputFormat.CSV:
             return Response(
