@@ -112,14 +112,46 @@ def test_disabling_a_user_ends_its_sessions_at_once(admin: Tracker, server: Serv
     client.close()
 
 
-def test_scoped_roles_are_sent_to_the_api(admin: Tracker, server: ServerProcess) -> None:
-    campaign = admin.campaign()
-    affiliate = make_user(admin, "affiliate", source_id=campaign["source"]["id"])
+def test_an_affiliate_sees_its_own_page_and_nothing_else(admin: Tracker, server: ServerProcess) -> None:
+    mine = admin.campaign(revenue="77.00", payout="11.00")
+    theirs = admin.campaign(revenue="88.00", payout="22.00")
+    for campaign, txid in ((mine, "aff-mine"), (theirs, "aff-theirs")):
+        click_id = admin.click(campaign["key"], sub1="s")
+        assert admin.postback(click_id=click_id, event="sale", txid=txid).status_code == 200
+    affiliate = make_user(admin, "affiliate", source_id=mine["source"]["id"])
     client = sign_in(server, affiliate["username"], PASSWORD)
-    for path in ("/", "/offers", "/reports", "/logs/clicks", "/lookup?q=x"):
+    home = client.get("/")
+    assert home.status_code == 303
+    assert home.headers["location"] == "/partner"
+    page = client.get("/partner").text
+    assert f"/c/{mine['key']}" in page
+    assert f"/c/{theirs['key']}" not in page
+    assert "aff-mine" in page
+    assert "aff-theirs" not in page
+    assert "11.00" in page
+    for secret in ("77.00", "88.00", "revenue", "profit"):
+        assert secret not in page, secret
+    assert 'href="/offers"' not in page
+    for path in ("/offers", "/reports", "/reports.csv", "/logs/clicks", "/lookup?q=x"):
         refused = client.get(path)
         assert refused.status_code == 403, path
-        assert "sees its own figures through the API" in refused.text
+        assert "/partner" in refused.text
+    client.close()
+
+
+def test_an_advertiser_sees_its_offers_conversions_without_payouts(
+    admin: Tracker, server: ServerProcess
+) -> None:
+    mine = admin.campaign(revenue="66.00", payout="33.00")
+    click_id = admin.click(mine["key"])
+    assert admin.postback(click_id=click_id, event="sale", txid="adv-mine").status_code == 200
+    advertiser = make_user(admin, "advertiser", offer_ids=[mine["offer"]["id"]])
+    client = sign_in(server, advertiser["username"], PASSWORD)
+    page = client.get("/partner").text
+    assert "adv-mine" in page
+    assert "66.00" in page
+    assert "33.00" not in page
+    assert "payout" not in page
     client.close()
 
 

@@ -43,7 +43,7 @@ from clicktrail.reports.render import csv_text, json_rows
 from clicktrail.reports.request import OutputFormat, parse_dimension_filters, parse_report_request
 from clicktrail.web.account_api import add_account_routes
 from clicktrail.web.auth import ApiAuth, Limits, Who, state_rules_in_descriptions
-from clicktrail.web.dashboard.pages import PageRefused, SignInRequired, create_dashboard
+from clicktrail.web.dashboard.pages import GoTo, PageRefused, SignInRequired, create_dashboard
 from clicktrail.web.errors import status_for
 from clicktrail.web.runtime import Runtime
 from clicktrail.web.schemas import (
@@ -436,6 +436,10 @@ def create_api(runtime: Runtime) -> FastAPI:
     @api.exception_handler(SignInRequired)
     async def sign_in(_: Request, exc: SignInRequired) -> Response:
         return RedirectResponse("/login?" + urlencode({"next": exc.path}), status_code=303)
+
+    @api.exception_handler(GoTo)
+    async def go_to(_: Request, exc: GoTo) -> Response:
+        return RedirectResponse(exc.path, status_code=303)
 
     @api.exception_handler(PageRefused)
     async def page_refused(_: Request, exc: PageRefused) -> Response:

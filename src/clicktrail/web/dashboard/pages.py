@@ -31,6 +31,7 @@ from clicktrail.reports.engine import ReportResult
 from clicktrail.reports.render import csv_text, json_rows
 from clicktrail.reports.request import FILTER_PARAMS, parse_dimension_filters, parse_report_request
 from clicktrail.web.auth import Limits, request_ip
+from clicktrail.web.dashboard.partner import PARTNER_PAGE, add_partner_page
 from clicktrail.web.dashboard.session import COOKIE, LIFETIME_SECONDS, Session, SessionSigner
 from clicktrail.web.runtime import Runtime
 
@@ -41,6 +42,13 @@ NUMERIC = {m.value for m in Metric} | {"hour"}
 
 
 class SignInRequired(Exception):
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+
+class GoTo(Exception):
+    """Send the browser to another page of the dashboard (303)."""
+
     def __init__(self, path: str) -> None:
         self.path = path
 
@@ -74,12 +82,13 @@ def create_dashboard(runtime: Runtime, limits: Limits) -> APIRouter:
         principal = runtime.accounts.session_principal(session.session_id) if session else None
         if session is None or principal is None:
             raise SignInRequired(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
-        if principal.scope is not None and request.url.path != "/logout":
+        if principal.scope is not None and request.url.path == "/":
+            raise GoTo(PARTNER_PAGE)
+        if principal.scope is not None and request.url.path not in (PARTNER_PAGE, "/logout"):
             raise PageRefused(
                 principal.role,
-                f"The dashboard shows the whole tracker; an account with the {principal.role} role "
-                "sees its own figures through the API (GET /api/v1/reports, "
-                "/api/v1/conversions) with an API key.",
+                f"This page shows the whole tracker; an account with the {principal.role} role "
+                f"sees its own figures on {PARTNER_PAGE}, or through the API with an API key.",
             )
         if (
             request.method == "POST"
@@ -95,6 +104,9 @@ def create_dashboard(runtime: Runtime, limits: Limits) -> APIRouter:
         context |= {
             "signed_in": session is not None,
             "who": session.principal if session else None,
+            "scoped": session is not None
+            and session.principal is not None
+            and session.principal.scope is not None,
             "can_edit": session is not None
             and session.principal is not None
             and CONFIGURE.allows(session.principal.role),
@@ -415,6 +427,7 @@ def create_dashboard(runtime: Runtime, limits: Limits) -> APIRouter:
             postback_columns=["received_at", "decision", "error", "event", "txid", "detail", "ip"],
         )  # fmt: skip
 
+    add_partner_page(router, runtime, session_of, render)
     return router
 
 
