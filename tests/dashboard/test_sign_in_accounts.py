@@ -69,7 +69,9 @@ def test_a_manager_may_create_from_the_dashboard(admin: Tracker, server: ServerP
     )
     assert posted.status_code == 303
     entries = admin.api("GET", "/audit", params={"object_type": "offer"}).json()["items"]
-    assert any(e["after"]["name"] == "by manager" for e in entries)
+    [entry] = [e for e in entries if e["after"]["name"] == "by manager"]
+    assert entry["actor"] == manager["username"]
+    assert entry["actor_user_id"] == manager["id"]
     client.close()
 
 

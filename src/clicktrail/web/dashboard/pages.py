@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.templating import Jinja2Templates
 
+from clicktrail.accounts.audit import Actor
 from clicktrail.accounts.models import ADMIN_TOKEN, Principal
 from clicktrail.accounts.roles import CONFIGURE
 from clicktrail.catalog.models import CampaignInput, CostModel, OfferInput, SourceInput
@@ -313,7 +314,7 @@ def create_dashboard(runtime: Runtime, limits: Limits) -> APIRouter:
         return handler
 
     def creator(
-        kind: str, create: Callable[[dict[str, str]], object]
+        kind: str, create: Callable[[dict[str, str], Actor], object]
     ) -> Callable[[Request], Awaitable[Response]]:
         async def handler(request: Request) -> Response:
             session = session_of(request)
@@ -322,7 +323,8 @@ def create_dashboard(runtime: Runtime, limits: Limits) -> APIRouter:
             except ValidationFailed as exc:
                 return catalog_page(request, session, kind, errors=exc.fields, status=403)
             try:
-                create({k: v for k, v in form.items() if v != ""})
+                assert session.principal is not None
+                create({k: v for k, v in form.items() if v != ""}, session.principal.actor)
                 runtime.catalog_changed()
             except ValidationError as exc:
                 errors = {
@@ -339,10 +341,10 @@ def create_dashboard(runtime: Runtime, limits: Limits) -> APIRouter:
         return handler
 
     catalog = runtime.catalog
-    creators: dict[str, Callable[[dict[str, str]], object]] = {
-        "offers": lambda values: catalog.create_offer(OfferInput(**values)),
-        "sources": lambda values: catalog.create_source(SourceInput(**values)),
-        "campaigns": lambda values: catalog.create_campaign(CampaignInput(**values)),
+    creators: dict[str, Callable[[dict[str, str], Actor], object]] = {
+        "offers": lambda values, actor: catalog.create_offer(OfferInput(**values), actor),
+        "sources": lambda values, actor: catalog.create_source(SourceInput(**values), actor),
+        "campaigns": lambda values, actor: catalog.create_campaign(CampaignInput(**values), actor),
     }
     for kind, create in creators.items():
         router.add_api_route(f"/{kind}", lister(kind), methods=["GET"])
