@@ -117,7 +117,6 @@ def create_api(runtime: Runtime) -> FastAPI:
         docs_url="/api/docs",
         redoc_url=None,
     )
-    api.state.limits = limits
     v1 = "/api/v1"
 
     @api.exception_handler(ClicktrailError)

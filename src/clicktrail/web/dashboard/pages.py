@@ -77,8 +77,8 @@ def create_dashboard(runtime: Runtime, limits: Limits) -> APIRouter:
 
     def session_of(request: Request) -> Session:
         """The open session of the request, checked server-side, with the role checks every page
-        shares: the dashboard shows the whole tracker, so scoped roles (affiliate, advertiser) use the
-        API; read-only roles may send no form but sign-out."""
+        shares: the pages show the whole tracker, so scoped roles (affiliate, advertiser) get their own
+        page only; read-only roles may send no form but sign-out."""
         session = signer.read(request.cookies.get(COOKIE))
         principal = runtime.accounts.session_principal(session.session_id) if session else None
         if session is None or principal is None:
@@ -102,15 +102,12 @@ def create_dashboard(runtime: Runtime, limits: Limits) -> APIRouter:
     def render(
         request: Request, name: str, session: Session | None, status: int = 200, **context: Any
     ) -> Response:
+        who = session.principal if session else None
         context |= {
             "signed_in": session is not None,
-            "who": session.principal if session else None,
-            "scoped": session is not None
-            and session.principal is not None
-            and session.principal.scope is not None,
-            "can_edit": session is not None
-            and session.principal is not None
-            and CONFIGURE.allows(session.principal.role),
+            "who": who,
+            "scoped": who is not None and who.scope is not None,
+            "can_edit": who is not None and CONFIGURE.allows(who.role),
             "csrf": signer.csrf_token(session) if session else "",
             "zones": ZONES,
             "numeric": NUMERIC,
