@@ -126,6 +126,12 @@ def start_server(
         # Reports see events within a second in tests (15 s lag by default).
         "CLICKTRAIL_ANALYTICS_LAG_SECONDS": "0.5",
         "CLICKTRAIL_ANALYTICS_INTERVAL_SECONDS": "0.25",
+        # Every test shares the admin token and 127.0.0.1: no rate limits, except on the servers
+        # tests/test_rate_limits.py starts to test them.
+        "CLICKTRAIL_API_RATE_PER_MINUTE": "0",
+        "CLICKTRAIL_API_IP_RATE_PER_MINUTE": "0",
+        "CLICKTRAIL_AUTH_FAILURES_PER_MINUTE": "0",
+        "CLICKTRAIL_SIGN_IN_PER_MINUTE": "0",
         **(extra_env or {}),
     }
     env = {name: value for name, value in env.items() if value != ""}

@@ -1,17 +1,22 @@
-"""The `clicktrail` command: serve, migrate, tokens."""
+"""The `clicktrail` command: serve, migrate, tokens, users, keys, report."""
 
 import argparse
+import getpass
 import json
 import os
 import signal
 import sys
-from collections.abc import Sequence
-from datetime import timedelta
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from types import FrameType
 
 from pydantic import ValidationError
 
 from clicktrail import __version__
+from clicktrail.accounts.audit import SYSTEM
+from clicktrail.accounts.models import KeyInput, UserInput
+from clicktrail.accounts.roles import Role
+from clicktrail.accounts.service import Accounts
 from clicktrail.bootstrap import prepare, reset_admin_token
 from clicktrail.catalog.models import CampaignInput, OfferInput, SourceInput
 from clicktrail.catalog.routes import load_snapshot
@@ -120,8 +125,122 @@ def tokens_reset(_: argparse.Namespace) -> None:
     database = Database(settings.sqlalchemy_url)
     prepare(settings, database)
     token = reset_admin_token(database)
+    Accounts(database, utc_now).close_admin_token_sessions()
     database.dispose()
     print(f"new admin token (shown once, keep it): {token}")
+
+
+def _accounts() -> tuple[Accounts, Database]:
+    settings = _settings()
+    database = Database(settings.sqlalchemy_url)
+    prepare(settings, database)
+    return Accounts(database, utc_now), database
+
+
+def _invalid(exc: ValidationError) -> CommandError:
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {str(e['msg']).removeprefix('Value error, ')}"
+        for e in exc.errors()
+    )
+    return CommandError(problems)
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    if not sys.stdin.isatty():
+        raise CommandError("no terminal to ask for the password: pipe it in with --password-stdin")
+    first = getpass.getpass("password: ")
+    if first != getpass.getpass("again: "):
+        raise CommandError("the two passwords differ")
+    return first
+
+
+def _bounded(name: str, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        if not text.isdigit() or not 1 <= int(text) <= high:
+            raise argparse.ArgumentTypeError(f"{name} is a whole number from 1 to {high}")
+        return int(text)
+
+    return parse
+
+
+_row_id = _bounded("an ID", 2_147_483_647)
+
+
+def users_add(args: argparse.Namespace) -> None:
+    password = _read_password(args.password_stdin)
+    offer_ids = [part.strip() for part in (args.offer_ids or "").split(",") if part.strip()]
+    try:
+        data = UserInput.model_validate(
+            {"username": args.username, "password": password, "role": args.role,
+             "source_id": args.source_id, "offer_ids": offer_ids}
+        )  # fmt: skip
+    except ValidationError as exc:
+        raise _invalid(exc) from exc
+    accounts, database = _accounts()
+    try:
+        user = accounts.create_user(data, SYSTEM)
+    finally:
+        database.dispose()
+    print(f"user {user.id} {user.username} ({user.role}) created")
+
+
+def users_list(_: argparse.Namespace) -> None:
+    accounts, database = _accounts()
+    users, after = [], 0
+    while batch := accounts.list_users(after, 1000):
+        users.extend(batch)
+        after = batch[-1].id
+    database.dispose()
+    if not users:
+        print("no users yet: clicktrail users add EMAIL --role ROLE")
+        return
+    rows = [("id", "username", "role", "bound to", "state")]
+    for user in users:
+        bound = (
+            f"source {user.source_id}" if user.source_id is not None
+            else f"offers {', '.join(map(str, user.offer_ids))}" if user.offer_ids else ""
+        )  # fmt: skip
+        rows.append(
+            (str(user.id), user.username, user.role, bound, "disabled" if user.disabled else "active")
+        )
+    widths = [max(len(row[n]) for row in rows) for n in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def users_disable(args: argparse.Namespace) -> None:
+    accounts, database = _accounts()
+    try:
+        user = accounts.disable_user(args.username, SYSTEM)
+    finally:
+        database.dispose()
+    print(f"user {user.username} disabled: its sessions are closed and its API keys refused")
+
+
+def keys_create(args: argparse.Namespace) -> None:
+    accounts, database = _accounts()
+    try:
+        user = accounts.find_user(args.username)
+        expires = datetime.now(UTC) + timedelta(days=args.expires_days) if args.expires_days else None
+        try:
+            data = KeyInput(user_id=user.id, name=args.name, expires_at=expires)
+        except ValidationError as exc:
+            raise _invalid(exc) from exc
+        key, secret = accounts.create_key(data, SYSTEM)
+    finally:
+        database.dispose()
+    print(f"API key {key.id} for {user.username} (shown once, keep it): {secret}")
+
+
+def keys_revoke(args: argparse.Namespace) -> None:
+    accounts, database = _accounts()
+    try:
+        key = accounts.revoke_key(args.key_id, SYSTEM)
+    finally:
+        database.dispose()
+    print(f"API key {key.id} ({key.prefix}…) revoked")
 
 
 def report(args: argparse.Namespace) -> None:
@@ -195,6 +314,36 @@ def _parser() -> argparse.ArgumentParser:
     tokens_sub = tokens_cmd.add_subparsers(dest="tokens_command", required=True)
     reset_cmd = tokens_sub.add_parser("reset", help="replace the admin token and print the new one")
     reset_cmd.set_defaults(run=tokens_reset)
+
+    users_cmd = commands.add_parser("users", help="user accounts (docs/accounts.md)")
+    users_sub = users_cmd.add_subparsers(dest="users_command", required=True)
+    add_cmd = users_sub.add_parser("add", help="create a user; asks for the password")
+    add_cmd.add_argument("username", help="an email address or a name")
+    add_cmd.add_argument("--role", required=True, choices=[role.value for role in Role])
+    add_cmd.add_argument("--source-id", type=_row_id, help="an affiliate's source")
+    add_cmd.add_argument("--offer-ids", help="an advertiser's offers, comma-separated")
+    add_cmd.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    add_cmd.set_defaults(run=users_add)
+    list_cmd = users_sub.add_parser("list", help="every user with its role and state")
+    list_cmd.set_defaults(run=users_list)
+    disable_cmd = users_sub.add_parser("disable", help="close a user's sessions and refuse its keys")
+    disable_cmd.add_argument("username")
+    disable_cmd.set_defaults(run=users_disable)
+
+    keys_cmd = commands.add_parser("keys", help="API keys (docs/accounts.md)")
+    keys_sub = keys_cmd.add_subparsers(dest="keys_command", required=True)
+    create_cmd = keys_sub.add_parser("create", help="make an API key for a user and print it once")
+    create_cmd.add_argument("username")
+    create_cmd.add_argument("--name", default="cli", help="what the key is for")
+    create_cmd.add_argument(
+        "--expires-days",
+        type=_bounded("--expires-days", 36_500),
+        help="the key stops working after this many days",
+    )
+    create_cmd.set_defaults(run=keys_create)
+    revoke_cmd = keys_sub.add_parser("revoke", help="refuse an API key from now on")
+    revoke_cmd.add_argument("key_id", type=_row_id)
+    revoke_cmd.set_defaults(run=keys_revoke)
     return parser
 
 

@@ -138,6 +138,43 @@ class Settings(BaseSettings):
     delivery_breaker_cooldown_seconds: float = Field(
         60.0, gt=0, description="CLICKTRAIL_DELIVERY_BREAKER_COOLDOWN_SECONDS: pause before a probe"
     )
+    # Rate limits (per worker process; 0 turns one off). SECURITY.md says what each is for.
+    api_rate_per_minute: float = Field(
+        600, ge=0, description="CLICKTRAIL_API_RATE_PER_MINUTE: API requests a minute per key (or token)"
+    )
+    api_rate_burst: int = Field(
+        120, ge=1, description="CLICKTRAIL_API_RATE_BURST: API requests at once per key"
+    )
+    api_ip_rate_per_minute: float = Field(
+        1200, ge=0, description="CLICKTRAIL_API_IP_RATE_PER_MINUTE: API requests a minute per client address"
+    )
+    api_ip_rate_burst: int = Field(
+        240, ge=1, description="CLICKTRAIL_API_IP_RATE_BURST: API requests at once per client address"
+    )
+    auth_failures_per_minute: float = Field(
+        10, ge=0,
+        description="CLICKTRAIL_AUTH_FAILURES_PER_MINUTE: refused credentials a minute per address (API and "
+        "sign-in) before that address gets 429",
+    )  # fmt: skip
+    auth_failures_burst: int = Field(
+        20, ge=1, description="CLICKTRAIL_AUTH_FAILURES_BURST: refused credentials at once per address"
+    )
+    sign_in_per_minute: float = Field(
+        10,
+        ge=0,
+        description="CLICKTRAIL_SIGN_IN_PER_MINUTE: sign-in attempts a minute per address and per account",
+    )
+    sign_in_burst: int = Field(10, ge=1, description="CLICKTRAIL_SIGN_IN_BURST: sign-in attempts at once")
+    edge_ip_rate_per_second: float = Field(
+        0, ge=0,
+        description="CLICKTRAIL_EDGE_IP_RATE_PER_SECOND: cap on clicks and postbacks per second per client "
+        "address; 0 (the default): no cap",
+    )  # fmt: skip
+    edge_ip_burst: int = Field(
+        100,
+        ge=1,
+        description="CLICKTRAIL_EDGE_IP_BURST: clicks and postbacks at once per address under the cap",
+    )
     geoip_db: str | None = Field(
         None,
         description=(

@@ -6,7 +6,9 @@
     │   │   └── InvalidQuery   a query names an unknown dimension, timezone… (400)
     │   ├── NotFound           the thing named does not exist
     │   ├── Conflict           the thing is busy or in a state that refuses the request
-    │   └── Unauthorized       no or wrong credentials
+    │   ├── Unauthorized       no or wrong credentials (401)
+    │   ├── Forbidden          the credentials are good but their role may not do this (403)
+    │   └── RateLimited        too many requests from this key, account or address (429)
     └── StorageError           the database failed; the request may be retried (maps to 503)
 
 Domain code raises these; the web layer maps `code` to an HTTP status in one table.
@@ -51,6 +53,18 @@ class Conflict(ClientError):
 
 class Unauthorized(ClientError):
     code = "unauthorized"
+
+
+class Forbidden(ClientError):
+    code = "forbidden"
+
+
+class RateLimited(ClientError):
+    code = "rate_limited"
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
 
 
 class StorageError(ClicktrailError):

@@ -6,6 +6,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, Table
 
+from clicktrail.accounts import audit
+from clicktrail.accounts.audit import SYSTEM, Actor
 from clicktrail.catalog.models import (
     Campaign,
     CampaignInput,
@@ -102,21 +104,28 @@ class Catalog:
     def _bump(self, connection: Connection) -> None:
         self._db.set_meta_value(connection, store.CATALOG_VERSION, store.new_version())
 
-    def _create(self, table: Table, values: dict[str, Any]) -> Row[Any]:
+    def _create(self, table: Table, values: dict[str, Any], noun: str, actor: Actor) -> Row[Any]:
         now = self._clock()
         with self._db.begin() as connection:
             row = store.insert_row(connection, table, {**values, "created_at": now, "updated_at": now})
+            audit.record(connection, now, actor, "create", noun, row.id, after=row._asdict())
             self._bump(connection)
         return row
 
-    def _patch(self, table: Table, row_id: int, values: dict[str, Any], noun: str) -> Row[Any]:
+    def _patch(self, table: Table, row_id: int, values: dict[str, Any], noun: str, actor: Actor) -> Row[Any]:
         _refuse_nulls(values)
+        now = self._clock()
         with self._db.begin() as connection:
-            if values:
-                values = {**values, "updated_at": self._clock()}
-            row = store.update_row(connection, table, row_id, values)
-            if row is None:
+            before = store.get_row(connection, table, row_id)
+            if before is None:
                 raise NotFound(f"no {noun} with id {row_id}")
+            if values:
+                values = {**values, "updated_at": now}
+            row = store.update_row(connection, table, row_id, values)
+            assert row is not None
+            audit.record(
+                connection, now, actor, "update", noun, row_id, before=before._asdict(), after=row._asdict()
+            )
             self._bump(connection)
         return row
 
@@ -150,16 +159,16 @@ class Catalog:
                 seen.add(current)
                 current = row.fallback_offer_id
 
-    def create_offer(self, data: OfferInput) -> Offer:
+    def create_offer(self, data: OfferInput, actor: Actor = SYSTEM) -> Offer:
         self._check_fallback(None, data.fallback_offer_id)
-        return _offer(self._create(offers, data.model_dump()))
+        return _offer(self._create(offers, data.model_dump(), "offer", actor))
 
-    def patch_offer(self, offer_id: int, data: OfferPatch) -> Offer:
+    def patch_offer(self, offer_id: int, data: OfferPatch, actor: Actor = SYSTEM) -> Offer:
         values = data.model_dump(exclude_unset=True)
         if values.get("cap_timezone", "") is None:
             values["cap_timezone"] = "UTC"
         self._check_fallback(offer_id, values.get("fallback_offer_id"))
-        return _offer(self._patch(offers, offer_id, values, "offer"))
+        return _offer(self._patch(offers, offer_id, values, "offer", actor))
 
     def get_offer(self, offer_id: int) -> Offer:
         return _offer(self._get(offers, offer_id, "offer"))
@@ -168,11 +177,12 @@ class Catalog:
         return [_offer(row) for row in self._list(offers, after_id, limit)]
 
     # Landers
-    def create_lander(self, data: LanderInput) -> Lander:
-        return _lander(self._create(landers, data.model_dump()))
+    def create_lander(self, data: LanderInput, actor: Actor = SYSTEM) -> Lander:
+        return _lander(self._create(landers, data.model_dump(), "lander", actor))
 
-    def patch_lander(self, lander_id: int, data: LanderPatch) -> Lander:
-        return _lander(self._patch(landers, lander_id, data.model_dump(exclude_unset=True), "lander"))
+    def patch_lander(self, lander_id: int, data: LanderPatch, actor: Actor = SYSTEM) -> Lander:
+        values = data.model_dump(exclude_unset=True)
+        return _lander(self._patch(landers, lander_id, values, "lander", actor))
 
     def get_lander(self, lander_id: int) -> Lander:
         return _lander(self._get(landers, lander_id, "lander"))
@@ -181,14 +191,14 @@ class Catalog:
         return [_lander(row) for row in self._list(landers, after_id, limit)]
 
     # Sources
-    def create_source(self, data: SourceInput) -> Source:
+    def create_source(self, data: SourceInput, actor: Actor = SYSTEM) -> Source:
         self._vet_postback_url(data.postback_url)
-        return _source(self._create(sources, data.model_dump(mode="json")))
+        return _source(self._create(sources, data.model_dump(mode="json"), "source", actor))
 
-    def patch_source(self, source_id: int, data: SourcePatch) -> Source:
+    def patch_source(self, source_id: int, data: SourcePatch, actor: Actor = SYSTEM) -> Source:
         self._vet_postback_url(data.postback_url)
         values = data.model_dump(mode="json", exclude_unset=True)
-        return _source(self._patch(sources, source_id, values, "source"))
+        return _source(self._patch(sources, source_id, values, "source", actor))
 
     def get_source(self, source_id: int) -> Source:
         return _source(self._get(sources, source_id, "source"))
@@ -229,7 +239,7 @@ class Catalog:
             if not store.key_exists(connection, key):
                 return key
 
-    def create_campaign(self, data: CampaignInput) -> Campaign:
+    def create_campaign(self, data: CampaignInput, actor: Actor = SYSTEM) -> Campaign:
         now = self._clock()
         with self._db.begin() as connection:
             self._check_references(connection, data.source_id, data.offer_id)
@@ -243,22 +253,30 @@ class Catalog:
             }
             _stored_routing(values, data.routing)
             row = store.insert_row(connection, campaigns, values)
+            audit.record(connection, now, actor, "create", "campaign", row.id, after=row._asdict())
             self._bump(connection)
         return _campaign(row)
 
-    def patch_campaign(self, campaign_id: int, data: CampaignPatch) -> Campaign:
+    def patch_campaign(self, campaign_id: int, data: CampaignPatch, actor: Actor = SYSTEM) -> Campaign:
         values = data.model_dump(exclude_unset=True)
         _refuse_nulls(values)
+        now = self._clock()
         with self._db.begin() as connection:
+            before = store.get_row(connection, campaigns, campaign_id)
+            if before is None:
+                raise NotFound(f"no campaign with id {campaign_id}")
             self._check_references(connection, values.get("source_id"), values.get("offer_id"))
             self._check_lander(connection, values.get("lander_id"))
             self._check_routing(connection, data.routing)
             _stored_routing(values, data.routing)
             if values:
-                values["updated_at"] = self._clock()
+                values["updated_at"] = now
             row = store.update_row(connection, campaigns, campaign_id, values)
-            if row is None:
-                raise NotFound(f"no campaign with id {campaign_id}")
+            assert row is not None
+            audit.record(
+                connection, now, actor, "update", "campaign", campaign_id, before=before._asdict(),
+                after=row._asdict(),
+            )  # fmt: skip
             self._bump(connection)
         return _campaign(row)
 

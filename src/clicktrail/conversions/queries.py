@@ -12,6 +12,7 @@ from clicktrail.conversions.decision import Decision
 from clicktrail.errors import ValidationFailed
 from clicktrail.storage import event_store as store
 from clicktrail.storage.database import Database
+from clicktrail.storage.event_store import Scope
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,7 @@ def find_conversions(
     period: TimeRange,
     cursor: str | None,
     limit: int,
+    within: Scope = None,
 ) -> ConversionPage:
     with database.begin() as connection:
         rows = store.list_conversions(
@@ -51,6 +53,7 @@ def find_conversions(
             end=period.end,
             before=cursor,
             limit=limit + 1,
+            within=within,
         )
         page = rows[:limit]
         history: dict[str, list[Row[Any]]] = defaultdict(list)
@@ -70,6 +73,7 @@ def find_postbacks(
     period: TimeRange,
     cursor: str | None,
     limit: int,
+    within: Scope = None,
 ) -> PostbackPage:
     if decision is not None and decision not in {d.value for d in Decision}:
         allowed = ", ".join(d.value for d in Decision)
@@ -89,6 +93,7 @@ def find_postbacks(
             end=period.end,
             before=before,
             limit=limit + 1,
+            within=within,
         )
     page = list(rows[:limit])
     return PostbackPage(page, str(page[-1].id) if len(rows) > limit else None)
@@ -107,11 +112,13 @@ def find_clicks(
     period: TimeRange,
     cursor: str | None,
     limit: int,
+    within: Scope = None,
 ) -> ClickPage:
     """The click log, newest first (click IDs sort by time)."""
     with database.begin() as connection:
         rows = store.list_clicks(
-            connection, filters=filters, start=period.start, end=period.end, before=cursor, limit=limit + 1
-        )
+            connection, filters=filters, start=period.start, end=period.end, before=cursor, limit=limit + 1,
+            within=within,
+        )  # fmt: skip
     page = list(rows[:limit])
     return ClickPage(page, page[-1].click_id if len(rows) > limit else None)

@@ -164,6 +164,15 @@ class DuckDbReports:
         for n, (column, value) in enumerate(request.filters):
             params[f"f{n}"] = value
             filters.append(f" AND {column} = $f{n}")
+        if request.within is not None:
+            scope_column, ids = request.within
+            if scope_column not in ("source_id", "offer_id"):
+                raise ValueError(f"cannot scope a report by {scope_column}")
+            names = []
+            for n, scope_id in enumerate(ids):
+                params[f"w{n}"] = scope_id
+                names.append(f"$w{n}")
+            filters.append(f" AND {scope_column} IN ({', '.join(names)})" if names else " AND FALSE")
         filter_sql = "".join(filters)
 
         same_group = " AND ".join(f"c.d{i} IS NOT DISTINCT FROM v.d{i}" for i in range(len(dims))) or "TRUE"

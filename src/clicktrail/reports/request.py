@@ -44,6 +44,9 @@ class ReportRequest:
     limit: int
     offset: int
     output: OutputFormat
+    within: tuple[str, tuple[int, ...]] | None = None
+    """A scope from the caller's account (accounts/roles.py): only rows whose ID column holds one of
+    these IDs, e.g. ("source_id", (3,)) for an affiliate. Set by the web layer, never by a parameter."""
 
 
 def _fail(field: str, message: str) -> InvalidQuery:

@@ -27,6 +27,8 @@ from sqlalchemy.sql.schema import ScalarElementColumnDefault
 from clicktrail.storage.schema import clicks, conversion_status_history, conversions, deliveries, postback_log
 
 ClickRow = Mapping[str, Any]
+Scope = tuple[str, tuple[int, ...]] | None
+"""Only rows whose source_id or offer_id is one of these IDs (an account's scope); None: every row."""
 
 
 def insert_clicks(connection: Connection, rows: Sequence[ClickRow]) -> None:
@@ -175,11 +177,14 @@ def list_clicks(
     end: datetime | None,
     before: str | None,
     limit: int,
+    within: Scope = None,
 ) -> Sequence[Row[Any]]:
     """Newest first. Filter columns come from the caller's whitelist; values are bound."""
     query = select(clicks)
     for column, value in filters:
         query = query.where(clicks.c[column] == value)
+    if within is not None:
+        query = query.where(clicks.c[within[0]].in_(within[1]))
     page = _newest_first(
         query, time_column=clicks.c.created_at, id_column=clicks.c.click_id, start=start, end=end,
         before=before, limit=limit,
@@ -196,10 +201,13 @@ def list_conversions(
     end: datetime | None,
     before: str | None,
     limit: int,
+    within: Scope = None,
 ) -> Sequence[Row[Any]]:
     query = select(conversions)
     if click_id is not None:
         query = query.where(conversions.c.click_id == click_id)
+    if within is not None:
+        query = query.where(conversions.c[within[0]].in_(within[1]))
     if any(column not in conversions.c for column, _ in filters):
         # Device, OS and browser live on the click.
         query = query.join(clicks, clicks.c.click_id == conversions.c.click_id)
@@ -222,8 +230,15 @@ def list_postbacks(
     end: datetime | None,
     before: int | None,
     limit: int,
+    within: Scope = None,
 ) -> Sequence[Row[Any]]:
     query = select(postback_log)
+    if within is not None:
+        # The log row names a click; its click says whose it is. Postbacks for no stored click are
+        # nobody's but the owner's.
+        query = query.join(clicks, clicks.c.click_id == postback_log.c.click_id).where(
+            clicks.c[within[0]].in_(within[1])
+        )
     if click_id is not None:
         query = query.where(postback_log.c.click_id == click_id)
     if txid is not None:

@@ -294,3 +294,62 @@ delivery_breakers = Table(
     Column("probe_at", UtcDateTime, nullable=True),
     Column("updated_at", UtcDateTime, nullable=False),
 )
+
+# Accounts (migration 0006, docs/accounts.md). A user signs in with a password (argon2) or calls the API
+# with one of its keys; `role` is one of accounts/roles.py Role. An affiliate is bound to one source, an
+# advertiser to the offers listed in `offer_ids`.
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("username", String(254), nullable=False, unique=True),
+    Column("password_hash", Text, nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("source_id", Integer, ForeignKey("sources.id"), nullable=True),
+    Column("offer_ids", JSON, nullable=False, server_default=text("'[]'")),
+    Column("disabled", Boolean, nullable=False, server_default=false()),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# API keys: only a SHA-256 of the secret is kept (the secret is 256 random bits: nothing to brute-force).
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False, index=True),
+    Column("name", String(100), nullable=False),
+    Column("prefix", String(16), nullable=False),
+    Column("secret_hash", String(64), nullable=False, unique=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=True),
+    Column("revoked_at", UtcDateTime, nullable=True),
+    Column("last_used_at", UtcDateTime, nullable=True),
+)
+
+# Dashboard sessions held server-side, so signing out or disabling a user ends them everywhere. The
+# cookie carries the session ID; only its SHA-256 is stored. user_id NULL: signed in with the admin token.
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=True, index=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+)
+
+# Who changed the configuration, when, and what (before/after), written in the change's transaction.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("at", UtcDateTime, nullable=False, index=True),
+    Column("actor", String(300), nullable=False),
+    Column("actor_user_id", Integer, nullable=True),
+    Column("action", String(32), nullable=False),
+    Column("object_type", String(32), nullable=False),
+    Column("object_id", String(64), nullable=False),
+    Column("before", JSON, nullable=True),
+    Column("after", JSON, nullable=True),
+)
+Index("ix_audit_log_object", audit_log.c.object_type, audit_log.c.object_id)

@@ -32,6 +32,7 @@ from clicktrail.web.asgi import (
 )
 from clicktrail.web.client_ip import client_ip
 from clicktrail.web.errors import DECISION_STATUS, status_for
+from clicktrail.web.ratelimit import RateLimiter
 from clicktrail.web.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,9 @@ class Edge:
         self._cookie_attributes = "; Path=/; HttpOnly" + (
             "; SameSite=None; Secure" if cross_site else "; SameSite=Lax"
         )
+        rate, burst = runtime.settings.edge_ip_rate_per_second, runtime.settings.edge_ip_burst
+        # Off by default: a tracker must not drop a paid click. When set, one attribute test per request.
+        self._cap = RateLimiter("clicks and postbacks per address", rate * 60, burst) if rate > 0 else None
 
     def _client(self, scope: Scope) -> str | None:
         peer = scope.get("client")
@@ -117,7 +121,22 @@ class Edge:
         """The tracker's own cookie naming the visitor, so a repeat click from a new IP is the same one."""
         return self._cookie(VISITOR_COOKIE, visitor_id, VISITOR_COOKIE_SECONDS)
 
+    async def capped(self, scope: Scope, send: Send) -> bool:
+        """Answer 429 when the address is over CLICKTRAIL_EDGE_IP_RATE_PER_SECOND (when set)."""
+        if self._cap is None:
+            return False
+        wait = self._cap.retry_after(self._client(scope) or "unknown")
+        if wait:
+            detail = f"too many requests from this address; retry in {wait} s"
+            extra = [(b"retry-after", str(wait).encode())]
+            await respond_error(
+                send, 429, "rate_limited", detail, head=scope["method"] == "HEAD", extra=extra
+            )
+        return wait > 0
+
     async def click(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._cap is not None and await self.capped(scope, send):
+            return
         method = scope["method"]
         head = method == "HEAD"
         if method not in ("GET", "HEAD"):
@@ -152,6 +171,8 @@ class Edge:
         via: Channel = Channel.POSTBACK,
         extra: Headers = (),
     ) -> None:
+        if self._cap is not None and await self.capped(scope, send):
+            return
         if scope["method"] not in ("GET", "POST"):
             await respond_error(
                 send, 405, "method_not_allowed", "the postback URL answers GET and POST", extra=extra

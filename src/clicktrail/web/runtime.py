@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
+from clicktrail.accounts.service import Accounts
 from clicktrail.bootstrap import AdminTokenCheck, prepare
 from clicktrail.catalog.cache import CatalogCache
 from clicktrail.catalog.caps import CapBook
@@ -46,6 +47,7 @@ class Runtime:
         self.enricher = Enricher.from_settings(settings)
         self.catalog = Catalog(self.database, clock, check_postback_url=self.guard.check_url)
         self.tokens = AdminTokenCheck(settings, self.database)
+        self.accounts = Accounts(self.database, clock)
         self.clicks: GroupCommitWriter[dict[str, Any], None] = GroupCommitWriter(
             self._commit_clicks,
             batch_size=settings.click_batch_size,

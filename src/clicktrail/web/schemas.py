@@ -232,3 +232,52 @@ class Page(BaseModel, Generic[Item]):
 class ErrorOut(BaseModel):
     error: str
     detail: str
+
+
+class UserOut(_Out):
+    id: int
+    username: str
+    role: str
+    source_id: int | None
+    offer_ids: list[int]
+    disabled: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class ApiKeyOut(_Out):
+    id: int
+    user_id: int
+    name: str
+    prefix: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+class NewApiKeyOut(ApiKeyOut):
+    secret: str
+    """Shown this once: only its hash is stored."""
+
+
+class MeOut(BaseModel):
+    role: str
+    name: str
+    user_id: int | None
+    key_id: int | None
+    source_id: int | None
+    offer_ids: list[int]
+    hidden_fields: list[str]
+
+
+class AuditOut(_Out):
+    id: int
+    at: datetime
+    actor: str
+    actor_user_id: int | None
+    action: str
+    object_type: str
+    object_id: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
+from clicktrail.accounts.audit import SYSTEM, Actor
 from clicktrail.catalog.models import (
     POSTBACK_MACROS,
     Campaign,
@@ -105,6 +106,11 @@ RULES_EXAMPLE = json.dumps(
          "offers": [{"offer_id": 1, "weight": 70}, {"offer_id": 2, "weight": 30}]},
     ],
 )  # fmt: skip
+
+
+def actor_of(session: Session) -> Actor:
+    """Who the audit log names for a change made through these forms."""
+    return session.principal.actor if session.principal is not None else SYSTEM
 
 
 def _offer_values(offer: Offer) -> Shown:
@@ -317,7 +323,7 @@ def add_editing_routes(router: APIRouter, kit: PageKit) -> None:
         else:
             values, errors = await save(
                 request, session, form, OFFER_FIELDS, _offer_values(offer),
-                lambda changes: catalog.patch_offer(offer.id, OfferPatch(**changes)),
+                lambda changes: catalog.patch_offer(offer.id, OfferPatch(**changes), actor_of(session)),
             )  # fmt: skip
         if errors:
             return edit_page(request, session, "offers", offer, fields=OFFER_FIELDS, values=values,
@@ -362,7 +368,7 @@ def add_editing_routes(router: APIRouter, kit: PageKit) -> None:
         else:
             values, errors = await save(
                 request, session, form, SOURCE_FIELDS, _source_values(source),
-                lambda changes: catalog.patch_source(source.id, SourcePatch(**changes)),
+                lambda changes: catalog.patch_source(source.id, SourcePatch(**changes), actor_of(session)),
             )  # fmt: skip
         if errors:
             return source_page(request, session, source, values=values, errors=errors, status=422)
@@ -436,7 +442,10 @@ def add_editing_routes(router: APIRouter, kit: PageKit) -> None:
         else:
             values, errors = await save(
                 request, session, form, fields, _campaign_values(campaign),
-                lambda changes: catalog.patch_campaign(campaign.id, CampaignPatch(**changes)), routing_change,
+                lambda changes: catalog.patch_campaign(
+                    campaign.id, CampaignPatch(**changes), actor_of(session)
+                ),
+                routing_change,
             )  # fmt: skip
             if "cost_value" in errors.get("form", ""):
                 # The CPM precision check spans two fields (a model check): show it by the value.

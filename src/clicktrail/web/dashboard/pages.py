@@ -3,10 +3,11 @@
 Every page calls the same domain functions as the API; nothing here computes a figure of its own,
 so the dashboard and the API agree to the cent. Templates autoescape every value."""
 
+import dataclasses
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -16,13 +17,17 @@ from zoneinfo import available_timezones
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.templating import Jinja2Templates
 
+from clicktrail.accounts.audit import Actor
+from clicktrail.accounts.models import ADMIN_TOKEN, Principal
+from clicktrail.accounts.roles import CONFIGURE
 from clicktrail.catalog.models import CampaignInput, CostModel, OfferInput, SourceInput
 from clicktrail.clicks.queries import get_click
 from clicktrail.conversions.queries import TimeRange, find_clicks, find_conversions, find_postbacks
 from clicktrail.delivery import queries as outbox
-from clicktrail.errors import ClicktrailError, NotFound, ValidationFailed
+from clicktrail.errors import ClicktrailError, NotFound, RateLimited, ValidationFailed
 from clicktrail.reports.costs import cost_updates
 from clicktrail.reports.dimensions import DIMENSIONS, Metric
 from clicktrail.reports.engine import ReportResult
@@ -33,10 +38,12 @@ from clicktrail.reports.request import (
     parse_dimension_filters,
     parse_report_request,
 )
+from clicktrail.web.auth import Limits, request_ip
 from clicktrail.web.dashboard.deliveries import add_delivery_routes
 from clicktrail.web.dashboard.drill import drill_down
 from clicktrail.web.dashboard.editing import add_editing_routes
 from clicktrail.web.dashboard.kit import PageKit
+from clicktrail.web.dashboard.partner import PARTNER_PAGE, add_partner_page
 from clicktrail.web.dashboard.session import COOKIE, LIFETIME_SECONDS, Session, SessionSigner
 from clicktrail.web.dashboard.tables import leading_dimensions, report_rows
 from clicktrail.web.dashboard.trials import add_trial_routes
@@ -56,6 +63,21 @@ class SignInRequired(Exception):
         self.path = path
 
 
+class GoTo(Exception):
+    """Send the browser to another page of the dashboard (303)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+
+class PageRefused(Exception):
+    """The signed-in role may not open this page or send this form (answered 403)."""
+
+    def __init__(self, role: str, detail: str) -> None:
+        self.role = role
+        self.detail = detail
+
+
 def _local_next(value: str | None) -> str:
     """Only a path on this site: never an open redirect."""
     if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
@@ -63,7 +85,7 @@ def _local_next(value: str | None) -> str:
     return value
 
 
-def create_dashboard(runtime: Runtime) -> APIRouter:
+def create_dashboard(runtime: Runtime, limits: Limits) -> APIRouter:
     router = APIRouter(include_in_schema=False)
     templates = Jinja2Templates(directory=str(_HERE / "templates"))
     templates.env.globals |= {"report_rows": report_rows, "leading_dimensions": leading_dimensions}
@@ -71,16 +93,38 @@ def create_dashboard(runtime: Runtime) -> APIRouter:
     secure = runtime.settings.public_url.startswith("https://")
 
     def session_of(request: Request) -> Session:
+        """The open session of the request, checked server-side, with the role checks every page
+        shares: the pages show the whole tracker, so scoped roles (affiliate, advertiser) get their own
+        page only; read-only roles may send no form but sign-out."""
         session = signer.read(request.cookies.get(COOKIE))
-        if session is None:
+        principal = runtime.accounts.session_principal(session.session_id) if session else None
+        if session is None or principal is None:
             raise SignInRequired(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
-        return session
+        if principal.scope is not None and request.url.path == "/":
+            raise GoTo(PARTNER_PAGE)
+        if principal.scope is not None and request.url.path not in (PARTNER_PAGE, "/logout"):
+            raise PageRefused(
+                principal.role,
+                f"This page shows the whole tracker; an account with the {principal.role} role "
+                f"sees its own figures on {PARTNER_PAGE}, or through the API with an API key.",
+            )
+        if (
+            request.method == "POST"
+            and request.url.path != "/logout"
+            and not CONFIGURE.allows(principal.role)
+        ):
+            raise PageRefused(principal.role, f"The {principal.role} role may look but not change anything.")
+        return dataclasses.replace(session, principal=principal)
 
     def render(
         request: Request, name: str, session: Session | None, status: int = 200, **context: Any
     ) -> Response:
+        who = session.principal if session else None
         context |= {
             "signed_in": session is not None,
+            "who": who,
+            "scoped": who is not None and who.scope is not None,
+            "can_edit": who is not None and CONFIGURE.allows(who.role),
             "csrf": signer.csrf_token(session) if session else "",
             "zones": ZONES,
             "numeric": NUMERIC,
@@ -117,37 +161,64 @@ def create_dashboard(runtime: Runtime) -> APIRouter:
         response.set_cookie(NONCE_COOKIE, nonce, max_age=600, httponly=True, samesite="strict", secure=secure)
         return response
 
+    def check_sign_in_rate(address: str, username: str) -> None:
+        limits.sign_in_ip.check(address)
+        if username:
+            limits.sign_in_account.check(username.lower())
+
     @router.post("/login")
     async def login(request: Request) -> Response:
         form = {key: str(value) for key, value in (await request.form()).items()}
         nonce_cookie = request.cookies.get(NONCE_COOKIE)
         target = _local_next(form.get("next"))
-        token = form.get("token", "").strip()
-        if not nonce_cookie or not secrets.compare_digest(nonce_cookie, form.get("nonce", "")):
-            error = "The sign-in form expired; please try again."
-        elif not token or not runtime.tokens.accepts(token):
-            error = "That token is not this tracker's admin token."
+        username = form.get("username", "").strip()[:254]
+        secret = form.get("token", "")
+        status, headers, principal = 401, {}, None
+        try:
+            check_sign_in_rate(request_ip(runtime, request), username)
+        except RateLimited as exc:
+            status, headers = 429, {"retry-after": str(exc.retry_after)}
+            error = f"Too many sign-in attempts; try again in {exc.retry_after} seconds."
         else:
-            response = RedirectResponse(target, status_code=303)
-            response.set_cookie(
-                COOKIE,
-                signer.issue(),
-                max_age=LIFETIME_SECONDS,
-                httponly=True,
-                samesite="strict",
-                secure=secure,
-            )
-            response.delete_cookie(NONCE_COOKIE)
-            return response
+            if not nonce_cookie or not secrets.compare_digest(nonce_cookie, form.get("nonce", "")):
+                error = "The sign-in form expired; please try again."
+            elif username:
+                principal = await run_in_threadpool(runtime.accounts.sign_in, username, secret)
+                error = "Wrong username or password, or the account is disabled."
+            else:
+                token = secret.strip()
+                accepted = bool(token) and await run_in_threadpool(runtime.tokens.accepts, token)
+                principal = ADMIN_TOKEN if accepted else None
+                error = "That token is not this tracker's admin token."
+        if principal is not None:
+            return await open_session(principal, target)
         nonce = secrets.token_urlsafe(16)
-        page = render(request, "login.html", None, 401, nonce=nonce, next=target, error=error)
+        page = render(
+            request, "login.html", None, status, nonce=nonce, next=target, error=error, username=username
+        )
+        page.headers.update(headers)
         page.set_cookie(NONCE_COOKIE, nonce, max_age=600, httponly=True, samesite="strict", secure=secure)
         return page
 
+    async def open_session(principal: Principal, target: str) -> Response:
+        cookie = signer.issue()
+        session = signer.read(cookie)
+        assert session is not None
+        expires = datetime.fromtimestamp(session.expires, UTC)
+        await run_in_threadpool(runtime.accounts.open_session, session.session_id, principal, expires)
+        response = RedirectResponse(target, status_code=303)
+        response.set_cookie(
+            COOKIE, cookie, max_age=LIFETIME_SECONDS, httponly=True, samesite="strict", secure=secure
+        )
+        response.delete_cookie(NONCE_COOKIE)
+        return response
+
     @router.post("/logout")
     async def logout(request: Request) -> Response:
-        session = session_of(request)
+        session = await run_in_threadpool(session_of, request)
         await checked_form(request, session)
+        # Closed server-side: the cookie, if kept or stolen, opens nothing any more.
+        await run_in_threadpool(runtime.accounts.close_session, session.session_id)
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(COOKIE)
         return response
@@ -273,7 +344,7 @@ def create_dashboard(runtime: Runtime) -> APIRouter:
         return handler
 
     def creator(
-        kind: str, create: Callable[[dict[str, str]], object]
+        kind: str, create: Callable[[dict[str, str], Actor], object]
     ) -> Callable[[Request], Awaitable[Response]]:
         async def handler(request: Request) -> Response:
             session = session_of(request)
@@ -282,7 +353,8 @@ def create_dashboard(runtime: Runtime) -> APIRouter:
             except ValidationFailed as exc:
                 return catalog_page(request, session, kind, errors=exc.fields, status=403)
             try:
-                create({k: v for k, v in form.items() if v != ""})
+                assert session.principal is not None
+                create({k: v for k, v in form.items() if v != ""}, session.principal.actor)
                 runtime.catalog_changed()
             except ValidationError as exc:
                 errors = {
@@ -299,10 +371,10 @@ def create_dashboard(runtime: Runtime) -> APIRouter:
         return handler
 
     catalog = runtime.catalog
-    creators: dict[str, Callable[[dict[str, str]], object]] = {
-        "offers": lambda values: catalog.create_offer(OfferInput(**values)),
-        "sources": lambda values: catalog.create_source(SourceInput(**values)),
-        "campaigns": lambda values: catalog.create_campaign(CampaignInput(**values)),
+    creators: dict[str, Callable[[dict[str, str], Actor], object]] = {
+        "offers": lambda values, actor: catalog.create_offer(OfferInput(**values), actor),
+        "sources": lambda values, actor: catalog.create_source(SourceInput(**values), actor),
+        "campaigns": lambda values, actor: catalog.create_campaign(CampaignInput(**values), actor),
     }
     for kind, create in creators.items():
         router.add_api_route(f"/{kind}", lister(kind), methods=["GET"])
@@ -398,6 +470,7 @@ def create_dashboard(runtime: Runtime) -> APIRouter:
     add_editing_routes(router, kit)
     add_trial_routes(router, kit)
     add_delivery_routes(router, kit)
+    add_partner_page(router, runtime, session_of, render)
     return router
 
 

@@ -1,5 +1,8 @@
 """Dashboard sessions: a signed, expiring cookie (HttpOnly, SameSite=Strict) and a CSRF token bound
-to it. The admin token is typed into a form once; it never appears in a URL or a cookie."""
+to it. The admin token or password is typed into a form once; it never appears in a URL or a cookie.
+
+The signature only proves the cookie is ours; the session must also still be open server-side
+(accounts/service.py): signing out or disabling the user closes it everywhere at once."""
 
 import base64
 import hashlib
@@ -7,6 +10,8 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
+
+from clicktrail.accounts.models import Principal
 
 COOKIE = "clicktrail_session"
 LIFETIME_SECONDS = 12 * 3600
@@ -16,6 +21,8 @@ LIFETIME_SECONDS = 12 * 3600
 class Session:
     session_id: str
     expires: int
+    principal: Principal | None = None
+    """Who holds it, once looked up server-side."""
 
 
 class SessionSigner:
