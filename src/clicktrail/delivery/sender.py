@@ -1,6 +1,12 @@
 """One outbound postback call: judged by the guard, sent to the judged address with timeouts and no
-redirects, and described as an AttemptResult whatever happens (httpx errors never leave this module)."""
+redirects, and described as an AttemptResult whatever happens (httpx errors never leave this module).
 
+HTTPS receivers must present a certificate valid for the template's host name (sent as SNI), signed by
+a public CA or by one in CLICKTRAIL_DELIVERY_CA_FILE: a postback carries revenue and IDs, so there is no
+switch to skip the check; a self-signed receiver is trusted by adding its certificate to that file.
+"""
+
+import ssl
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -19,7 +25,10 @@ class AttemptOutcome(StrEnum):
     DELIVERED = "delivered"
     """The receiver answered 2xx."""
     FAILED = "failed"
-    """No answer, a timeout, or a non-2xx answer: tried again later."""
+    """No answer, a timeout, a 3xx, a 5xx or a 408/425/429: tried again later."""
+    REJECTED = "rejected"
+    """Any other 4xx: the receiver refused this postback and would refuse it again, so it is not tried
+    again by itself (it can be re-sent by hand)."""
     BLOCKED = "blocked"
     """The address is not public and not allowed: not called, and not tried again by itself."""
 
@@ -35,7 +44,43 @@ class AttemptResult:
     """The start of the receiver's answer."""
 
 
+RETRIED_4XX = frozenset({408, 425, 429})
+"""Client errors that say "not now" (request timeout, too early, too many requests) rather than "no"."""
+
+
+def outcome_of(status_code: int) -> AttemptOutcome:
+    """What an answer means: 2xx delivered; 4xx refused for good, except the "not now" ones; the rest
+    (3xx, since redirects are not followed, and 5xx) failed for now."""
+    if 200 <= status_code < 300:
+        return AttemptOutcome.DELIVERED
+    if 400 <= status_code < 500 and status_code not in RETRIED_4XX:
+        return AttemptOutcome.REJECTED
+    return AttemptOutcome.FAILED
+
+
+def trusted_context(ca_file: str | None) -> ssl.SSLContext:
+    """The public CAs, plus the certificates in `ca_file` (PEM) when given."""
+    context = httpx.create_ssl_context(trust_env=False)
+    if ca_file:
+        context.load_verify_locations(cafile=ca_file)
+    return context
+
+
+def _certificate_problem(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def _describe(exc: httpx.HTTPError) -> str:
+    if (refused := _certificate_problem(exc)) is not None:
+        return (
+            f"TLS certificate not accepted: {refused.verify_message}; "
+            "trust a private or self-signed one with CLICKTRAIL_DELIVERY_CA_FILE"
+        )
     if isinstance(exc, httpx.ConnectTimeout):
         return "timed out connecting"
     if isinstance(exc, httpx.ReadTimeout):
@@ -46,8 +91,17 @@ def _describe(exc: httpx.HTTPError) -> str:
 
 
 class PostbackSender:
-    def __init__(self, guard: HostGuard, *, connect_timeout: float, read_timeout: float, concurrency: int):
+    def __init__(
+        self,
+        guard: HostGuard,
+        *,
+        connect_timeout: float,
+        read_timeout: float,
+        concurrency: int,
+        ca_file: str | None = None,
+    ):
         self._guard = guard
+        self._tls = trusted_context(ca_file)
         self._timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
         self._limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         self._client: httpx.AsyncClient | None = None
@@ -59,6 +113,7 @@ class PostbackSender:
             connect_timeout=settings.delivery_connect_timeout,
             read_timeout=settings.delivery_read_timeout,
             concurrency=settings.delivery_concurrency,
+            ca_file=settings.delivery_ca_file,
         )
 
     async def open(self) -> None:
@@ -66,6 +121,7 @@ class PostbackSender:
             timeout=self._timeout,
             limits=self._limits,
             follow_redirects=False,
+            verify=self._tls,
             trust_env=False,  # no proxies from the environment: the guard judged the real address
             headers={"user-agent": f"clicktrail/{__version__} (postback)"},
         )
@@ -116,11 +172,14 @@ class PostbackSender:
         latency = round((time.monotonic() - started) * 1000)
         code = response.status_code
         text = body[:_BODY_KEPT].decode("utf-8", errors="replace")
-        if 200 <= code < 300:
-            return AttemptResult(url, AttemptOutcome.DELIVERED, code, latency, body=text)
+        outcome = outcome_of(code)
+        if outcome is AttemptOutcome.DELIVERED:
+            return AttemptResult(url, outcome, code, latency, body=text)
         if 300 <= code < 400:
             where = response.headers.get("location", "")[:200]
             error = f"answered {code} (redirect to {where}); redirects are not followed"
+        elif outcome is AttemptOutcome.REJECTED:
+            error = f"answered {code}: refused, not retried"
         else:
             error = f"answered {code}"
-        return AttemptResult(url, AttemptOutcome.FAILED, code, latency, error, text)
+        return AttemptResult(url, outcome, code, latency, error, text)
