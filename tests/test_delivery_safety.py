@@ -88,6 +88,36 @@ def test_a_host_that_resolves_to_a_private_address_at_delivery_is_blocked(
 # Several workers, and a dispatcher killed mid-flight
 
 
+@pytest.mark.postgres
+def test_on_postgresql_a_conversion_recorded_on_another_node_wakes_the_dispatcher_at_once(
+    tmp_path: Path, receiver: Callable[..., Receiver]
+) -> None:
+    partner = receiver()
+    with fresh_database("postgres", tmp_path) as url:
+        # A node that records postbacks but does not deliver, and one that delivers but would look for
+        # jobs only every 30 s: the NOTIFY after each conversion's commit is what wakes the latter.
+        delivering = start_server(
+            url, tmp_path, extra_env={**DELIVERY_ENV, "CLICKTRAIL_DELIVERY_POLL_SECONDS": "30"}
+        )
+        recording = start_server(
+            url, tmp_path, extra_env={**DELIVERY_ENV, "CLICKTRAIL_DELIVERY_ENABLED": "0"}
+        )
+        intake = Tracker(recording)
+        try:
+            _, key = affiliate(intake, partner.url + TEMPLATE)
+            for n in range(1, 4):
+                click_id = intake.click(key)
+                sent = time.time()
+                conversion = convert(intake, key, click_id=click_id)
+                call = partner.wait_for_calls(n, timeout=5)[-1]
+                assert call.query["conversion"] == conversion
+                assert call.at - sent < 1.0
+        finally:
+            intake.close()
+            assert recording.stop() == 0, recording.log()
+            assert delivering.stop() == 0, delivering.log()
+
+
 def test_two_workers_deliver_each_conversion_once(
     backend: str, tmp_path: Path, receiver: Callable[..., Receiver]
 ) -> None:
