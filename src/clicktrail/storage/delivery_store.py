@@ -68,9 +68,11 @@ def claim_due(
             .returning(deliveries.c.id)
         )
     else:
+        # One statement, atomic under SQLite's single writer; `id IN (…)` alone lets it look the
+        # chosen rows up by rowid instead of scanning every pending one.
         claimed = connection.execute(
             update(deliveries)
-            .where(deliveries.c.id.in_(candidates.scalar_subquery()), _due(now))
+            .where(deliveries.c.id.in_(candidates.scalar_subquery()))
             .values(locked_until=lease_until, lease_token=token)
             .returning(deliveries.c.id)
         )
