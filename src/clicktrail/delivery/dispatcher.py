@@ -205,7 +205,8 @@ class Dispatcher:
                     excluded_sources=paused,
                 )
             rows = store.jobs(connection, ids) if ids else []
-            upcoming = [store.next_due_at(connection, now)]
+            # With every slot filled the loop claims again as soon as one frees: no need to know.
+            upcoming = [store.next_due_at(connection, now)] if len(ids) < limit else []
             upcoming += [breaker.probe_at for breaker in held if breaker.probe_at and breaker.probe_at > now]
         next_due = min((moment for moment in upcoming if moment is not None), default=None)
         jobs = [
