@@ -6,6 +6,7 @@ a public CA or by one in CLICKTRAIL_DELIVERY_CA_FILE: a postback carries revenue
 switch to skip the check; a self-signed receiver is trusted by adding its certificate to that file.
 """
 
+import itertools
 import ssl
 import time
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from clicktrail.config import Settings
 from clicktrail.delivery.guard import BlockedHost, HostGuard
 
 _BODY_KEPT = 1024
+_CLIENT_CONNECTIONS = 8
 _ERROR_MAX = 500
 
 
@@ -103,8 +105,9 @@ class PostbackSender:
         self._guard = guard
         self._tls = trusted_context(ca_file)
         self._timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
-        self._limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        self._client: httpx.AsyncClient | None = None
+        self._concurrency = concurrency
+        self._clients: list[httpx.AsyncClient] = []
+        self._turn = itertools.count()
 
     @classmethod
     def from_settings(cls, settings: Settings, guard: HostGuard) -> "PostbackSender":
@@ -117,23 +120,34 @@ class PostbackSender:
         )
 
     async def open(self) -> None:
-        self._client = httpx.AsyncClient(
-            timeout=self._timeout,
-            limits=self._limits,
-            follow_redirects=False,
-            verify=self._tls,
-            trust_env=False,  # no proxies from the environment: the guard judged the real address
-            headers={"user-agent": f"clicktrail/{__version__} (postback)"},
-        )
+        # Several small clients used in turn rather than one big one: httpcore's pool rescans all its
+        # connections (a syscall each, and quadratically) at every request event; measured with one
+        # client of 64 connections, that cost ~15 ms of CPU per postback and capped delivery near
+        # 30/s on this machine. Together the clients hold `concurrency` connections, as one would.
+        sizes = [_CLIENT_CONNECTIONS] * (self._concurrency // _CLIENT_CONNECTIONS)
+        if self._concurrency % _CLIENT_CONNECTIONS:
+            sizes.append(self._concurrency % _CLIENT_CONNECTIONS)
+        self._clients = [
+            httpx.AsyncClient(
+                timeout=self._timeout,
+                limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
+                follow_redirects=False,
+                verify=self._tls,
+                trust_env=False,  # no proxies from the environment: the guard judged the real address
+                headers={"user-agent": f"clicktrail/{__version__} (postback)"},
+            )
+            for size in sizes
+        ]
 
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        clients, self._clients = self._clients, []
+        for client in clients:
+            await client.aclose()
 
     async def send(self, url: str) -> AttemptResult:
-        if self._client is None:
+        if not self._clients:
             raise RuntimeError("PostbackSender.open() first")
+        client = self._clients[next(self._turn) % len(self._clients)]
         started = time.monotonic()
         try:
             parsed = httpx.URL(url)
@@ -150,14 +164,14 @@ class PostbackSender:
         # Connect to the judged address, naming the host in the Host header and for TLS (SNI and the
         # certificate check), so a second DNS answer cannot send the request somewhere else.
         extensions = {"sni_hostname": host} if parsed.scheme == "https" else {}
-        request = self._client.build_request(
+        request = client.build_request(
             "GET",
             parsed.copy_with(host=address),
             headers={"host": parsed.netloc.decode("ascii")},
             extensions=extensions,
         )
         try:
-            response = await self._client.send(request, stream=True)
+            response = await client.send(request, stream=True)
             try:
                 body = b""
                 async for chunk in response.aiter_raw():
