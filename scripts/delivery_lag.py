@@ -1,10 +1,10 @@
 """Measure outbound postback lag: conversion committed → first delivery attempt.
 
 Starts a real server (SQLite in a temporary directory, or PostgreSQL with --postgres, from
-CLICKTRAIL_TEST_POSTGRES_URL) and a local receiver answering 200 (uvicorn, in a process of its own), records
-conversions at a fixed rate, then reads each delivery's lag from the database (its first attempt's time
-minus its creation time, both written by the server's clock) and prints p50/p95/p99 with the rates
-achieved. Two ways to record the conversions:
+CLICKTRAIL_TEST_POSTGRES_URL) and a local receiver answering 200 (uvicorn, in a process of its own),
+records conversions at a fixed rate, then reads each delivery's lag from the database (its first
+attempt's time minus its creation time, both written by the server's clock) and prints p50/p95/p99
+with the rates achieved. Two ways to record the conversions:
 
 - `--via http` (default): concurrent postbacks to the server's /postback, as merchants send them;
 - `--via intake`: this script records them itself through the postback intake on the same database,
@@ -14,6 +14,7 @@ achieved. Two ways to record the conversions:
 
     PYTHONPATH=. .venv/bin/python scripts/delivery_lag.py --rate 1000 --seconds 5 [--postgres]
         [--via intake] [--workers 2] [--concurrency 64]
+    PYTHONPATH=. .venv/bin/python scripts/delivery_lag.py --backlog 2000 [--postgres]   # drain rate
 
 Keep runs short on a shared machine; everything listens on 127.0.0.1.
 """
@@ -151,6 +152,50 @@ def _timestamp(value: object) -> float:
     return moment.timestamp()
 
 
+def _first_attempts(url: str) -> list[tuple[object, object]]:
+    """(created, first attempted) of every delivery that was attempted."""
+    engine = create_engine(_sqlalchemy_url(url))
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                "SELECT d.created_at, min(a.attempted_at) FROM deliveries d "
+                "JOIN delivery_attempts a ON a.delivery_id = d.id GROUP BY d.id, d.created_at"
+            )
+        ).all()
+    engine.dispose()
+    return [(row[0], row[1]) for row in rows]
+
+
+def _drain(
+    url: str,
+    directory: Path,
+    backlog: int,
+    load: Load,
+    click_ids: list[str],
+    env: dict[str, str],
+    workers: int,
+    calls: "Synchronized[int]",
+) -> int:
+    accepted, _, elapsed = load(click_ids, 1e9, backlog / 1e9)
+    print(f"{accepted} conversions queued in {elapsed:.1f}s with no dispatcher running")
+    started = time.monotonic()
+    server = start_server(url, directory, workers=workers, extra_env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while calls.value < accepted and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        server.stop()
+    attempted = sorted(_timestamp(row[1]) for row in _first_attempts(url))
+    span = attempted[-1] - attempted[0]
+    print(
+        f"a delivering server ({workers} worker(s), {env['CLICKTRAIL_DELIVERY_CONCURRENCY']} in flight) "
+        f"made {len(attempted)} first attempts in {span:.1f}s = {len(attempted) / span:.0f}/s "
+        f"({calls.value} received; {time.monotonic() - started:.1f}s including its start)"
+    )
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rate", type=float, default=1000, help="conversions per second")
@@ -161,6 +206,13 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=64, help="CLICKTRAIL_DELIVERY_CONCURRENCY")
     parser.add_argument("--postgres", action="store_true", help="use CLICKTRAIL_TEST_POSTGRES_URL")
     parser.add_argument("--no-delivery", action="store_true", help="baseline: conversions, no dispatcher")
+    parser.add_argument(
+        "--backlog",
+        type=int,
+        default=0,
+        help="instead: record this many conversions with no dispatcher running, then start a delivering "
+        "server and time how fast it drains them (the dispatcher's throughput, apart from the intake)",
+    )
     args = parser.parse_args()
     backend = "postgres" if args.postgres else "sqlite"
 
@@ -184,7 +236,7 @@ def main() -> int:
         }
         if args.via == "intake" and backend == "sqlite":
             env["CLICKTRAIL_DELIVERY_POLL_SECONDS"] = "0.05"
-        if args.no_delivery:
+        if args.no_delivery or args.backlog:
             env["CLICKTRAIL_DELIVERY_ENABLED"] = "false"
         server = start_server(url, directory, workers=args.workers, extra_env=env)
         stack.callback(server.stop)
@@ -197,21 +249,16 @@ def main() -> int:
         click_ids = [tracker.click(campaign["key"]) for _ in range(50)]
         time.sleep(1.0)  # every worker's catalog knows the source
 
+        if args.backlog:
+            return _drain(url, directory, args.backlog, through_intake(url, args.threads), click_ids,
+                          env | {"CLICKTRAIL_DELIVERY_ENABLED": "true"}, args.workers, calls)  # fmt: skip
         load = over_http(server.base_url) if args.via == "http" else through_intake(url, args.threads)
         accepted, failed, elapsed = load(click_ids, args.rate, args.seconds)
         deadline = time.monotonic() + 60
         while not args.no_delivery and calls.value < accepted and time.monotonic() < deadline:
             time.sleep(0.1)
 
-        engine = create_engine(_sqlalchemy_url(url))
-        with engine.connect() as connection:
-            rows = connection.execute(
-                text(
-                    "SELECT d.created_at, min(a.attempted_at) FROM deliveries d "
-                    "JOIN delivery_attempts a ON a.delivery_id = d.id GROUP BY d.id, d.created_at"
-                )
-            ).all()
-        engine.dispose()
+        rows = _first_attempts(url)
         received = calls.value
 
     print(
