@@ -1,12 +1,16 @@
-"""Real HTTP receivers on 127.0.0.1 that play an affiliate's postback endpoint, each in its own thread:
-one that answers 200, one that fails the first N calls of each URL, one that hangs, one that redirects.
-Each records every call it receives."""
+"""Real HTTP(S) receivers on 127.0.0.1 that play an affiliate's postback endpoint, each in its own
+thread: one that answers 200, one that fails the first N calls of each URL, one that hangs, one that
+redirects, one that answers any status; over TLS with a certificate the test made. Each records every
+call it receives, and `wait_for_calls` waits on an event, not on a sleep loop."""
 
+import ssl
 import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+
+import trustme
 
 
 @dataclass(frozen=True)
@@ -18,42 +22,63 @@ class Call:
     host_header: str
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # a client that refused our certificate, or hung up: what the tests look at is recorded
+
+
 class Receiver:
     def __init__(
         self,
         *,
         fail_first: int = 0,
+        fail_status: int = 500,
         status: int = 200,
         hang: bool = False,
         redirect: bool = False,
         delay: float = 0.0,
+        tls: ssl.SSLContext | None = None,
     ):
         self.fail_first = fail_first
+        self.fail_status = fail_status
         self.delay = delay
         self.status = status
         """What it answers (once past `fail_first`); tests may change it while running."""
         self.hang = hang
         self.redirect = redirect
         self.calls: list[Call] = []
+        self.server_names: list[str | None] = []
+        """The TLS server name (SNI) of each handshake; None when the client sent none."""
         self._seen: dict[str, int] = {}
-        self._lock = threading.Lock()
+        self._arrived = threading.Condition()
         self._release = threading.Event()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = _Server(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
+        if tls is not None:
+            tls.sni_callback = self._note_server_name
+            # The handshake happens in the connection's own thread, not in the accepting one.
+            self._server.socket = tls.wrap_socket(
+                self._server.socket, server_side=True, do_handshake_on_connect=False
+            )
         self.port = self._server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
         self._thread.start()
 
-    def _answer(self, path_and_query: str) -> int:
-        with self._lock:
-            parts = urlsplit(path_and_query)
-            query = {
-                name: values[0] for name, values in parse_qs(parts.query, keep_blank_values=True).items()
-            }
-            self.calls.append(Call(time.time(), parts.path, query, ""))
+    def _note_server_name(self, _socket: ssl.SSLObject, name: str | None, _context: ssl.SSLContext) -> None:
+        with self._arrived:
+            self.server_names.append(name)
+
+    def _answer(self, path_and_query: str, host: str) -> int:
+        parts = urlsplit(path_and_query)
+        query = {name: values[0] for name, values in parse_qs(parts.query, keep_blank_values=True).items()}
+        with self._arrived:
+            self.calls.append(Call(time.time(), parts.path, query, host))
             seen = self._seen.get(path_and_query, 0)
             self._seen[path_and_query] = seen + 1
+            self._arrived.notify_all()
         if self.hang:
             self._release.wait(30)
             return 200
@@ -61,17 +86,17 @@ class Receiver:
             time.sleep(self.delay)
         if self.redirect and parts.path != "/landed":
             return 302
-        return 500 if seen < self.fail_first else self.status
+        return self.fail_status if seen < self.fail_first else self.status
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as real receivers do
+            timeout = 5  # an idle kept-alive connection ends, and its thread with it
+
             def do_GET(self) -> None:
-                status = receiver._answer(self.path)
-                with receiver._lock:
-                    last = receiver.calls[-1]
-                    receiver.calls[-1] = Call(last.at, last.path, last.query, self.headers.get("host", ""))
+                status = receiver._answer(self.path, self.headers.get("host", ""))
                 body = b"ok" if status < 300 else b"nope"
                 try:
                     self.send_response(status)
@@ -80,7 +105,7 @@ class Receiver:
                     self.send_header("Content-Length", str(len(body)))
                     self.end_headers()
                     self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
+                except OSError:
                     pass  # the caller gave up (a timeout, or a killed server)
 
             def log_message(self, format: str, *args: object) -> None:
@@ -94,15 +119,19 @@ class Receiver:
         self._server.server_close()
 
     def calls_for(self, conversion_id: str) -> list[Call]:
-        with self._lock:
+        with self._arrived:
             return [call for call in self.calls if call.query.get("conversion") == conversion_id]
 
     def wait_for_calls(self, count: int, timeout: float = 10) -> list[Call]:
         """Wait until at least `count` calls arrived; return them all."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                if len(self.calls) >= count:
-                    return list(self.calls)
-            time.sleep(0.02)
-        raise AssertionError(f"{len(self.calls)} calls arrived within {timeout}s, expected {count}")
+        with self._arrived:
+            if not self._arrived.wait_for(lambda: len(self.calls) >= count, timeout):
+                raise AssertionError(f"{len(self.calls)} calls arrived within {timeout}s, expected {count}")
+            return list(self.calls)
+
+
+def tls_context(ca: trustme.CA, *names: str) -> ssl.SSLContext:
+    """A server context presenting a certificate for `names` signed by `ca`."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(*names).configure_cert(context)
+    return context

@@ -10,6 +10,8 @@ from functools import partial
 from typing import Any
 from urllib.parse import quote
 
+import pytest
+
 from tests.delivery_support import TEMPLATE, affiliate, convert, deliveries_of, settled, wait_until
 from tests.receivers import Receiver
 from tests.support import Tracker
@@ -180,6 +182,45 @@ def test_after_the_last_attempt_the_delivery_is_dead_and_can_be_resent_by_hand(
     assert delivered["status"] == "delivered"
     assert [a["outcome"] for a in delivered["attempts"]] == ["failed", "failed", "failed", "delivered"]
     assert pb.api("POST", "/deliveries/999999999/retry").status_code == 404
+
+
+def test_a_receiver_that_refuses_with_a_4xx_is_not_asked_again(
+    pb: Tracker, receiver: Callable[..., Receiver]
+) -> None:
+    partner = receiver(status=409)  # e.g. "conversion already recorded", or a template it cannot read
+    source, key = affiliate(pb, partner.url + TEMPLATE)
+
+    refused = [convert(pb, key, txid=f"r{n}") for n in range(3)]  # as many as trip the breaker
+
+    for conversion in refused:
+        delivery = wait_until(partial(settled, pb, conversion, source["id"]), what="the refusal")
+        assert delivery["status"] == "dead"  # listed with the dead letters, re-sent only by hand
+        assert delivery["attempts_made"] == 1
+        assert delivery["next_attempt_at"] is None
+        [attempt] = delivery["attempts"]
+        assert (attempt["outcome"], attempt["status_code"]) == ("rejected", 409)
+        assert attempt["error"] == "answered 409: refused, not retried"
+    assert len(partner.calls) == 3
+    # A refusal is an answer: the receiver is up, so its breaker does not count it.
+    breaker = pb.api("GET", f"/sources/{source['id']}/breaker").json()
+    assert (breaker["state"], breaker["failures"]) == ("closed", 0)
+
+
+@pytest.mark.parametrize("status", [408, 425, 429])
+def test_a_receiver_asking_to_come_back_later_is_retried(
+    pb: Tracker, receiver: Callable[..., Receiver], status: int
+) -> None:
+    partner = receiver(fail_first=1, fail_status=status)  # request timeout, too early, too many requests
+    source, key = affiliate(pb, partner.url + TEMPLATE)
+
+    conversion = convert(pb, key)
+
+    delivery = wait_until(lambda: settled(pb, conversion, source["id"]), what="the retried delivery")
+    assert delivery["status"] == "delivered"
+    assert [(a["outcome"], a["status_code"]) for a in delivery["attempts"]] == [
+        ("failed", status),
+        ("delivered", 200),
+    ]
 
 
 def test_a_hanging_receiver_times_out_without_holding_up_other_sources(

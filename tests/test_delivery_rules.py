@@ -3,6 +3,7 @@ transitions. (The end-to-end behaviour is in test_delivery.py.)"""
 
 import ipaddress
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +11,7 @@ from clicktrail.config import Settings
 from clicktrail.delivery.breaker import Breaker, BreakerPolicy, BreakerState
 from clicktrail.delivery.guard import HostGuard
 from clicktrail.delivery.schedule import RetrySchedule
+from clicktrail.delivery.sender import AttemptOutcome, outcome_of
 from clicktrail.types import SourceId
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -24,6 +26,22 @@ def test_the_default_schedule_retries_within_10_seconds_doubling_for_at_least_a_
     assert schedule.span() >= timedelta(hours=24)
     assert schedule.next_attempt(34, NOW) == NOW + timedelta(hours=1)
     assert schedule.next_attempt(35, NOW) is None  # the 35th failure is the last: dead
+
+
+@pytest.mark.parametrize(
+    ("codes", "outcome"),
+    [
+        ((200, 201, 202, 204, 299), AttemptOutcome.DELIVERED),
+        ((400, 401, 403, 404, 405, 409, 410, 413, 422, 451, 499), AttemptOutcome.REJECTED),
+        ((408, 425, 429), AttemptOutcome.FAILED),  # "not now": tried again
+        ((301, 302, 307, 308), AttemptOutcome.FAILED),  # redirects are not followed
+        ((100, 500, 502, 503, 504, 599), AttemptOutcome.FAILED),
+    ],
+)
+def test_2xx_delivers_4xx_refuses_for_good_except_not_now_and_the_rest_is_retried(
+    codes: tuple[int, ...], outcome: AttemptOutcome
+) -> None:
+    assert {code: outcome_of(code) for code in codes} == dict.fromkeys(codes, outcome)
 
 
 def test_a_huge_attempt_count_does_not_overflow() -> None:
@@ -90,3 +108,11 @@ def test_the_breaker_trips_after_the_threshold_and_a_failed_probe_keeps_when_it_
 def test_the_lease_must_outlast_an_attempt() -> None:
     with pytest.raises(ValueError, match="LEASE_SECONDS"):
         Settings(delivery_lease_seconds=5, delivery_connect_timeout=3, delivery_read_timeout=10)
+
+
+def test_a_ca_file_for_https_receivers_must_exist(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"nowhere\.pem is not a file"):
+        Settings(delivery_ca_file=str(tmp_path / "nowhere.pem"))
+    (tmp_path / "receivers.pem").write_text("")
+    assert Settings(delivery_ca_file=str(tmp_path / "receivers.pem")).delivery_ca_file is not None
+    assert Settings(delivery_ca_file="").delivery_ca_file is None

@@ -4,7 +4,7 @@ a job twice at once from several workers; and a killed dispatcher loses nothing.
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,23 @@ from tests.delivery_support import (
 )
 from tests.receivers import Receiver
 from tests.support import ServerProcess, Tracker, fresh_database, start_server
+
+
+@pytest.fixture(scope="module")
+def admin_node(
+    delivery_server: ServerProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """A second node on the delivering server's database that records and administers but does not
+    deliver, and allows `localhost` besides 127.0.0.1."""
+    env = {
+        **DELIVERY_ENV,
+        "CLICKTRAIL_DELIVERY_ALLOW_HOSTS": "127.0.0.1,localhost",
+        "CLICKTRAIL_DELIVERY_ENABLED": "0",
+    }
+    node = start_server(delivery_server.database_url, tmp_path_factory.mktemp("admin-node"), extra_env=env)
+    yield node
+    assert node.stop() == 0, node.log()
+
 
 # SSRF
 
@@ -56,23 +73,16 @@ def test_an_unknown_macro_is_refused_on_save(pb: Tracker) -> None:
 
 
 def test_a_host_that_resolves_to_a_private_address_at_delivery_is_blocked(
-    pb: Tracker, delivery_server: ServerProcess, tmp_path: Path, receiver: Callable[..., Receiver]
+    pb: Tracker, admin_node: ServerProcess, receiver: Callable[..., Receiver]
 ) -> None:
     partner = receiver()
-    # An admin node that allows `localhost` and does not deliver, beside the delivering node that does
-    # not allow it (as when the allowlist changed after the template was saved).
-    admin_env = {
-        **DELIVERY_ENV,
-        "CLICKTRAIL_DELIVERY_ALLOW_HOSTS": "localhost",
-        "CLICKTRAIL_DELIVERY_ENABLED": "0",
-    }
-    admin_node = start_server(delivery_server.database_url, tmp_path, extra_env=admin_env)
+    # The template is saved through the admin node, which allows `localhost`; the delivering node does
+    # not (as when the allowlist changed after the template was saved).
     admin = Tracker(admin_node)
     try:
         source, key = affiliate(admin, f"http://localhost:{partner.port}/pb?c={{conversion_id}}")
     finally:
         admin.close()
-        assert admin_node.stop() == 0, admin_node.log()
 
     conversion = convert(pb, key)
 
@@ -86,6 +96,28 @@ def test_a_host_that_resolves_to_a_private_address_at_delivery_is_blocked(
 
 
 # Several workers, and a dispatcher killed mid-flight
+
+
+def test_on_postgresql_a_conversion_recorded_on_another_node_wakes_the_dispatcher_at_once(
+    backend: str, pb: Tracker, admin_node: ServerProcess, receiver: Callable[..., Receiver]
+) -> None:
+    if backend == "sqlite":
+        pytest.skip("SQLite has no notification channel: other processes find jobs by polling")
+    partner = receiver()
+    _, key = affiliate(pb, partner.url + TEMPLATE)
+    # The admin node records the conversions but does not deliver; the delivering node would look for
+    # jobs only every 5 s: the NOTIFY after each conversion's commit is what wakes it.
+    elsewhere = Tracker(admin_node)
+    try:
+        for n in range(1, 4):
+            click_id = elsewhere.click(key)
+            sent = time.time()
+            conversion = convert(elsewhere, key, click_id=click_id)
+            call = partner.wait_for_calls(n, timeout=5)[-1]
+            assert call.query["conversion"] == conversion
+            assert call.at - sent < 1.0
+    finally:
+        elsewhere.close()
 
 
 def test_two_workers_deliver_each_conversion_once(

@@ -103,6 +103,11 @@ class Settings(BaseSettings):
         description="CLICKTRAIL_DELIVERY_ALLOW_HOSTS: comma-separated host names and IPs/CIDRs that "
         "postbacks may reach although they are not public",
     )
+    delivery_ca_file: str | None = Field(
+        None,
+        description="CLICKTRAIL_DELIVERY_CA_FILE: PEM certificates trusted for HTTPS receivers besides the "
+        "public CAs (e.g. a receiver's self-signed certificate)",
+    )
     delivery_concurrency: int = Field(
         32, ge=1, le=1000, description="CLICKTRAIL_DELIVERY_CONCURRENCY: most postbacks in flight per process"
     )
@@ -224,6 +229,13 @@ class Settings(BaseSettings):
     def _valid_allow_hosts(cls, value: str) -> str:
         _parse_allow_hosts(value)
         return value
+
+    @field_validator("delivery_ca_file")
+    @classmethod
+    def _readable_ca_file(cls, value: str | None) -> str | None:
+        if value and not Path(value).is_file():
+            raise ValueError(f"{value} is not a file")
+        return value or None
 
     @model_validator(mode="after")
     def _lease_outlasts_an_attempt(self) -> "Settings":

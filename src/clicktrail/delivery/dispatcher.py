@@ -75,6 +75,12 @@ class DispatcherConfig:
         )
 
 
+def _answered(result: AttemptResult) -> bool:
+    """The receiver is up: it took the postback, or refused it for good (a final 4xx is about this
+    postback, not about the receiver's health)."""
+    return result.outcome in (AttemptOutcome.DELIVERED, AttemptOutcome.REJECTED)
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -199,7 +205,8 @@ class Dispatcher:
                     excluded_sources=paused,
                 )
             rows = store.jobs(connection, ids) if ids else []
-            upcoming = [store.next_due_at(connection, now)]
+            # With every slot filled the loop claims again as soon as one frees: no need to know.
+            upcoming = [store.next_due_at(connection, now)] if len(ids) < limit else []
             upcoming += [breaker.probe_at for breaker in held if breaker.probe_at and breaker.probe_at > now]
         next_due = min((moment for moment in upcoming if moment is not None), default=None)
         jobs = [
@@ -223,56 +230,95 @@ class Dispatcher:
             store.release(connection, [job.delivery_id], job.token)
 
     def _record(self, finished: list[Attempt]) -> None:
-        """Record finished attempts, many in one transaction (as the click writer groups clicks)."""
+        """Record finished attempts, many in one transaction of a few statements (as the click writer
+        groups clicks): the attempts, the jobs' new states, then each source's breaker once."""
+        now = self._clock()
+        attempts, results = [], []
+        for attempt in finished:
+            attempts.append(self._attempt_row(attempt))
+            results.append(self._result_values(attempt, now))
         with self._db.begin() as connection:
-            for attempt in finished:
-                self._record_one(connection, attempt)
+            store.insert_attempts(connection, attempts)
+            ours = store.finish(connection, results)
+            self._update_breakers(connection, [(a.job.source_id, a.result) for a in finished], now)
+        if ours < len(finished):
+            log.warning("%s delivery attempts ended after their leases ran out", len(finished) - ours)
 
-    def _record_one(self, connection: Connection, attempt: Attempt) -> None:
-        job, result, now = attempt.job, attempt.result, self._clock()
+    @staticmethod
+    def _attempt_row(attempt: Attempt) -> dict[str, Any]:
+        result = attempt.result
+        return {
+            "delivery_id": attempt.job.delivery_id,
+            "attempted_at": attempt.started_at,
+            "url": result.url or "(none)",
+            "outcome": result.outcome.value,
+            "status_code": result.status_code,
+            "latency_ms": result.latency_ms,
+            "error": (result.error or "")[:_ERROR_MAX] or None,
+        }
+
+    def _result_values(self, attempt: Attempt, now: datetime) -> dict[str, Any]:
+        job, result = attempt.job, attempt.result
         attempts = job.attempts + 1
-        values: dict[str, Any] = {"attempts": attempts, "updated_at": now}
+        next_at: datetime | None = None
+        delivered_at: datetime | None = None
         if result.outcome is AttemptOutcome.DELIVERED:
-            values |= {"status": DeliveryStatus.DELIVERED, "delivered_at": now, "last_error": None}
-            values["next_attempt_at"] = None
+            status, delivered_at = DeliveryStatus.DELIVERED, now
         elif result.outcome is AttemptOutcome.BLOCKED:
-            values |= {"status": DeliveryStatus.BLOCKED, "next_attempt_at": None, "last_error": result.error}
+            status = DeliveryStatus.BLOCKED
+        elif result.outcome is AttemptOutcome.REJECTED:
+            status = DeliveryStatus.DEAD  # the receiver said no: asking again would not change it
         else:
             next_at = self._schedule.next_attempt(attempts, now)
             status = DeliveryStatus.PENDING if next_at is not None else DeliveryStatus.DEAD
-            values |= {"status": status, "next_attempt_at": next_at, "last_error": result.error}
-        store.insert_attempt(
-            connection,
-            {
-                "delivery_id": job.delivery_id,
-                "attempted_at": attempt.started_at,
-                "url": result.url or "(none)",
-                "outcome": result.outcome.value,
-                "status_code": result.status_code,
-                "latency_ms": result.latency_ms,
-                "error": (result.error or "")[:_ERROR_MAX] or None,
-            },
-        )
-        if not store.finish(connection, job.delivery_id, job.token, values):
-            log.warning("delivery %s: the lease ran out during the attempt", job.delivery_id)
-        if result.outcome is not AttemptOutcome.BLOCKED:
-            self._update_breaker(connection, job.source_id, result, now)
+        return {
+            "id": job.delivery_id,
+            "token": job.token,
+            "status": status.value,
+            "attempts": attempts,
+            "next_attempt_at": next_at,
+            "last_error": None if status is DeliveryStatus.DELIVERED else result.error,
+            "updated_at": now,
+            "delivered_at": delivered_at,
+        }
+
+    def _update_breakers(
+        self,
+        connection: Connection,
+        answered: list[tuple[SourceId, AttemptResult]],
+        now: datetime,
+    ) -> None:
+        """Apply a batch's answers to each source's breaker, in the order they came. A source whose
+        breaker is closed and clean and which only answered needs no write (the usual case)."""
+        answers: dict[SourceId, list[AttemptResult]] = {}
+        for source_id, result in answered:
+            if result.outcome is not AttemptOutcome.BLOCKED:  # says nothing of the receiver's health
+                answers.setdefault(source_id, []).append(result)
+        current = {row.source_id: row for row in store.breakers_of(connection, answers)}
+        for source_id in sorted(answers):
+            row = current.get(source_id)
+            clean = row is None or (row.state == BreakerState.CLOSED and row.failures == 0)
+            if clean and all(_answered(result) for result in answers[source_id]):
+                continue
+            self._update_breaker(connection, source_id, answers[source_id], now)
 
     def _update_breaker(
-        self, connection: Connection, source_id: SourceId, result: AttemptResult, now: datetime
+        self, connection: Connection, source_id: SourceId, results: list[AttemptResult], now: datetime
     ) -> None:
-        before = Breaker.from_row(store.get_breaker(connection, source_id), source_id)
-        if result.outcome is AttemptOutcome.DELIVERED:
-            if before.state is BreakerState.CLOSED and before.failures == 0:
-                return
-            after = self._breakers.after_success(before)
-            if before.state is not BreakerState.CLOSED:
-                log.info("source %s: delivering again, the circuit breaker closed", source_id)
-                store.make_source_due(connection, source_id, now)
-        else:
-            after = self._breakers.after_failure(before, result.error or "failed", now)
-            if after.state is BreakerState.OPEN and before.state is BreakerState.CLOSED:
-                log.warning("source %s: deliveries paused after %s failures", source_id, after.failures)
+        before = Breaker.from_row(store.get_breaker(connection, source_id), source_id)  # locked
+        after = before
+        for result in results:
+            if _answered(result):
+                after = self._breakers.after_success(after)
+            else:
+                after = self._breakers.after_failure(after, result.error or "failed", now)
+        if after == before:
+            return
+        if before.state is not BreakerState.CLOSED and after.state is BreakerState.CLOSED:
+            log.info("source %s: delivering again, the circuit breaker closed", source_id)
+            store.make_source_due(connection, source_id, now)
+        elif before.state is BreakerState.CLOSED and after.state is BreakerState.OPEN:
+            log.warning("source %s: deliveries paused after %s failures", source_id, after.failures)
         store.save_breaker(connection, source_id, {**after.values(), "updated_at": now})
 
     # The attempt itself, on the event loop.

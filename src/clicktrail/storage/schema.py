@@ -261,6 +261,16 @@ deliveries = Table(
 )
 Index("ix_deliveries_due", deliveries.c.status, deliveries.c.next_attempt_at)
 Index("ix_deliveries_source_id", deliveries.c.source_id)
+# The claim's in-order check ("is an older job for this conversion and source still pending?") in one
+# look-up per candidate, whatever the planner's statistics say; small, as it holds pending jobs only.
+Index(
+    "ix_deliveries_pending_order",
+    deliveries.c.conversion_id,
+    deliveries.c.source_id,
+    deliveries.c.id,
+    postgresql_where=text("status = 'pending'"),
+    sqlite_where=text("status = 'pending'"),
+)
 
 # Every call made for a delivery: what was called and what came back.
 delivery_attempts = Table(

@@ -22,6 +22,7 @@ from clicktrail.delivery.dispatcher import Dispatcher, DispatcherConfig
 from clicktrail.delivery.guard import HostGuard
 from clicktrail.delivery.schedule import RetrySchedule
 from clicktrail.delivery.sender import PostbackSender
+from clicktrail.delivery.wakeup import QueuedBell
 from clicktrail.reports.engine import DuckDbReports
 from clicktrail.reports.feed import AnalyticsFeed
 from clicktrail.reports.segments import SegmentStore
@@ -65,8 +66,12 @@ class Runtime:
             breakers=BreakerPolicy.from_settings(settings),
             clock=clock,
         )
+        # Rings after each commit that queued outbound postbacks: wakes this process's dispatcher and,
+        # on PostgreSQL, every other one (docs/delivery.md, "Fast").
+        self.bell = QueuedBell(self.database, listen=settings.delivery_enabled)
+        self.bell.subscribe(self.dispatcher.wake)
         self.postbacks = PostbackIntake(
-            self.database, self.codec, lambda: self.cache.snapshot, clock, self.dispatcher.wake
+            self.database, self.codec, lambda: self.cache.snapshot, clock, self.bell.ring
         )
         self.postback_writer: GroupCommitWriter[RawPostback, Outcome] = GroupCommitWriter(
             lambda raws: Staged(self.postbacks.handle_batch(raws)),
@@ -103,6 +108,7 @@ class Runtime:
         await self.sender.open()
         if self.settings.delivery_enabled:
             await self.dispatcher.start()
+        await self.bell.start()
 
     async def _watch_catalog(self) -> None:
         while True:
@@ -139,6 +145,7 @@ class Runtime:
         self.cache.reload()
 
     async def stop(self) -> None:
+        await self.bell.stop()
         await self.dispatcher.stop()
         await self.sender.close()
         for task in (self._poller, self._feeder, self._cap_counter):

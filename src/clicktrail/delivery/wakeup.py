@@ -1,0 +1,139 @@
+"""Telling dispatchers that jobs were queued, so the first attempt follows the conversion's commit at
+once instead of at the next poll.
+
+`QueuedBell.ring()` is called after a commit that queued outbound postbacks (the intake's
+`delivery_queued` hook, from any thread). It wakes this process's dispatcher directly and, on
+PostgreSQL, sends `NOTIFY clicktrail_delivery` so the dispatchers of other workers and nodes (which
+`LISTEN` on their own connection) wake too; an API-only node (CLICKTRAIL_DELIVERY_ENABLED=false)
+rings as well. Notifications are coalesced: at most one is in flight per process and they are at least
+`_NOTIFY_EVERY` apart, so a burst of conversions costs a handful of NOTIFYs, not one each.
+
+The NOTIFY is sent after the commit, not inside the conversion's transaction: PostgreSQL serialises
+the commits of transactions that notified, which the postback path should not pay for. A process
+that dies between its commit and its NOTIFY costs the job no more than one poll interval; a listener
+that lost its connection reconnects and wakes its dispatcher, which then claims whatever is due.
+SQLite has no such channel: a process wakes its own dispatcher, the others poll.
+"""
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Callable
+
+import psycopg
+from psycopg.rows import TupleRow
+from sqlalchemy.engine import URL
+
+from clicktrail.storage.database import Database
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "clicktrail_delivery"
+_NOTIFY_EVERY = 0.01
+"""Seconds between two NOTIFYs of one process: remote dispatchers gather a burst for longer anyway."""
+_RECONNECT_SECONDS = 1.0
+_LIVENESS_SECONDS = 30.0
+"""How long a listener waits for a notification before checking its connection."""
+
+
+def _conninfo(url: URL) -> str:
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class QueuedBell:
+    def __init__(self, database: Database, *, listen: bool) -> None:
+        self._conninfo = None if database.is_sqlite else _conninfo(database.engine.url)
+        self._listen = listen
+        self._me = secrets.token_hex(8)
+        """Our notifications' payload: the listener skips its own process's (woken directly)."""
+        self._subscribers: list[Callable[[], None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._notifier: asyncio.Task[None] | None = None
+        self._notify_again = False
+        self._notify_connection: psycopg.AsyncConnection[TupleRow] | None = None
+        self._listener: asyncio.Task[None] | None = None
+
+    def subscribe(self, wake: Callable[[], None]) -> None:
+        """Call `wake()` (on the event loop) whenever jobs were queued, here or, on PostgreSQL, anywhere."""
+        self._subscribers.append(wake)
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        if self._conninfo is not None and self._listen:
+            self._listener = asyncio.create_task(self._keep_listening(), name="delivery-listener")
+
+    def ring(self) -> None:
+        """Jobs were just committed to the outbox. Safe to call from any thread; never blocks."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: we are stopping
+                loop.call_soon_threadsafe(self._rung)
+
+    def _rung(self) -> None:
+        self._wake_subscribers()
+        if self._conninfo is None:
+            return
+        if self._notifier is not None and not self._notifier.done():
+            self._notify_again = True
+            return
+        self._notify_again = False
+        self._notifier = asyncio.create_task(self._notify(), name="delivery-notify")
+
+    def _wake_subscribers(self) -> None:
+        for wake in self._subscribers:
+            wake()
+
+    async def _notify(self) -> None:
+        assert self._conninfo is not None
+        while True:
+            try:
+                if self._notify_connection is None or self._notify_connection.closed:
+                    self._notify_connection = await psycopg.AsyncConnection.connect(
+                        self._conninfo, autocommit=True
+                    )
+                await self._notify_connection.execute("SELECT pg_notify(%s, %s)", (CHANNEL, self._me))
+            except psycopg.Error as exc:
+                # Other dispatchers find the job at their next poll: late, not lost.
+                log.warning("could not notify other dispatchers of queued deliveries: %s", exc)
+                await self._close_notify_connection()
+                return
+            await asyncio.sleep(_NOTIFY_EVERY)
+            if not self._notify_again:
+                return
+            self._notify_again = False
+
+    async def _keep_listening(self) -> None:
+        assert self._conninfo is not None
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self._conninfo, autocommit=True
+                ) as listening:
+                    await listening.execute(f"LISTEN {CHANNEL}")
+                    # Jobs may have been queued while we were not listening: look now.
+                    self._wake_subscribers()
+                    while True:
+                        async for notification in listening.notifies(timeout=_LIVENESS_SECONDS):
+                            if notification.payload != self._me:
+                                self._wake_subscribers()
+                        await listening.execute("SELECT 1")  # a dead connection raises here
+            except psycopg.Error as exc:
+                log.warning("lost the delivery notification channel (%s); polling until it is back", exc)
+                await asyncio.sleep(_RECONNECT_SECONDS)
+
+    async def _close_notify_connection(self) -> None:
+        connection, self._notify_connection = self._notify_connection, None
+        if connection is not None:
+            with contextlib.suppress(psycopg.Error):
+                await connection.close()
+
+    async def stop(self) -> None:
+        for task in (self._listener, self._notifier):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._listener = self._notifier = None
+        await self._close_notify_connection()
+        self._loop = None
