@@ -1,7 +1,7 @@
 """index the pending deliveries by conversion and source, for the dispatcher's in-order claim
 
 Revision ID: 0008
-Revises: 0005
+Revises: 0010
 """
 
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0008"
-down_revision: str | None = "0005"
+down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
