@@ -97,7 +97,9 @@ def test_a_lander_made_in_the_forms_is_shown_before_the_offer_and_its_click_thro
     assert (values["lander_views"], values["lander_clicks"], values["lander_ctr"]) == ("1", "1", "100.0000")
 
 
-def test_an_offer_cap_fallback_and_postback_authentication_are_set_in_the_form(page: Page, api: Tracker) -> None:
+def test_an_offer_cap_fallback_and_postback_authentication_are_set_in_the_form(
+    page: Page, api: Tracker
+) -> None:
     backup = api.create("offers", name="Backup offer", url="https://b.example/?c={click_id}")
     page.goto("/offers")
     page.get_by_label("Name").fill("Capped offer")
@@ -127,7 +129,9 @@ def test_an_offer_cap_fallback_and_postback_authentication_are_set_in_the_form(p
     page.get_by_label("Postback IP allowlist (optional)").fill("203.0.113.7\n10.0.0.300/8")
     page.get_by_label("Signing secret (optional)").fill("too-short")
     page.get_by_role("button", name="Save changes").click()
-    expect(page.locator("#e-postback_ips")).to_contain_text("'10.0.0.300/8' is not an IP address or CIDR range")
+    expect(page.locator("#e-postback_ips")).to_contain_text(
+        "'10.0.0.300/8' is not an IP address or CIDR range"
+    )
     expect(page.get_by_label("Postback IP allowlist (optional)")).to_have_attribute("aria-invalid", "true")
     expect(page.get_by_label("Postback IP allowlist (optional)")).to_have_value("203.0.113.7\n10.0.0.300/8")
     expect(page.locator("#e-postback_secret")).to_contain_text("at least 16 characters")

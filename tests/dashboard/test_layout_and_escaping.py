@@ -77,7 +77,7 @@ def main_pages(traffic: Traffic) -> dict[str, str]:
         "signing": "/help/postback-signing",
         "landers": "/landers",
         "lander": f"/landers/{traffic.lander['id']}",
-        "lander report": f"/reports?g0=lander&g1=sub2&campaign_id={campaign_id}",
+        "lander-report": f"/reports?g0=lander&g1=sub2&campaign_id={campaign_id}",
         "sources": "/sources",
         "source": f"/sources/{source_id}",
         "clicks": f"/logs/clicks?campaign_id={campaign_id}",
