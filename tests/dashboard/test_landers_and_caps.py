@@ -58,6 +58,10 @@ def test_a_lander_made_in_the_forms_is_shown_before_the_offer_and_its_click_thro
     page.get_by_role("button", name="Save changes").click()
     expect(page.get_by_role("status")).to_have_text("Saved.")
     assert api.api("GET", f"/landers/{lander['id']}").json()["name"] == "VPN review v2"
+    audit = api.api("GET", "/audit", params={"object_type": "lander"}).json()["items"]
+    changes = [e for e in audit if str(e["object_id"]) == str(lander["id"])]
+    assert len(changes) == 2
+    assert {e["actor"] for e in changes} == {"admin token"}
 
     page.get_by_role("link", name="Campaigns").click()
     page.get_by_label("Name").fill("Lander campaign")
