@@ -1,6 +1,7 @@
 """The main pages at phone (390 by 844) and desktop (1280 by 800) size: nothing overflows sideways, and
 screenshots are kept under build/screenshots/. And the pages added since the first XSS test (editing,
-the delivery log, test traffic, the drill-down) escape every value a visitor can influence."""
+the delivery log, test traffic, the drill-down, landers) escape every value a visitor or a colleague
+can influence."""
 
 import re
 from collections.abc import Callable, Iterator
@@ -18,6 +19,8 @@ from tests.support import ServerProcess, Tracker
 
 XSS_NAME = '<img src=x onerror="window.__pwned=1">Name'
 LONG_SUB = "a-very-long-sub-id-without-any-space-" * 6
+# A valid URL template (no spaces) that would break out of an attribute if it were not escaped.
+XSS_LANDER_URL = 'https://lp.example/?x="><img/src=x/onerror=window.__pwned=1>&cid={click_id}'
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,7 @@ class Traffic:
     campaign: dict[str, object]
     source: dict[str, object]
     offer: dict[str, object]
+    lander: dict[str, object]
     click_id: str
 
 
@@ -37,22 +41,27 @@ def server(backend: str, request: pytest.FixtureRequest) -> ServerProcess:
 
 @pytest.fixture
 def traffic(server: ServerProcess, receiver: Callable[..., Receiver]) -> Iterator[Traffic]:
-    """A source posting back to a receiver that fails, a campaign, a visitor with hostile and very long
-    values, and their conversion: every page has something in it."""
+    """A source posting back to a receiver that fails, a campaign showing a lander, a visitor with
+    hostile and very long values who clicks through the lander, and their conversion: every page has
+    something in it."""
     partner = receiver(status=500)
     api = Tracker(server)
     template = partner.url + TEMPLATE + "&s1={sub1}&tx={txid}"
     source = api.create("sources", name=XSS_NAME, postback_url=template)
     offer = api.create("offers", name=XSS_NAME, url="https://m.example/?cid={click_id}&s={sub1}")
-    campaign = api.create("campaigns", name=XSS_NAME, source_id=source["id"], offer_id=offer["id"])
+    lander = api.create("landers", name=XSS_NAME, url=XSS_LANDER_URL)
+    campaign = api.create(
+        "campaigns", name=XSS_NAME, source_id=source["id"], offer_id=offer["id"], lander_id=lander["id"]
+    )
     click_id = api.click(campaign["key"], sub1=XSS_SUB, sub2=LONG_SUB, external_id=XSS_TXID)
+    assert api.http.get("/lp/click", params={"click_id": click_id}).status_code == 302
     api.http.get(f"/c/{campaign['key']}", params={"sub1": LONG_SUB}, headers={"User-Agent": XSS_SUB})
     answer = api.postback(click_id=click_id, event="sale", payout="9.99", txid=XSS_TXID)
     assert answer.json()["result"] == "accepted", answer.text
     wait_until(
         lambda: [d for d in deliveries_of(api, click_id=click_id) if d["status"] == "dead"], 10, "dead"
     )
-    yield Traffic(campaign, source, offer, click_id)
+    yield Traffic(campaign, source, offer, lander, click_id)
     api.close()
 
 
@@ -65,6 +74,10 @@ def main_pages(traffic: Traffic) -> dict[str, str]:
         "campaign": f"/campaigns/{campaign_id}?test_click={traffic.click_id}",
         "offers": "/offers",
         "offer": f"/offers/{traffic.offer['id']}",
+        "signing": "/help/postback-signing",
+        "landers": "/landers",
+        "lander": f"/landers/{traffic.lander['id']}",
+        "lander-report": f"/reports?g0=lander&g1=sub2&campaign_id={campaign_id}",
         "sources": "/sources",
         "source": f"/sources/{source_id}",
         "clicks": f"/logs/clicks?campaign_id={campaign_id}",
@@ -132,6 +145,22 @@ def test_visitor_values_never_run_on_the_new_pages(
         crumbs = page.get_by_role("navigation", name="Drill-down")
         expect(crumbs.locator("[aria-current=page]")).to_have_text(f"sub1 = {XSS_SUB} (by sub2)")
         expect(page.get_by_role("row").filter(has_text=LONG_SUB)).to_have_count(1)
+        not_pwned(page)
+
+        # A lander's name and URL go back into its inputs, its links and the campaign's flow as text.
+        page.goto(f"/landers/{traffic.lander['id']}")
+        expect(page.get_by_label("Name")).to_have_value(XSS_NAME)
+        expect(page.get_by_label("Lander URL")).to_have_value(XSS_LANDER_URL)
+        expect(page.get_by_role("link", name=f"{traffic.campaign['id']} · {XSS_NAME}")).to_be_visible()
+        not_pwned(page)
+        page.goto("/landers")
+        expect(page.get_by_role("cell", name=XSS_LANDER_URL).first).to_be_visible()
+        page.goto(f"/campaigns/{traffic.campaign['id']}")
+        expect(page.get_by_role("list", name="The tracking flow")).to_contain_text(XSS_LANDER_URL)
+        expect(page.get_by_label("Lander")).to_have_value(str(traffic.lander["id"]))
+        page.goto("/reports?g0=lander")
+        wait_until(lambda: page.reload() or page.get_by_role("row").filter(has_text=XSS_NAME).count(), 20,
+                   "the lander report")  # fmt: skip
         not_pwned(page)
 
         # Editing forms put stored values back into inputs: still only text.

@@ -1,4 +1,5 @@
-"""Editing offers, sources and campaigns (with a campaign's A/B split and routing rules).
+"""Editing offers (with their caps and postback authentication), landers, sources and campaigns (with
+a campaign's lander, A/B split and routing rules).
 
 Each page shows the stored values in a form. Saving sends only the fields the user changed, as a
 PATCH through the same Catalog calls the API uses, so a field this form does not show is never
@@ -10,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from zoneinfo import available_timezones
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
@@ -23,6 +25,8 @@ from clicktrail.catalog.models import (
     Campaign,
     CampaignPatch,
     CostModel,
+    Lander,
+    LanderPatch,
     Offer,
     OfferPatch,
     Source,
@@ -48,26 +52,58 @@ class Field:
     name: str
     label: str
     kind: str = "text"
-    """text | select | checkboxes | list (comma-separated values)"""
+    """text | select | checkboxes | list (comma-separated values) | lines (one value a line)"""
     help: str = ""
     required: bool = False
     nullable: bool = False
     """An empty input means "none" (null), not an empty text."""
     choices: tuple[tuple[str, str], ...] = ()
+    default: str = ""
+    """What a creation form starts with (the API's default)."""
 
 
-OFFER_FIELDS = (
+URL_MACROS_HELP = (
+    "http(s) URL; {click_id}, {sub1}…{sub10}, {external_id}, {campaign_id}, {offer_id}, {source_id} "
+    "are filled per click, percent-encoded"
+)
+ZONES = tuple(sorted(available_timezones()))
+
+
+def offer_fields(offers: Sequence[Offer], own_id: int | None = None) -> tuple[Field, ...]:
+    """An offer's fields; the fallback is chosen among the other offers."""
+    fallbacks = tuple((str(o.id), f"{o.id} · {o.name}") for o in offers if o.id != own_id)
+    return (
+        Field("name", "Name", required=True),
+        Field("url", "Offer URL", required=True, help=URL_MACROS_HELP),
+        Field("revenue", "Revenue per conversion", help="used when the postback carries no payout",
+              default="0"),
+        Field("payout", "Payout to the affiliate", default="0"),
+        Field("currency", "Currency", help="ISO 4217 code such as USD", default="USD"),
+        Field("attribution_window_days", "Attribution window (days)", default="30",
+              help="postbacks later than this after the click are refused as expired (1 to 365)"),
+        Field("daily_cap", "Daily cap (optional)", nullable=True,
+              help="approved and pending conversions a day; once reached, new clicks go to the fallback "
+                   "offer until midnight; empty: no cap"),
+        Field("cap_timezone", "Cap timezone", kind="select", choices=tuple((z, z) for z in ZONES),
+              default="UTC", help="the cap's day runs from midnight to midnight in this timezone"),
+        Field("fallback_offer_id", "Fallback offer", kind="select", nullable=True,
+              choices=(("", "(none)"), *fallbacks),
+              help="takes the new clicks once the cap is reached (and its own fallback when it is capped "
+                   "too); it may not lead back to this offer"),
+        Field("postback_token", "Postback token (optional)", nullable=True,
+              help="when set, the merchant's postbacks must carry token=…; empty: no token needed"),
+        Field("postback_ips", "Postback IP allowlist (optional)", kind="lines",
+              help="one address or CIDR range a line, e.g. 203.0.113.7 or 198.51.100.0/24; postbacks "
+                   "from elsewhere are refused; empty: any address"),
+        Field("postback_secret", "Signing secret (optional)", nullable=True,
+              help="16 to 200 characters; when set, every postback must be signed with HMAC-SHA256 "
+                   "(ts= and sig=); empty: no signature needed"),
+    )  # fmt: skip
+
+
+LANDER_FIELDS = (
     Field("name", "Name", required=True),
-    Field("url", "Offer URL", required=True,
-          help="http(s) URL; {click_id}, {sub1}…{sub10}, {external_id}, {campaign_id}, {offer_id}, "
-               "{source_id} are filled per click, percent-encoded"),
-    Field("revenue", "Revenue per conversion", help="used when the postback carries no payout"),
-    Field("payout", "Payout to the affiliate"),
-    Field("currency", "Currency", help="ISO 4217 code such as USD"),
-    Field("attribution_window_days", "Attribution window (days)",
-          help="postbacks later than this after the click are refused as expired (1 to 365)"),
-    Field("postback_token", "Postback token (optional)", nullable=True,
-          help="when set, the merchant's postbacks must carry token=…; empty: no token needed"),
+    Field("url", "Lander URL", required=True, help=URL_MACROS_HELP + "; {offer_id} is the offer chosen"),
 )  # fmt: skip
 
 SOURCE_FIELDS = (
@@ -102,6 +138,8 @@ assert set(POSTBACK_MACRO_HELP) == POSTBACK_MACROS, "every postback macro is exp
 RULES_EXAMPLE = json.dumps(
     [
         {"name": "bots to the safe page", "when": {"is_bot": True}, "offers": [{"offer_id": 1}]},
+        {"name": "mobile via the review page", "when": {"device_type": ["mobile"]}, "lander_id": 1,
+         "offers": [{"offer_id": 2}]},
         {"when": {"country": ["DE", "AT"], "device_type": ["mobile"]},
          "offers": [{"offer_id": 1, "weight": 70}, {"offer_id": 2, "weight": 30}]},
     ],
@@ -121,8 +159,17 @@ def _offer_values(offer: Offer) -> Shown:
         "payout": format_money(offer.payout),
         "currency": offer.currency,
         "attribution_window_days": str(offer.attribution_window_days),
+        "daily_cap": "" if offer.daily_cap is None else str(offer.daily_cap),
+        "cap_timezone": offer.cap_timezone,
+        "fallback_offer_id": "" if offer.fallback_offer_id is None else str(offer.fallback_offer_id),
         "postback_token": offer.postback_token or "",
+        "postback_ips": "\n".join(offer.postback_ips),
+        "postback_secret": offer.postback_secret or "",
     }
+
+
+def _lander_values(lander: Lander) -> Shown:
+    return {"name": lander.name, "url": lander.url}
 
 
 def _source_values(source: Source) -> Shown:
@@ -134,17 +181,26 @@ def _source_values(source: Source) -> Shown:
     }
 
 
-def _campaign_fields(sources: Sequence[Source], offers: Sequence[Offer]) -> tuple[Field, ...]:
+def campaign_fields(
+    sources: Sequence[Source], offers: Sequence[Offer], landers: Sequence[Lander], *, with_ids: bool = True
+) -> tuple[Field, ...]:
+    """A campaign's fields; with_ids=False names the choices without their IDs (the creation form)."""
+
+    def named(item: Source | Offer | Lander) -> str:
+        return f"{item.id} · {item.name}" if with_ids else item.name
+
     return (
         Field("name", "Name", required=True),
         Field("source_id", "Traffic source", kind="select",
-              choices=tuple((str(s.id), f"{s.id} · {s.name}") for s in sources)),
-        Field("offer_id", "Offer", kind="select",
-              choices=tuple((str(o.id), f"{o.id} · {o.name}") for o in offers),
+              choices=tuple((str(s.id), named(s)) for s in sources)),
+        Field("offer_id", "Offer", kind="select", choices=tuple((str(o.id), named(o)) for o in offers),
               help="where visitors go when no rule matches and no A/B split is set"),
+        Field("lander_id", "Lander", kind="select", nullable=True,
+              choices=(("", "(none: straight to the offer)"), *((str(lp.id), named(lp)) for lp in landers)),
+              help="the page shown before the offer on the default path (rules name their own)"),
         Field("cost_model", "Cost model", kind="select", choices=tuple((m.value, m.value) for m in CostModel),
               help="cpc: per click, cpm: per thousand clicks, cpa: per approved conversion"),
-        Field("cost_value", "Cost value"),
+        Field("cost_value", "Cost value", default="0"),
     )  # fmt: skip
 
 
@@ -156,6 +212,7 @@ def _campaign_values(campaign: Campaign) -> Shown:
         "name": campaign.name,
         "source_id": str(campaign.source_id),
         "offer_id": str(campaign.offer_id),
+        "lander_id": "" if campaign.lander_id is None else str(campaign.lander_id),
         "cost_model": campaign.cost_model,
         "cost_value": format_money(campaign.cost_value),
         "split": split,
@@ -165,6 +222,26 @@ def _campaign_values(campaign: Campaign) -> Shown:
 
 def _list_value(text: str) -> list[str]:
     return sorted({part.strip() for part in text.split(",") if part.strip()})
+
+
+def _lines_value(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def new_values(fields: Sequence[Field], form: Mapping[str, str]) -> dict[str, Any]:
+    """A creation form's values as the Input model takes them: empty inputs take the API's default."""
+    kinds = {field.name: field.kind for field in fields}
+    values: dict[str, Any] = {}
+    for name, text in form.items():
+        if kinds.get(name) == "lines":
+            if _lines_value(text):
+                values[name] = _lines_value(text)
+        elif kinds.get(name) == "list":
+            if _list_value(text):
+                values[name] = _list_value(text)
+        elif text != "":
+            values[name] = text
+    return values
 
 
 def _submitted(fields: Sequence[Field], form: FormData) -> Shown:
@@ -188,6 +265,9 @@ def _changes(fields: Sequence[Field], submitted: Shown, current: Shown) -> dict[
         elif field.kind == "list":
             if _list_value(new) != _list_value(old):
                 changes[field.name] = _list_value(new)
+        elif field.kind == "lines":
+            if _lines_value(new) != _lines_value(old):
+                changes[field.name] = _lines_value(new)
         elif new != old:
             changes[field.name] = None if field.nullable and new == "" else new
     return changes
@@ -258,7 +338,7 @@ def add_editing_routes(router: APIRouter, kit: PageKit) -> None:
     catalog = runtime.catalog
 
     def edit_page(
-        request: Request, session: Session, kind: str, item: Offer | Source | Campaign, *,
+        request: Request, session: Session, kind: str, item: Offer | Lander | Source | Campaign, *,
         fields: Sequence[Field],
         values: Shown, errors: Mapping[str, str] | None = None, status: int = 200, **extra: Any,
     ) -> Response:  # fmt: skip
@@ -299,14 +379,23 @@ def add_editing_routes(router: APIRouter, kit: PageKit) -> None:
         return submitted, {}
 
     # Offers
+    def offer_page(
+        request: Request, session: Session, offer: Offer, *, values: Shown | None = None,
+        errors: Mapping[str, str] | None = None, status: int = 200,
+    ) -> Response:  # fmt: skip
+        return edit_page(
+            request, session, "offers", offer, fields=offer_fields(catalog.list_offers(limit=1000), offer.id),
+            values=values or _offer_values(offer), errors=errors, status=status,
+        )  # fmt: skip
+
     @router.get("/offers/{offer_id:int}")
-    def offer_page(request: Request, offer_id: int) -> Response:
+    def offer_edit(request: Request, offer_id: int) -> Response:
         session = kit.session_of(request)
         try:
             offer = catalog.get_offer(checked_id(offer_id, "offer"))
         except NotFound as exc:
             return kit.problem(request, session, 404, exc.detail)
-        return edit_page(request, session, "offers", offer, fields=OFFER_FIELDS, values=_offer_values(offer))
+        return offer_page(request, session, offer)
 
     @router.post("/offers/{offer_id:int}")
     async def save_offer(request: Request, offer_id: int) -> Response:
@@ -318,17 +407,61 @@ def add_editing_routes(router: APIRouter, kit: PageKit) -> None:
             return kit.expired_form(request, session)
         except NotFound as exc:
             return kit.problem(request, session, 404, exc.detail)
+        fields = offer_fields((), offer.id)
         if _stale(form, offer.updated_at):
-            values, errors = _submitted(OFFER_FIELDS, form), {"form": f"This offer was {STALE}."}
+            values, errors = _submitted(fields, form), {"form": f"This offer was {STALE}."}
         else:
             values, errors = await save(
-                request, session, form, OFFER_FIELDS, _offer_values(offer),
+                request, session, form, fields, _offer_values(offer),
                 lambda changes: catalog.patch_offer(offer.id, OfferPatch(**changes), actor_of(session)),
             )  # fmt: skip
         if errors:
-            return edit_page(request, session, "offers", offer, fields=OFFER_FIELDS, values=values,
-                             errors=errors, status=422)  # fmt: skip
+            return offer_page(request, session, offer, values=values, errors=errors, status=422)
         return RedirectResponse(f"/offers/{offer.id}?saved=1", status_code=303)
+
+    # Landers
+    def lander_page(
+        request: Request, session: Session, lander: Lander, *, values: Shown | None = None,
+        errors: Mapping[str, str] | None = None, status: int = 200,
+    ) -> Response:  # fmt: skip
+        using = [c for c in catalog.list_campaigns(limit=1000) if c.lander_id == lander.id
+                 or (c.routing and lander.id in c.routing.lander_ids())]  # fmt: skip
+        return edit_page(
+            request, session, "landers", lander, fields=LANDER_FIELDS,
+            values=values or _lander_values(lander), errors=errors, status=status,
+            click_through=f"{runtime.settings.public_url}/lp/click",
+            campaigns=using,
+        )  # fmt: skip
+
+    @router.get("/landers/{lander_id:int}")
+    def lander_edit(request: Request, lander_id: int) -> Response:
+        session = kit.session_of(request)
+        try:
+            lander = catalog.get_lander(checked_id(lander_id, "lander"))
+        except NotFound as exc:
+            return kit.problem(request, session, 404, exc.detail)
+        return lander_page(request, session, lander)
+
+    @router.post("/landers/{lander_id:int}")
+    async def save_lander(request: Request, lander_id: int) -> Response:
+        session = kit.session_of(request)
+        try:
+            form = await kit.form(request, session)
+            lander = await run_in_threadpool(catalog.get_lander, checked_id(lander_id, "lander"))
+        except BadForm:
+            return kit.expired_form(request, session)
+        except NotFound as exc:
+            return kit.problem(request, session, 404, exc.detail)
+        if _stale(form, lander.updated_at):
+            values, errors = _submitted(LANDER_FIELDS, form), {"form": f"This lander was {STALE}."}
+        else:
+            values, errors = await save(
+                request, session, form, LANDER_FIELDS, _lander_values(lander),
+                lambda changes: catalog.patch_lander(lander.id, LanderPatch(**changes), actor_of(session)),
+            )  # fmt: skip
+        if errors:
+            return lander_page(request, session, lander, values=values, errors=errors, status=422)
+        return RedirectResponse(f"/landers/{lander.id}?saved=1", status_code=303)
 
     # Sources
     def source_page(
@@ -398,7 +531,8 @@ def add_editing_routes(router: APIRouter, kit: PageKit) -> None:
         errors: Mapping[str, str] | None = None, status: int = 200, **extra: Any,
     ) -> Response:  # fmt: skip
         offers = catalog.list_offers(limit=1000)
-        fields = _campaign_fields(catalog.list_sources(limit=1000), offers)
+        landers = catalog.list_landers(limit=1000)
+        fields = campaign_fields(catalog.list_sources(limit=1000), offers, landers)
         shown = values or _campaign_values(campaign)
         blank_rows = max(2, min(MAX_OFFERS_PER_PATH, len(shown["split"]) + 2) - len(shown["split"]))
         base = runtime.settings.public_url
@@ -408,8 +542,8 @@ def add_editing_routes(router: APIRouter, kit: PageKit) -> None:
         return edit_page(
             request, session, "campaigns", campaign, fields=fields, values=shown, errors=errors,
             status=status, offers=offers, split_rows=[*shown["split"], *[("", "")] * blank_rows],
-            rules_example=RULES_EXAMPLE,
-            tracking_url=f"{base}/c/{campaign.key}",
+            rules_example=RULES_EXAMPLE, flow=_flow(campaign, offers, landers),
+            tracking_url=f"{base}/c/{campaign.key}", click_through=f"{base}/lp/click",
             postback_url=f"{base}/postback?click_id={{click_id}}&event=sale&payout={{amount}}&txid={{order_id}}",
             **trial, **extra,
         )  # fmt: skip
@@ -433,7 +567,7 @@ def add_editing_routes(router: APIRouter, kit: PageKit) -> None:
             return kit.expired_form(request, session)
         except NotFound as exc:
             return kit.problem(request, session, 404, exc.detail)
-        fields = _campaign_fields(catalog.list_sources(limit=1000), catalog.list_offers(limit=1000))
+        fields = campaign_fields((), (), ())
         routing_shown, routing_change, routing_errors = _routing_from(form, campaign)
         if _stale(form, campaign.updated_at):
             values, errors = _submitted(fields, form), {"form": f"This campaign was {STALE}."}
@@ -454,3 +588,12 @@ def add_editing_routes(router: APIRouter, kit: PageKit) -> None:
             return campaign_page(request, session, campaign, values=values | routing_shown, errors=errors,
                                  status=422)  # fmt: skip
         return RedirectResponse(f"/campaigns/{campaign.id}?saved=1", status_code=303)
+
+
+def _flow(campaign: Campaign, offers: Sequence[Offer], landers: Sequence[Lander]) -> dict[str, Any]:
+    """The default path's stops, as the campaign page draws the tracking flow."""
+    return {
+        "lander": next((lp for lp in landers if lp.id == campaign.lander_id), None),
+        "offer": next((o for o in offers if o.id == campaign.offer_id), None),
+        "rule_landers": sorted(campaign.routing.lander_ids()) if campaign.routing else [],
+    }

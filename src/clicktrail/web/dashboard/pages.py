@@ -23,7 +23,7 @@ from starlette.templating import Jinja2Templates
 from clicktrail.accounts.audit import Actor
 from clicktrail.accounts.models import ADMIN_TOKEN, Principal
 from clicktrail.accounts.roles import CONFIGURE
-from clicktrail.catalog.models import CampaignInput, CostModel, OfferInput, SourceInput
+from clicktrail.catalog.models import CampaignInput, LanderInput, OfferInput, SourceInput
 from clicktrail.clicks.queries import get_click
 from clicktrail.conversions.queries import TimeRange, find_clicks, find_conversions, find_postbacks
 from clicktrail.delivery import queries as outbox
@@ -41,8 +41,15 @@ from clicktrail.reports.request import (
 from clicktrail.web.auth import Limits, request_ip
 from clicktrail.web.dashboard.deliveries import add_delivery_routes
 from clicktrail.web.dashboard.drill import drill_down
-from clicktrail.web.dashboard.editing import add_editing_routes
-from clicktrail.web.dashboard.kit import PageKit
+from clicktrail.web.dashboard.editing import (
+    LANDER_FIELDS,
+    Field,
+    add_editing_routes,
+    campaign_fields,
+    new_values,
+    offer_fields,
+)
+from clicktrail.web.dashboard.kit import PageKit, field_errors
 from clicktrail.web.dashboard.partner import PARTNER_PAGE, add_partner_page
 from clicktrail.web.dashboard.session import COOKIE, LIFETIME_SECONDS, Session, SessionSigner
 from clicktrail.web.dashboard.tables import leading_dimensions, report_rows
@@ -301,40 +308,41 @@ def create_dashboard(runtime: Runtime, limits: Limits) -> APIRouter:
                      errors: dict[str, str] | None = None, status: int = 200) -> Response:  # fmt: skip
         catalog = runtime.catalog
         offers = catalog.list_offers(limit=1000)
-        sources = catalog.list_sources(limit=1000)
         base = runtime.settings.public_url
+        items: list[dict[str, Any]]
         if kind == "offers":
             items = [_shown(o) for o in offers]
-            columns = ["id", "name", "url", "revenue", "payout", "currency", "attribution_window_days"]
-            fields = _OFFER_FIELDS
+            columns = ["id", "name", "url", "revenue", "payout", "currency", "daily_cap", "fallback_offer_id"]
+        elif kind == "landers":
+            items = [_shown(lp) for lp in catalog.list_landers(limit=1000)]
+            columns = ["id", "name", "url"]
         elif kind == "sources":
-            items = [_shown(s) for s in sources]
+            items = [_shown(s) for s in catalog.list_sources(limit=1000)]
             columns = ["id", "name", "postback_url"]
-            fields = _SOURCE_FIELDS
         else:
             items = [
                 _shown(c) | {"tracking_url": f"{base}/c/{c.key}"} for c in catalog.list_campaigns(limit=1000)
             ]
-            columns = ["id", "name", "source_id", "offer_id", "cost_model", "cost_value", "tracking_url"]
-            fields = [
-                {"name": "name", "label": "Name", "required": True},
-                {
-                    "name": "source_id",
-                    "label": "Traffic source",
-                    "choices": [(s.id, s.name) for s in sources],
-                },
-                {"name": "offer_id", "label": "Offer", "choices": [(o.id, o.name) for o in offers]},
-                {
-                    "name": "cost_model",
-                    "label": "Cost model",
-                    "choices": [(m.value, m.value) for m in CostModel],
-                },
-                {"name": "cost_value", "label": "Cost value", "default": "0"},
-            ]
+            columns = ["id", "name", "source_id", "offer_id", "lander_id", "cost_model", "cost_value",
+                       "tracking_url"]  # fmt: skip
         return render(
             request, "catalog.html", session, status, page=kind, heading=kind.capitalize(), noun=kind[:-1],
-            items=items, columns=columns, fields=fields, values=values or {}, errors=errors or {},
+            items=items, columns=columns, fields=creation_fields(kind), values=values or {},
+            errors=errors or {}, click_through=f"{base}/lp/click",
             postback_url=f"{base}/postback?click_id={{click_id}}&event=sale&payout={{amount}}&txid={{order_id}}",
+        )  # fmt: skip
+
+    def creation_fields(kind: str) -> tuple[Field, ...]:
+        catalog = runtime.catalog
+        if kind == "offers":
+            return offer_fields(catalog.list_offers(limit=1000))
+        if kind == "landers":
+            return LANDER_FIELDS
+        if kind == "sources":
+            return _SOURCE_FIELDS
+        return campaign_fields(
+            catalog.list_sources(limit=1000), catalog.list_offers(limit=1000),
+            catalog.list_landers(limit=1000), with_ids=False,
         )  # fmt: skip
 
     def lister(kind: str) -> Callable[[Request], Response]:
@@ -344,7 +352,7 @@ def create_dashboard(runtime: Runtime, limits: Limits) -> APIRouter:
         return handler
 
     def creator(
-        kind: str, create: Callable[[dict[str, str], Actor], object]
+        kind: str, create: Callable[[dict[str, Any], Actor], object]
     ) -> Callable[[Request], Awaitable[Response]]:
         async def handler(request: Request) -> Response:
             session = session_of(request)
@@ -354,14 +362,10 @@ def create_dashboard(runtime: Runtime, limits: Limits) -> APIRouter:
                 return catalog_page(request, session, kind, errors=exc.fields, status=403)
             try:
                 assert session.principal is not None
-                create({k: v for k, v in form.items() if v != ""}, session.principal.actor)
+                create(new_values(creation_fields(kind), form), session.principal.actor)
                 runtime.catalog_changed()
             except ValidationError as exc:
-                errors = {
-                    ".".join(str(p) for p in e["loc"]) or "form": str(e["msg"]).removeprefix("Value error, ")
-                    for e in exc.errors()
-                }
-                return catalog_page(request, session, kind, values=form, errors=errors, status=422)
+                return catalog_page(request, session, kind, values=form, errors=field_errors(exc), status=422)
             except ClicktrailError as exc:
                 fields = exc.fields if isinstance(exc, ValidationFailed) else {}
                 errors = fields or {"form": exc.detail}
@@ -371,14 +375,19 @@ def create_dashboard(runtime: Runtime, limits: Limits) -> APIRouter:
         return handler
 
     catalog = runtime.catalog
-    creators: dict[str, Callable[[dict[str, str], Actor], object]] = {
+    creators: dict[str, Callable[[dict[str, Any], Actor], object]] = {
         "offers": lambda values, actor: catalog.create_offer(OfferInput(**values), actor),
+        "landers": lambda values, actor: catalog.create_lander(LanderInput(**values), actor),
         "sources": lambda values, actor: catalog.create_source(SourceInput(**values), actor),
         "campaigns": lambda values, actor: catalog.create_campaign(CampaignInput(**values), actor),
     }
     for kind, create in creators.items():
         router.add_api_route(f"/{kind}", lister(kind), methods=["GET"])
         router.add_api_route(f"/{kind}", creator(kind, create), methods=["POST"])
+
+    @router.get("/help/postback-signing")
+    def signing_help(request: Request) -> Response:
+        return render(request, "postback_signing.html", session_of(request), page="offers")
 
     # Logs
     @router.get("/logs/{kind}")
@@ -540,17 +549,8 @@ def _chart(result: ReportResult | None, first: str, last: str) -> str:
     return "".join(parts)
 
 
-_OFFER_FIELDS = [
-    {"name": "name", "label": "Name", "required": True},
-    {"name": "url", "label": "Offer URL", "required": True,
-     "help": "http(s) URL; {click_id}, {sub1}…{sub10}, {external_id}, {campaign_id} are filled per click"},
-    {"name": "revenue", "label": "Revenue per conversion", "default": "0"},
-    {"name": "payout", "label": "Payout to the affiliate", "default": "0"},
-    {"name": "currency", "label": "Currency", "default": "USD"},
-    {"name": "attribution_window_days", "label": "Attribution window (days)", "default": "30"},
-]  # fmt: skip
-_SOURCE_FIELDS = [
-    {"name": "name", "label": "Name", "required": True},
-    {"name": "postback_url", "label": "Outbound postback URL (optional)",
-     "help": "called on each conversion; macros such as {external_id}, {payout}, {event}, {conversion_id}"},
-]  # fmt: skip
+_SOURCE_FIELDS = (
+    Field("name", "Name", required=True),
+    Field("postback_url", "Outbound postback URL (optional)",
+          help="called on each conversion; macros such as {external_id}, {payout}, {event}, {conversion_id}"),
+)  # fmt: skip
