@@ -72,12 +72,12 @@ def _insert_plan(dialect: Dialect, table: Table, names: tuple[str, ...]) -> tupl
     )
     # The dialect's own processors: SQLite stores times as text in SQLAlchemy's format.
     processors = [column.type.dialect_impl(dialect).bind_processor(dialect) for column in columns]
-    conversions = [(index, process) for index, process in enumerate(processors) if process is not None]
+    converters = [(index, process) for index, process in enumerate(processors) if process is not None]
     values = operator.itemgetter(*names)
 
     def convert(row: Mapping[str, Any]) -> tuple[Any, ...]:
         converted = [*(values(row) if len(names) > 1 else (values(row),)), *default_values]
-        for index, process in conversions:
+        for index, process in converters:
             converted[index] = process(converted[index])
         return tuple(converted)
 
