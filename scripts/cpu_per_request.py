@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""CPU time per click or per postback, this checkout against an earlier commit, in alternated pairs.
+
+    .venv/bin/python scripts/cpu_per_request.py --base 6b82581 [--path clicks|postbacks] [--pairs 3]
+
+Throughput on a shared machine swings with whatever else runs; the CPU a server process spends per
+request does not, much. For each pair this starts `clicktrail serve` (1 worker, a fresh SQLite file)
+from the base commit's `src/` (extracted with `git archive` and put first on PYTHONPATH) and then
+from this checkout, drives each with wrk for a few seconds (bench/clicks.lua or bench/postbacks.lua,
+the latter on clicks made just before), and divides the server's CPU time (user + system, every
+thread, from /proc) by the requests wrk completed. Prints every pair and the medians. 127.0.0.1 only.
+"""
+
+import argparse
+import io
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+import run as bench  # noqa: E402 -- the benchmark's own helpers (free ports, waits, seeding)
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system time of the process and its children's threads so far."""
+    pids, total = [pid], 0
+    for each in pids:
+        try:
+            pids += [int(child) for child in Path(f"/proc/{each}/task/{each}/children").read_text().split()]
+            for task in os.listdir(f"/proc/{each}/task"):
+                fields = Path(f"/proc/{each}/task/{task}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])
+        except OSError:
+            continue
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def extract_src(commit: str, into: Path) -> Path:
+    archive = subprocess.run(
+        ["git", "archive", commit, "src"], cwd=ROOT, capture_output=True, check=True
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into / "src"
+
+
+def measure(python_path: str | None, path: str, seconds: int) -> tuple[float, float]:
+    """(CPU µs per request, requests per second) for one server run."""
+    env = {
+        **os.environ,
+        "CLICKTRAIL_SECRET_KEY": bench.SECRET_KEY,
+        "CLICKTRAIL_ADMIN_TOKEN": bench.ADMIN_TOKEN,
+    }
+    if python_path:
+        env["PYTHONPATH"] = python_path
+    with tempfile.TemporaryDirectory(prefix="clicktrail-cpu-") as tmp:
+        directory = Path(tmp)
+        url = f"sqlite:///{directory / 'clicktrail.db'}"
+        seed = "import sys; sys.path.insert(0, 'bench'); import run; print(run.seed_campaign(sys.argv[1]))"
+        seeded = subprocess.run(
+            [str(VENV_BIN / "python"), "-c", seed, url],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        key = seeded.stdout.split()[-1]
+        port = bench.free_port()
+        env |= {"CLICKTRAIL_DATABASE_URL": url, "CLICKTRAIL_PUBLIC_URL": f"http://127.0.0.1:{port}"}
+        command = [str(VENV_BIN / "clicktrail"), "serve", "--port", str(port), "--log-level", "warning"]
+        server = subprocess.Popen(
+            command,
+            env=env,
+            cwd=directory,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        base_url = f"http://127.0.0.1:{port}"
+        try:
+            bench.wait_for(f"{base_url}/health", server)
+            load = {**os.environ, "BENCH_PATH": f"/c/{key}"}
+            script, connections = ROOT / "bench" / "clicks.lua", 128
+            if path == "postbacks":
+                bench.wrk(base_url, 3, 64, 1, str(ROOT / "bench" / "clicks.lua"), load)
+                ids = directory / "click-ids.txt"
+                bench.some_click_ids(url, ids, 20_000)
+                load["BENCH_CLICK_IDS"] = str(ids)
+                script, connections = ROOT / "bench" / "postbacks.lua", 32
+            before = cpu_seconds(server.pid)
+            done = subprocess.run(
+                ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script), base_url],
+                env=load,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            spent = cpu_seconds(server.pid) - before
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(30)
+    requests = int(re.search(r"(\d+) requests in", done.stdout).group(1))  # type: ignore[union-attr]
+    return 1e6 * spent / requests, requests / seconds
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--base", required=True, help="the commit to compare against")
+    parser.add_argument("--path", choices=("clicks", "postbacks"), default="clicks")
+    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=5)
+    args = parser.parse_args()
+    bench.ensure_tools()
+    with tempfile.TemporaryDirectory(prefix="clicktrail-base-") as tmp:
+        base_src = str(extract_src(args.base, Path(tmp)))
+        results: dict[str, list[float]] = {"base": [], "this checkout": []}
+        for pair in range(1, args.pairs + 1):
+            for name, python_path in (("base", base_src), ("this checkout", None)):
+                cpu, rate = measure(python_path, args.path, args.seconds)
+                results[name].append(cpu)
+                print(
+                    f"pair {pair}, {name}: {cpu:,.0f} µs CPU per request, {rate:,.0f} requests/s", flush=True
+                )
+    base, this = statistics.median(results["base"]), statistics.median(results["this checkout"])
+    change = this / base - 1
+    print(f"{args.path}: median {base:,.0f} µs ({args.base}) → {this:,.0f} µs (this checkout): {change:+.0%}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
