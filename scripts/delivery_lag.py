@@ -8,7 +8,7 @@ with the rates achieved. Two ways to record the conversions:
 
 - `--via http` (default): concurrent postbacks to the server's /postback, as merchants send them;
 - `--via intake`: this script records them itself through the postback intake on the same database,
-  from `--threads` threads, as another node would: the server only delivers. On PostgreSQL the
+  group-committed as the server does, as another node would: the server only delivers. On PostgreSQL the
   intake's NOTIFY wakes the server's dispatcher; SQLite has no such channel, so the server polls
   (every 50 ms in this mode) and the lag includes that.
 
@@ -29,7 +29,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from datetime import datetime
 from multiprocessing.sharedctypes import Synchronized
@@ -43,8 +42,10 @@ from sqlalchemy import create_engine, text
 from tests.support import Tracker, codec, fresh_database, start_server
 
 from clicktrail.catalog.cache import CatalogCache
+from clicktrail.conversions.decision import Outcome
 from clicktrail.conversions.intake import PostbackIntake, RawPostback
 from clicktrail.delivery.wakeup import QueuedBell
+from clicktrail.storage.batch import GroupCommitWriter, Staged
 from clicktrail.storage.database import Database
 from clicktrail.types import utc_now
 
@@ -124,19 +125,21 @@ def through_intake(database_url: str, threads: int) -> Load:
         bell = QueuedBell(database, listen=False)
         intake = PostbackIntake(database, codec(), lambda: cache.snapshot, utc_now, bell.ring)
 
-        def record(n: int) -> bool:
+        # The server's own shape: postbacks group-committed, many per transaction.
+        writer: GroupCommitWriter[RawPostback, Outcome] = GroupCommitWriter(
+            lambda raws: Staged(intake.handle_batch(raws)), batch_size=500, queue_limit=1_000_000, name="lag"
+        )
+
+        async def record(n: int) -> bool:
             params = {"click_id": click_ids[n % len(click_ids)], "txid": f"lag-{n}", "event": "sale"}
-            return intake.handle(RawPostback("GET", params, "127.0.0.1")).conversion_id is not None
+            return (await writer.write(RawPostback("GET", params, "127.0.0.1"))).conversion_id is not None
 
         async def run() -> tuple[int, int, float]:
             await bell.start()
-            loop = asyncio.get_running_loop()
             try:
-                with ThreadPoolExecutor(threads) as pool:
-                    return await _paced(
-                        int(rate * seconds), rate, lambda n: loop.run_in_executor(pool, record, n)
-                    )
+                return await _paced(int(rate * seconds), rate, record)
             finally:
+                writer.close()
                 await bell.stop()
 
         try:
@@ -201,7 +204,7 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=1000, help="conversions per second")
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--via", choices=("http", "intake"), default="http")
-    parser.add_argument("--threads", type=int, default=8, help="--via intake: recording threads")
+    parser.add_argument("--threads", type=int, default=8, help="--via intake: database connections")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=64, help="CLICKTRAIL_DELIVERY_CONCURRENCY")
     parser.add_argument("--postgres", action="store_true", help="use CLICKTRAIL_TEST_POSTGRES_URL")
