@@ -1,6 +1,10 @@
 """The dispatcher: an asyncio task in each server process that claims due jobs from the outbox under a
 lease, sends them (a bounded number at a time), and records every attempt.
 
+It claims up to twice as many jobs as it sends at once, so the next batch is already claimed while one
+is being sent and recorded: a claim is a few round trips to the database, and waiting for it between
+batches halved the rate (measured on PostgreSQL: 640/s one batch at a time).
+
 It is woken at once when this process queues a delivery and polls for the rest (jobs queued by other
 processes, retries coming due, leases of dead workers running out). Database work runs on its own small
 thread pool, so it never takes the threads the postback path uses.
@@ -46,6 +50,7 @@ class Job:
     attempts: int
     """Attempts made before this one."""
     token: str
+    lease_until: datetime
     values: MacroValues
 
 
@@ -65,6 +70,8 @@ class DispatcherConfig:
     concurrency: int
     poll_seconds: float
     lease: timedelta
+    longest_attempt: timedelta
+    """Connect and read timeouts together: a job whose lease ends sooner is not started."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "DispatcherConfig":
@@ -72,6 +79,7 @@ class DispatcherConfig:
             settings.delivery_concurrency,
             settings.delivery_poll_seconds,
             timedelta(seconds=settings.delivery_lease_seconds),
+            timedelta(seconds=settings.delivery_connect_timeout + settings.delivery_read_timeout),
         )
 
 
@@ -105,6 +113,8 @@ class Dispatcher:
         self._wakeup: asyncio.Event | None = None
         self._runner: asyncio.Task[None] | None = None
         self._inflight: dict[asyncio.Task[None], Job] = {}
+        """Claimed jobs, sending or waiting for a sending slot."""
+        self._sending = asyncio.Semaphore(config.concurrency)
         self._finished_attempts: list[Attempt] = []
         self._recorder: asyncio.Task[None] | None = None
 
@@ -147,7 +157,7 @@ class Dispatcher:
         assert self._wakeup is not None
         while True:
             self._wakeup.clear()
-            free = self._config.concurrency - len(self._inflight)
+            free = 2 * self._config.concurrency - len(self._inflight)
             claimed: list[Job] = []
             wait = self._config.poll_seconds
             if free > 0:
@@ -215,6 +225,7 @@ class Dispatcher:
                 source_id=SourceId(row.delivery_source_id),
                 attempts=row.attempts,
                 token=token,
+                lease_until=lease_until,
                 values=conversion_values(row._asdict(), row.delivery_source_id, row.conversion_status),
             )
             for row in rows
@@ -324,6 +335,17 @@ class Dispatcher:
     # The attempt itself, on the event loop.
 
     async def _deliver(self, job: Job) -> None:
+        # Hold the slot until the result is stored: what a crash can make us send again stays within
+        # the concurrency limit.
+        async with self._sending:
+            if self._clock() + self._config.longest_attempt >= job.lease_until:
+                # It waited too long for a slot (a receiver hanging): another worker may take it once
+                # the lease ends, so sending now could make two attempts at once. Give it back.
+                await self._in_db(self._release, job)
+                return
+            await self._attempt(job)
+
+    async def _attempt(self, job: Job) -> None:
         started_at = self._clock()
         rule = self._snapshot().postback_rules.get(job.source_id)
         if rule is None:
@@ -344,8 +366,6 @@ class Dispatcher:
         self._finished_attempts.append(Attempt(job, result, started_at, recorded))
         if self._recorder is None or self._recorder.done():
             self._recorder = asyncio.create_task(self._record_finished())
-        # Hold the slot until the result is stored: what a crash can make us send again stays within
-        # the concurrency limit.
         await recorded
 
     async def _record_finished(self) -> None:

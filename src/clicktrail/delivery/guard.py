@@ -8,6 +8,7 @@ the request then goes to the very address that was judged.
 """
 
 import asyncio
+import functools
 import ipaddress
 import socket
 from collections.abc import Sequence
@@ -49,6 +50,12 @@ def non_public_kind(address: Address) -> str | None:
         (not address.is_global, "a non-public address"),
     )
     return next((kind for matched, kind in checks if matched), None)
+
+
+@functools.lru_cache(maxsize=4096)  # asked at every delivery, of the same few receivers
+def is_address(host: str) -> bool:
+    """Whether `host` is an IP address written out rather than a name."""
+    return _literal(host) is not None
 
 
 class HostGuard:

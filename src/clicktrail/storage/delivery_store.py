@@ -6,7 +6,7 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, exists, func, insert, or_, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, exists, func, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from clicktrail.storage.schema import conversions, deliveries, delivery_attempts, delivery_breakers
@@ -56,6 +56,10 @@ def claim_due(
         candidates = candidates.where(deliveries.c.source_id == only_source)
     candidates = candidates.order_by(deliveries.c.next_attempt_at).limit(limit)
     if connection.dialect.name == "postgresql":
+        # psycopg prepares a statement run five times, and PostgreSQL then switches to a generic plan
+        # that cannot see `now`: measured, 258 ms per claim of 64 from a 5,000-job outbox instead of
+        # 7 ms. Planned afresh each time, in this transaction only.
+        connection.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
         # Two statements: as `id IN (subquery)` PostgreSQL may run the subquery again for every
         # outbox row while its statistics are stale (measured: a burst of 1,000 jobs took minutes).
         ids = connection.execute(candidates.with_for_update(skip_locked=True)).scalars().all()
