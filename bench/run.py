@@ -2,8 +2,9 @@
 
 Prints one table: click redirects (req/s, p50, p99, p99.9, ratio to nginx answering a fixed 302 in
 the same run), the same at about 70% of the maximum rate, postbacks per second on existing clicks,
-peak RSS per server process, and the exact check that every 302 wrk received is a stored click. All
-of it on SQLite and on PostgreSQL (when one answers at CLICKTRAIL_BENCH_POSTGRES_URL). Figures are
+peak RSS per server process, the exact check that every 302 wrk received is a stored click, and the
+outbound postback lag (conversion committed -> first attempt to a local receiver at 1,000 conversions
+a second, scripts/delivery_lag.py). All of it on SQLite and on PostgreSQL (when one answers at CLICKTRAIL_BENCH_POSTGRES_URL). Figures are
 medians of several short runs; every run is bounded in time and touches 127.0.0.1 only.
 
     python bench/run.py [--quick] [--runs N] [--seconds S] [--connections C] [--workers N]
@@ -379,12 +380,40 @@ def report_timings(clicks_count: int) -> dict[str, str]:
     )
 
 
+DELIVERY_RATE = 1000
+DELIVERY_WORKERS = 2  # one process both records and delivers ~800 a second at most (BENCHMARKS.md)
+
+
+def delivery_lag(backend: str, seconds: int) -> dict[str, str]:
+    """scripts/delivery_lag.py: conversions recorded through the intake at DELIVERY_RATE a second (as
+    another node would; wrk and its Lua cannot time the far end), delivered by a `clicktrail serve`
+    with its default settings to a local receiver; its `result:` line as key=value pairs."""
+    say(f"delivery lag, {backend}, {DELIVERY_RATE}/s for {seconds} s (scripts/delivery_lag.py)")
+    command = [
+        sys.executable,
+        str(HERE.parent / "scripts" / "delivery_lag.py"),
+        "--via=intake",
+        f"--rate={DELIVERY_RATE}",
+        f"--seconds={seconds}",
+        f"--workers={DELIVERY_WORKERS}",
+    ]
+    if backend == "postgres":
+        command.append("--postgres")
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent), "CLICKTRAIL_TEST_POSTGRES_URL": POSTGRES_URL}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    line = next((line for line in done.stdout.splitlines() if line.startswith("result:")), None)
+    if done.returncode != 0 or line is None:
+        return {"error": (done.stderr.strip().splitlines() or ["no result"])[-1]}
+    return dict(pair.split("=", 1) for pair in line.split()[1:])
+
+
 def table(
     args: argparse.Namespace,
     nginx_runs: Series,
     plain_nginx: Series,
     results: list[BackendResult],
     reports: dict[str, str] | None = None,
+    lags: dict[str, dict[str, str]] | None = None,
 ) -> str:
     nginx_rate = nginx_runs.median("rate")
     cpu = next(
@@ -434,6 +463,16 @@ def table(
         lines.append(
             f"clicks stored = 302s wrk received, {result.name}: {result.stored:,} = {seen:,}: {verdict} "
             f"({result.exact.counts['other']} other answers)"
+        )
+    for name, lag in (lags or {}).items():
+        if "error" in lag:
+            lines.append(f"delivery lag, {name}: failed ({lag['error']})")
+            continue
+        lines.append(
+            f"delivery lag, {name}, {DELIVERY_WORKERS} workers, asked {DELIVERY_RATE:,}/s: "
+            f"{int(lag['recorded_per_s']):,} conversions/s "
+            f"recorded, {int(lag['attempted_per_s']):,}/s first attempts; conversion -> first attempt "
+            f"p50 {lag['p50_ms']} ms, p99 {lag['p99_ms']} ms; {lag['received']} of {lag['recorded']} received"
         )
     for result in results:
         peaks = ", ".join(f"{mb:.0f}" for mb in result.rss_mb)
@@ -489,8 +528,12 @@ def main() -> int:
                     nginx_url, args.seconds, args.connections, args.threads, str(HERE / "plain.lua"), {}
                 )
                 plain_nginx.runs.append(plain)
+    lags = {
+        ("SQLite" if backend == "sqlite" else "PostgreSQL"): delivery_lag(backend, 2 if args.quick else 5)
+        for backend in backends
+    }
     reports = report_timings(args.reports) if args.reports else None
-    print(table(args, nginx_runs, plain_nginx, results, reports))
+    print(table(args, nginx_runs, plain_nginx, results, reports, lags))
     return 0 if all(r.stored == r.exact.counts["status_302"] for r in results) else 1
 
 
