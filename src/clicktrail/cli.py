@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from types import FrameType
@@ -67,14 +68,44 @@ def _exit_after_drain(_sig: int, _frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
+def _migrate_in_a_child(settings: Settings) -> None:
+    """Migrate in a forked child, so Alembic and what it imports (~8 MB resident, with pygments and
+    rich) never enter this process: with one worker it is the one that serves."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()  # before any thread or database connection exists in this process
+    if pid == 0:
+        code = 1
+        try:
+            from clicktrail.storage.migrate import upgrade
+
+            database = Database(settings.sqlalchemy_url)
+            upgrade(database.engine)
+            database.dispose()
+            code = 0
+        except ClicktrailError as exc:
+            print(f"clicktrail: {exc.detail}", file=sys.stderr)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise SystemExit(code)  # the child said why
+
+
 def serve(args: argparse.Namespace) -> None:
     from clicktrail.web import supervisor  # the server stack is imported only to serve
 
     if "CLICKTRAIL_PUBLIC_URL" not in os.environ:
         os.environ["CLICKTRAIL_PUBLIC_URL"] = f"http://{args.host}:{args.port}"
     settings = _settings()
+    _migrate_in_a_child(settings)
     database = Database(settings.sqlalchemy_url)
-    installation = prepare(settings, database)
+    installation = prepare(settings, database, migrate=False)
     catalog = Catalog(database, utc_now)
     if args.demo:
         _seed_demo(catalog)
