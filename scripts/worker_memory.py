@@ -107,16 +107,17 @@ def main() -> int:
         env |= {"CLICKTRAIL_DATABASE_URL": url, "CLICKTRAIL_PUBLIC_URL": base_url}
         command = [str(VENV_BIN / "clicktrail"), "serve", "--port", str(port), "--log-level", "warning"]
         command += ["--workers", str(args.workers)]
-        server = subprocess.Popen(
-            command,
-            env=env,
-            cwd=directory,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        log_path = directory / "server.log"
+        with log_path.open("w") as log:
+            server = subprocess.Popen(
+                command, env=env, cwd=directory, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         try:
-            bench.wait_for(f"{base_url}/health", server)
+            try:
+                bench.wait_for(f"{base_url}/health", server)
+            except RuntimeError:
+                print(log_path.read_text(), file=sys.stderr)
+                raise
             load = {**os.environ, "BENCH_PATH": f"/c/{key}"}
             bench.wrk(base_url, args.seconds, 128, 1, str(ROOT / "bench" / "clicks.lua"), load)
             if args.report:
@@ -140,7 +141,8 @@ def main() -> int:
                     largest = ", ".join(f"{mapped} {mb:.1f}" for mapped, mb in maps.most_common(args.top))
                     print(f"  largest mappings (MB resident): {largest}")
         finally:
-            os.killpg(server.pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.pid, signal.SIGTERM)
             server.wait(30)
     return 0
 
