@@ -231,30 +231,36 @@ class Server:
         wait_for(f"{self.base_url}/health", self.process)
 
     def workers(self) -> int:
-        """Worker processes (uvicorn's children other than multiprocessing's resource tracker), or 1."""
-        count = 0
-        for pid in self.processes()[1:]:
-            with contextlib.suppress(OSError):
-                count += b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()
-        return max(1, count)
+        """Worker processes (serve's children other than the report feed and multiprocessing's
+        resource tracker), or 1."""
+        return max(1, sum(self.role(pid) == "worker" for pid in self.processes()[1:]))
+
+    def role(self, pid: int) -> str:
+        command = b""
+        with contextlib.suppress(OSError):
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        if b"\0feed\0" in command:
+            return "report feed"
+        if b"resource_tracker" in command:
+            return "resource tracker"
+        return "worker" if pid != self.process.pid else "serve"
 
     def processes(self) -> list[int]:
-        """The server's process and its workers."""
+        """The server's process and its children (workers, report feed), every thread's."""
         pids = [self.process.pid]
-        for pid in list(pids):
+        for children in Path(f"/proc/{self.process.pid}/task").glob("*/children"):
             with contextlib.suppress(OSError):
-                children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-                pids += [int(child) for child in children]
+                pids += [int(child) for child in children.read_text().split()]
         return pids
 
-    def peak_rss_mb(self) -> list[float]:
-        """VmHWM (the peak resident set) of each process, in MB."""
+    def peak_rss_mb(self) -> list[tuple[str, float]]:
+        """VmHWM (the peak resident set) of each process, in MB, with what the process is."""
         peaks = []
         for pid in self.processes():
             with contextlib.suppress(OSError):
                 for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                     if line.startswith("VmHWM:"):
-                        peaks.append(int(line.split()[1]) / 1024)
+                        peaks.append((self.role(pid), int(line.split()[1]) / 1024))
         return peaks
 
     def stop(self) -> None:
@@ -294,7 +300,7 @@ class BackendResult:
     clicks: Series
     steady: Series
     postbacks: Series
-    rss_mb: list[float]
+    rss_mb: list[tuple[str, float]]
     exact: Run  # the run that stops clicking a second before wrk stops
     stored: int  # clicks stored during that run
 
@@ -475,8 +481,9 @@ def table(
             f"p50 {lag['p50_ms']} ms, p99 {lag['p99_ms']} ms; {lag['received']} of {lag['recorded']} received"
         )
     for result in results:
-        peaks = ", ".join(f"{mb:.0f}" for mb in result.rss_mb)
-        lines.append(f"peak RSS during the click runs, {result.name}, per process (VmHWM): {peaks} MB")
+        serve = "serve (the worker)" if result.workers == 1 else "serve (supervisor)"
+        peaks = ", ".join(f"{serve if role == 'serve' else role} {mb:.0f}" for role, mb in result.rss_mb)
+        lines.append(f"peak RSS during the click runs, {result.name}, per process (VmHWM, MB): {peaks}")
     if reports:
         lines.append(
             f"reports, {int(reports['clicks']):,} clicks over {reports['days']} days, 30-day range, "

@@ -3,6 +3,7 @@ change is written to the audit log in its own transaction."""
 
 import hashlib
 import secrets
+import threading
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -70,8 +71,18 @@ class Accounts:
         self._db = database
         self._clock = clock
         self._hasher = hasher or PasswordHasher()
-        # Verified against when the username is unknown, so both answers take as long.
-        self._decoy = self._hasher.hash(secrets.token_urlsafe(16))
+        self._decoy_hash: str | None = None
+        self._decoy_lock = threading.Lock()
+
+    def _decoy(self) -> str:
+        """A hash verified against when the username is unknown, so both answers take as long.
+
+        Made by the first sign-in, not at start: one Argon2 hash touches 64 MiB (its memory cost),
+        which would otherwise be every worker's peak resident set, sign-ins or not."""
+        with self._decoy_lock:
+            if self._decoy_hash is None:
+                self._decoy_hash = self._hasher.hash(secrets.token_urlsafe(16))
+            return self._decoy_hash
 
     # Users
     def _check_binding(
@@ -188,9 +199,10 @@ class Accounts:
     def sign_in(self, username: str, password: str) -> Principal | None:
         """The user's principal when the password is right and the user enabled; otherwise None."""
         name = username.strip().lower()
+        decoy = self._decoy()  # before the look-up: the first sign-in pays for it, known user or not
         with self._db.begin() as connection:
             row = store.find_user(connection, name) if name else None
-        stored = row.password_hash if row is not None else self._decoy
+        stored = row.password_hash if row is not None else decoy
         try:
             self._hasher.verify(stored, password)
         except (VerificationError, InvalidHashError):

@@ -7,10 +7,9 @@ A ClickHouse engine can implement the same `ReportEngine` protocol later.
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any
 
 import duckdb
 
@@ -24,23 +23,13 @@ from clicktrail.reports.columns import (
 from clicktrail.reports.costs import CostUpdate
 from clicktrail.reports.dimensions import DIMENSIONS, Dimension, Metric
 from clicktrail.reports.request import ReportRequest, TimeBasis
+from clicktrail.reports.result import ReportEngine, ReportResult, Row
 from clicktrail.reports.segments import CLICKS, CONVERSIONS, LANDER_CLICKS, SegmentStore
 
-Row = dict[str, Any]
+__all__ = ["DuckDbReports", "ReportEngine", "ReportResult", "Row", "derive"]
+
 _RATIO = Decimal("0.0001")
 _MONEY_RATIO = Decimal("0.000001")
-
-
-@dataclass(frozen=True, slots=True)
-class ReportResult:
-    columns: list[str]
-    rows: list[Row]
-    totals: Row
-    total_rows: int
-
-
-class ReportEngine(Protocol):
-    def run(self, request: ReportRequest, updates: Sequence[CostUpdate] = ()) -> ReportResult: ...
 
 
 def _dimension_sql(dim: Dimension, time_column: str, *, clicks: bool) -> str:

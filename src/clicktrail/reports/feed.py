@@ -1,6 +1,7 @@
 """The feed from the row store (SQLite / PostgreSQL) to the analytics segments.
 
-Every few seconds, one process (a file lock decides which) copies the clicks and the conversion
+Every few seconds, one process (a file lock decides which; `clicktrail serve` starts `clicktrail
+feed` beside its workers, so no worker ever loads DuckDB to feed) copies the clicks and the conversion
 changes of the window [cursor, now - lag) into a new segment. The lag leaves time for commits in
 flight: a click's row is committed within its group commit, long before the lag (15 s by default)
 runs out, so nothing committed late can fall behind a window already written. Long gaps (a first
@@ -14,6 +15,8 @@ keeps empty visitor values.
 import csv
 import logging
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,7 +30,7 @@ from clicktrail.reports.columns import CLICK_COLUMNS, CONVERSION_COLUMNS, LANDER
 from clicktrail.reports.segments import CLICKS, CONVERSIONS, KINDS, LANDER_CLICKS, Segment, SegmentStore
 from clicktrail.storage import event_store, routing_store
 from clicktrail.storage.database import Database
-from clicktrail.types import ClickId
+from clicktrail.types import ClickId, Clock
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,21 @@ class AnalyticsFeed:
             finally:
                 self._duck.close()
             return written
+
+    def run_until(
+        self, stop: threading.Event, *, interval: float, clock: Clock, keep_going: Callable[[], bool]
+    ) -> None:
+        """Feed now and then every `interval` seconds until `stop` is set or `keep_going()` is false
+        (checked every second); a failed run is logged and tried again at the next interval."""
+        while not stop.is_set() and keep_going():
+            try:
+                self.run_once(clock())
+            except Exception:
+                log.exception("the report feed failed; it will try again")
+            next_run = time.monotonic() + interval
+            while (left := next_run - time.monotonic()) > 0:
+                if stop.wait(min(left, 1.0)) or not keep_going():
+                    return
 
     def _windows(self, start_ms: int, now: datetime) -> Iterator[tuple[int, int]]:
         end_ms = _ms(now - self._lag)

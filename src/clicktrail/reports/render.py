@@ -9,7 +9,7 @@ from typing import Any
 
 from clicktrail.money import format_money
 from clicktrail.reports.dimensions import MONEY_METRICS, Metric
-from clicktrail.reports.engine import ReportResult
+from clicktrail.reports.result import ReportResult
 
 NAMED_DIMENSIONS = ("campaign", "offer", "source", "lander")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")

@@ -4,9 +4,9 @@ the app's lifespan."""
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import Sequence
-from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clicktrail.accounts.service import Accounts
 from clicktrail.bootstrap import AdminTokenCheck, prepare
@@ -23,13 +23,14 @@ from clicktrail.delivery.guard import HostGuard
 from clicktrail.delivery.schedule import RetrySchedule
 from clicktrail.delivery.sender import PostbackSender
 from clicktrail.delivery.wakeup import QueuedBell
-from clicktrail.reports.engine import DuckDbReports
-from clicktrail.reports.feed import AnalyticsFeed
 from clicktrail.reports.segments import SegmentStore
 from clicktrail.storage import event_store
 from clicktrail.storage.batch import GroupCommitWriter, Staged
 from clicktrail.storage.database import Database
 from clicktrail.types import Clock, utc_now
+
+if TYPE_CHECKING:
+    from clicktrail.reports.engine import DuckDbReports
 
 log = logging.getLogger(__name__)
 
@@ -79,13 +80,11 @@ class Runtime:
             queue_limit=settings.postback_queue_limit,
             name="postback-writer",
         )
-        segments = SegmentStore(settings.analytics_path())
-        self.reports = DuckDbReports(segments, memory_limit=settings.report_memory_limit)
-        self.feed = AnalyticsFeed(
-            self.database, segments, lag=timedelta(seconds=settings.analytics_lag_seconds)
-        )
+        # The report feed runs in a process of its own (clicktrail.feeding), not here.
+        self.segments = SegmentStore(settings.analytics_path())
+        self._reports: DuckDbReports | None = None
+        self._reports_lock = threading.Lock()
         self._poller: asyncio.Task[None] | None = None
-        self._feeder: asyncio.Task[None] | None = None
         self._cap_counter: asyncio.Task[None] | None = None
 
     def _commit_clicks(self, rows: Sequence[dict[str, Any]]) -> Staged[None]:
@@ -99,10 +98,20 @@ class Runtime:
             event_store.insert_clicks(connection, rows)
         return Staged(done)
 
+    @property
+    def reports(self) -> "DuckDbReports":
+        """The report engine, built by the first report this process answers: DuckDB costs a worker
+        20 to 45 MB resident, which a worker that only serves clicks and postbacks never needs."""
+        with self._reports_lock:  # reports run in threads: two first reports must not build two
+            if self._reports is None:
+                from clicktrail.reports.engine import DuckDbReports
+
+                self._reports = DuckDbReports(self.segments, memory_limit=self.settings.report_memory_limit)
+            return self._reports
+
     async def start(self) -> None:
         await asyncio.to_thread(self.cache.reload)
         self._poller = asyncio.create_task(self._watch_catalog())
-        self._feeder = asyncio.create_task(self._feed_reports())
         await asyncio.to_thread(self.count_caps)
         self._cap_counter = asyncio.create_task(self._watch_caps())
         await self.sender.open()
@@ -117,14 +126,6 @@ class Runtime:
                 await asyncio.to_thread(self.cache.reload_if_changed)
             except Exception:
                 log.exception("could not refresh the catalog; serving the last snapshot")
-
-    async def _feed_reports(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.analytics_interval_seconds)
-            try:
-                await asyncio.to_thread(self.feed.run_once, self.clock())
-            except Exception:
-                log.exception("the report feed failed; it will try again")
 
     def count_caps(self) -> None:
         """Read today's conversions of the capped offers (none capped: no query)."""
@@ -148,7 +149,7 @@ class Runtime:
         await self.bell.stop()
         await self.dispatcher.stop()
         await self.sender.close()
-        for task in (self._poller, self._feeder, self._cap_counter):
+        for task in (self._poller, self._cap_counter):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

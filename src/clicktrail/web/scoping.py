@@ -11,8 +11,8 @@ from pydantic import BaseModel
 from clicktrail.accounts.models import Principal
 from clicktrail.accounts.roles import redact
 from clicktrail.errors import Forbidden
-from clicktrail.reports.engine import ReportResult
 from clicktrail.reports.request import ReportRequest
+from clicktrail.reports.result import ReportResult
 
 
 def shaped(who: Principal, model: BaseModel) -> Any:

@@ -1,4 +1,5 @@
-"""Running the server: one process, or a supervisor with several workers sharing one socket.
+"""Running the server: one process, or a supervisor with several workers sharing one socket, and
+beside them the companion processes that must not run in a worker (the report feed).
 
 uvicorn's supervisor keeps its copy of the listening socket open until every worker has drained
 and exited. Meanwhile the kernel goes on accepting connections that no process will ever read, so a
@@ -7,10 +8,21 @@ as soon as it asks the workers to stop; each worker closes its own when it stops
 port is refused at once and a load balancer moves on, while requests already read are drained.
 """
 
+import logging
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
 from typing import Any
 
 import uvicorn
 from uvicorn.supervisors import Multiprocess
+
+log = logging.getLogger(__name__)
+
+FIRST_RESTART_DELAY = 1.0
+LAST_RESTART_DELAY = 30.0
+HEALTHY_AFTER = 60.0  # a companion that ran this long before dying is restarted after the first delay
 
 
 class _Supervisor(Multiprocess):
@@ -20,15 +32,98 @@ class _Supervisor(Multiprocess):
             sock.close()
 
 
-def run(app: str, *, workers: int, **options: Any) -> None:
-    """Serve the `app` factory's import string with `workers` processes; returns after a clean stop."""
+class Companion:
+    """A process that runs beside the workers for as long as the server does: started before them,
+    restarted when it dies (killed, or failed), stopped after they have drained.
+
+    A companion that exits with status 0 was asked to stop (SIGTERM or SIGINT sent to the whole
+    process group, as systemd or Ctrl-C do) and is not restarted. Restarts wait 1 s, doubling up to
+    30 s while it keeps dying, so a companion that cannot start does not spin."""
+
+    def __init__(self, name: str, command: Sequence[str], *, stop_timeout: float = 10.0) -> None:
+        self.name = name
+        self._command = list(command)
+        self._stop_timeout = stop_timeout
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._watcher: threading.Thread | None = None
+
+    @property
+    def pid(self) -> int | None:
+        with self._lock:
+            return None if self._process is None else self._process.pid
+
+    def start(self) -> None:
+        with self._lock:
+            self._process = self._spawn()
+        self._watcher = threading.Thread(target=self._watch, name=f"{self.name} watcher", daemon=True)
+        self._watcher.start()
+
+    def _watch(self) -> None:
+        delay = FIRST_RESTART_DELAY
+        while True:
+            with self._lock:
+                process = self._process
+            assert process is not None
+            started = time.monotonic()
+            status = process.wait()
+            if self._stopping.is_set():
+                return
+            if status == 0:
+                log.info("the %s process stopped (it was asked to); not restarting it", self.name)
+                return
+            if time.monotonic() - started >= HEALTHY_AFTER:
+                delay = FIRST_RESTART_DELAY
+            log.warning(
+                "the %s process exited with status %d; restarting it in %.0f s", self.name, status, delay
+            )
+            if self._stopping.wait(delay):
+                return
+            delay = min(delay * 2, LAST_RESTART_DELAY)
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                self._process = self._spawn()
+
+    def _spawn(self) -> "subprocess.Popen[bytes]":
+        return subprocess.Popen(self._command)  # noqa: S603 -- our own command line, built by serve
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within the timeout."""
+        with self._lock:
+            self._stopping.set()
+            process = self._process
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(self._stop_timeout)
+            except subprocess.TimeoutExpired:
+                log.warning(
+                    "the %s process did not stop within %.0f s; killing it", self.name, self._stop_timeout
+                )
+                process.kill()
+                process.wait()
+        if self._watcher is not None:
+            self._watcher.join()
+
+
+def run(app: str, *, workers: int, companions: Sequence[Companion] = (), **options: Any) -> None:
+    """Serve the `app` factory's import string with `workers` processes, with the companions running
+    beside them; returns after a clean stop."""
     # uvicorn kills a worker that has not answered its health check within 5 s, which a worker still
     # importing its modules on a busy machine can miss (seen under load: killed before it served).
     config = uvicorn.Config(app, factory=True, workers=workers, timeout_worker_healthcheck=30, **options)
-    if workers > 1:
-        _Supervisor(config, sockets=[config.bind_socket()]).run()
-        return
-    server = uvicorn.Server(config)
-    server.run()
-    if not server.started:
-        raise SystemExit(3)  # uvicorn's own code for a server that failed to start
+    for companion in companions:
+        companion.start()
+    try:
+        if workers > 1:
+            _Supervisor(config, sockets=[config.bind_socket()]).run()
+            return
+        server = uvicorn.Server(config)
+        server.run()
+        if not server.started:
+            raise SystemExit(3)  # uvicorn's own code for a server that failed to start
+    finally:
+        for companion in companions:
+            companion.stop()

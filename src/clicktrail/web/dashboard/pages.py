@@ -30,7 +30,6 @@ from clicktrail.delivery import queries as outbox
 from clicktrail.errors import ClicktrailError, NotFound, RateLimited, ValidationFailed
 from clicktrail.reports.costs import cost_updates
 from clicktrail.reports.dimensions import DIMENSIONS, Metric
-from clicktrail.reports.engine import ReportResult
 from clicktrail.reports.render import csv_text, json_rows
 from clicktrail.reports.request import (
     FILTER_PARAMS,
@@ -38,6 +37,7 @@ from clicktrail.reports.request import (
     parse_dimension_filters,
     parse_report_request,
 )
+from clicktrail.reports.result import ReportResult
 from clicktrail.web.auth import Limits, request_ip
 from clicktrail.web.dashboard.deliveries import add_delivery_routes
 from clicktrail.web.dashboard.drill import drill_down

@@ -1,0 +1,23 @@
+"""What a report engine answers, apart from any engine: the web layer and the renderers need these
+shapes without loading DuckDB (a worker that never answers a report never imports it)."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from clicktrail.reports.costs import CostUpdate
+from clicktrail.reports.request import ReportRequest
+
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ReportResult:
+    columns: list[str]
+    rows: list[Row]
+    totals: Row
+    total_rows: int
+
+
+class ReportEngine(Protocol):
+    def run(self, request: ReportRequest, updates: Sequence[CostUpdate] = ()) -> ReportResult: ...

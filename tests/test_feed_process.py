@@ -1,0 +1,150 @@
+"""The report feed runs in a process of its own beside the workers: reports fill, a worker that only
+serves clicks never loads DuckDB, and the feed is restarted when it dies and stopped with the server."""
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.reports.test_reports_api import _report_when
+from tests.support import ServerProcess, Tracker, start_server
+
+
+def _children(pid: int) -> list[int]:
+    """Children of every thread (a restarted feed is the child of the thread that watches it)."""
+    found = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            found += [int(child) for child in children.read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
+def _command(pid: int) -> list[bytes]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return []
+
+
+def _feed_pids(server: ServerProcess) -> list[int]:
+    return [pid for pid in _children(server.process.pid) if b"feed" in _command(pid)]
+
+
+def _worker_pids(server: ServerProcess) -> list[int]:
+    """The processes that answer requests: serve itself with one worker, its spawned children with more."""
+    spawned = [
+        pid
+        for pid in _children(server.process.pid)
+        if any(b"spawn_main" in part for part in _command(pid))
+        and not any(b"resource_tracker" in part for part in _command(pid))
+    ]
+    return spawned or [server.process.pid]
+
+
+def _loads_duckdb(pid: int) -> bool:
+    return "duckdb" in Path(f"/proc/{pid}/maps").read_text()
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie no longer runs), as seen by /proc."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _eventually(check: Callable[[], bool], timeout: float = 15) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def _one_feed(server: ServerProcess, *, other_than: int | None = None) -> int:
+    """The pid of the server's one feed process (once it is not `other_than`)."""
+    found: list[int] = []
+
+    def one() -> bool:
+        found[:] = _feed_pids(server)
+        return len(found) == 1 and found[0] != other_than
+
+    assert _eventually(one), f"feed processes: {found}\n{server.log()}"
+    return found[0]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_reports_fill_from_the_feed_process_and_workers_load_duckdb_only_to_answer_one(
+    tmp_path: Path, workers: int
+) -> None:
+    server = start_server(f"sqlite:///{tmp_path / 'clicktrail.db'}", tmp_path, workers=workers)
+    tracker = Tracker(server)
+    try:
+        _one_feed(server)
+        campaign = tracker.campaign()
+        for sub in ("a", "b", "c"):
+            tracker.click(campaign["key"], sub1=sub)
+        segments = tmp_path / "analytics" / "clicks"
+        assert _eventually(lambda: any(segments.glob("*.parquet"))), server.log()
+
+        workers_pids = _worker_pids(server)
+        assert len(workers_pids) == workers
+        assert not any(_loads_duckdb(pid) for pid in workers_pids)
+
+        params = {"group_by": "sub1", "campaign_id": str(campaign["id"])}
+        body = _report_when(tracker, params, lambda b: b["totals"]["clicks"] == 3)
+        assert body["totals"]["clicks"] == 3
+        assert any(_loads_duckdb(pid) for pid in workers_pids)  # the one that answered the report
+    finally:
+        tracker.close()
+        assert server.stop() == 0, server.log()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_killed_feed_process_is_restarted_and_sigterm_stops_it_with_the_server(
+    tmp_path: Path, workers: int
+) -> None:
+    server = start_server(f"sqlite:///{tmp_path / 'clicktrail.db'}", tmp_path, workers=workers)
+    tracker = Tracker(server)
+    try:
+        first = _one_feed(server)
+        os.kill(first, signal.SIGKILL)
+        second = _one_feed(server, other_than=first)
+
+        campaign = tracker.campaign()
+        tracker.click(campaign["key"])
+        params = {"campaign_id": str(campaign["id"])}
+        assert _report_when(tracker, params, lambda b: b["totals"]["clicks"] == 1)["totals"]["clicks"] == 1
+    finally:
+        tracker.close()
+        assert server.stop() == 0, server.log()
+    assert not _alive(second)
+    assert "report feed process exited with status -9; restarting it" in server.log()
+
+
+def test_sigterm_to_the_whole_process_group_stops_the_feed_without_a_restart(tmp_path: Path) -> None:
+    server = start_server(
+        f"sqlite:///{tmp_path / 'clicktrail.db'}", tmp_path, workers=2, own_process_group=True
+    )
+    feed = _one_feed(server)
+
+    assert server.stop(group=True) == 0, server.log()
+
+    assert not _alive(feed)
+    assert "restarting" not in server.log()
+
+
+def test_the_feed_process_stops_by_itself_when_serve_is_killed(tmp_path: Path) -> None:
+    server = start_server(f"sqlite:///{tmp_path / 'clicktrail.db'}", tmp_path, workers=1)
+    feed = _one_feed(server)
+
+    server.stop(signal.SIGKILL)  # only serve: nobody is left to stop the feed
+
+    assert _eventually(lambda: not _alive(feed), timeout=5)
