@@ -20,12 +20,15 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import psycopg
-from psycopg.rows import TupleRow
 from sqlalchemy.engine import URL
 
 from clicktrail.storage.database import Database
+
+if TYPE_CHECKING:  # psycopg is imported only where PostgreSQL is used: ~8 MB a worker on SQLite
+    import psycopg
+    from psycopg.rows import TupleRow
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +88,8 @@ class QueuedBell:
             wake()
 
     async def _notify(self) -> None:
+        import psycopg
+
         assert self._conninfo is not None
         while True:
             try:
@@ -104,6 +109,8 @@ class QueuedBell:
             self._notify_again = False
 
     async def _keep_listening(self) -> None:
+        import psycopg
+
         assert self._conninfo is not None
         while True:
             try:
@@ -125,6 +132,8 @@ class QueuedBell:
     async def _close_notify_connection(self) -> None:
         connection, self._notify_connection = self._notify_connection, None
         if connection is not None:
+            import psycopg
+
             with contextlib.suppress(psycopg.Error):
                 await connection.close()
 
