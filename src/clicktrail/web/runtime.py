@@ -2,6 +2,7 @@
 the app's lifespan."""
 
 import asyncio
+import gc
 import contextlib
 import logging
 import threading
@@ -118,6 +119,9 @@ class Runtime:
         if self.settings.delivery_enabled:
             await self.dispatcher.start()
         await self.bell.start()
+        # Everything built so far (modules, parsers' tables, the catalog) lives as long as the process:
+        # out of the collector's sight, a full collection no longer walks it under load.
+        gc.freeze()
 
     async def _watch_catalog(self) -> None:
         while True:
