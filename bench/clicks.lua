@@ -1,6 +1,7 @@
 -- wrk script for tracking-link clicks: every request varies its sub IDs, external ID and user agent.
--- Environment: BENCH_PATH (e.g. /c/abc123); BENCH_DELAY_MS (optional: pause per connection between
--- requests, to hold the rate below the maximum); BENCH_CLICKS_UNTIL (optional, Unix seconds: from then
+-- Environment: BENCH_PATH (e.g. /c/abc123); BENCH_DELAY_MS (optional: mean pause per connection between
+-- requests, to hold the rate below the maximum; BENCH_PAUSE=fixed makes every pause that long);
+-- BENCH_CLICKS_UNTIL (optional, Unix seconds: from then
 -- on ask for /health instead, so no click is in flight when wrk stops and the clicks stored must equal
 -- the 302s received, exactly). Prints one line "BENCH {json}" at the end with the latency percentiles
 -- and the counts: requests written, 302s received, /health answers, other answers.
@@ -48,7 +49,15 @@ end
 
 local delay_ms = tonumber(os.getenv("BENCH_DELAY_MS") or "")
 if delay_ms then
-  function delay() return delay_ms end
+  if os.getenv("BENCH_PAUSE") == "fixed" then
+    function delay() return delay_ms end
+  else
+    -- Pauses drawn from an exponential distribution with that mean, so clicks arrive as independent
+    -- visitors do (a Poisson process), not in lockstep: with one fixed pause every connection answered
+    -- by the same group commit comes back at the same moment, and the server sees waves of 128 clicks
+    -- whose last one waits for all the others (BENCHMARKS.md, "Latency at 70%").
+    function delay() return math.floor(-delay_ms * math.log(1 - math.random()) + 0.5) end
+  end
 end
 
 function done(summary, latency, requests)
