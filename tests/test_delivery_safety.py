@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from tests.delivery_support import (
     DELIVERY_ENV,
@@ -118,6 +119,49 @@ def test_on_postgresql_a_conversion_recorded_on_another_node_wakes_the_dispatche
             assert call.at - sent < 1.0
     finally:
         elsewhere.close()
+
+
+def test_on_postgresql_a_dispatcher_whose_notification_channel_dropped_listens_again_and_catches_up(
+    backend: str, pb: Tracker, admin_node: ServerProcess, receiver: Callable[..., Receiver]
+) -> None:
+    if backend == "sqlite":
+        pytest.skip("SQLite has no notification channel: other processes find jobs by polling")
+    partner = receiver()
+    _, key = affiliate(pb, partner.url + TEMPLATE)
+    elsewhere = Tracker(admin_node)
+    try:
+        # The database drops the delivering node's LISTEN connection (a restart, a proxy's idle cut).
+        dropped = _terminate_listeners(admin_node.database_url)
+        assert dropped >= 1
+        sent = time.time()
+        lost_notice = convert(elsewhere, key, click_id=elsewhere.click(key))  # its NOTIFY reaches nobody
+        # The listener reconnects within a second and looks for what it missed: well before the 5 s poll.
+        [call] = partner.wait_for_calls(1, timeout=5)
+        assert call.query["conversion"] == lost_notice
+        assert call.at - sent < 3.0
+        sent = time.time()
+        heard = convert(elsewhere, key, click_id=elsewhere.click(key))
+        call = partner.wait_for_calls(2, timeout=5)[-1]
+        assert call.query["conversion"] == heard
+        assert call.at - sent < 1.0  # notified again
+    finally:
+        elsewhere.close()
+
+
+def _terminate_listeners(database_url: str) -> int:
+    engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with engine.begin() as connection:
+            return len(
+                connection.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND query LIKE 'LISTEN %'"
+                    )
+                ).all()
+            )
+    finally:
+        engine.dispose()
 
 
 def test_two_workers_deliver_each_conversion_once(
