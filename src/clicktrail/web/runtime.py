@@ -2,8 +2,8 @@
 the app's lifespan."""
 
 import asyncio
-import gc
 import contextlib
+import gc
 import logging
 import threading
 from collections.abc import Sequence
