@@ -28,8 +28,8 @@ run: $(INSTALLED) ## start the tracker on 127.0.0.1:8080 with an SQLite file und
 test: lint pytest ## lint, type-check and run the whole test suite
 
 lint: $(INSTALLED) ## ruff, mypy --strict and the import contract
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

@@ -41,8 +41,8 @@ DEVICES = ["mobile", "desktop", "tablet"]
 OSES = ["Android", "iOS", "Windows", "macOS", "Linux", "ChromeOS"]
 BROWSERS = ["Chrome", "Safari", "Firefox", "Edge", "Samsung Internet", "Opera"]
 CLICK_SQL = (
-    "INSERT INTO clicks (click_id, created_at, campaign_id, offer_id, source_id, sub1, sub2, external_id, cost,"
-    " country, device_type, os, browser, is_bot, is_unique) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    "INSERT INTO clicks (click_id, created_at, campaign_id, offer_id, source_id, sub1, sub2, external_id,"
+    " cost, country, device_type, os, browser, is_bot, is_unique) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 CONVERSION_SQL = (
     "INSERT INTO conversions (conversion_id, created_at, updated_at, click_id, event, txid, status, revenue,"
@@ -97,9 +97,10 @@ def generate(database_url: str, clicks: int, conversions: int, days: int, now: d
         naive = moment.replace(tzinfo=None)
         stamp = naive if is_pg else naive.isoformat(sep=" ")
         batch.append(
-            (click_id, stamp, campaign, campaign % 20 + 1, campaign % 10 + 1, sub1, f"creative-{rng.randrange(50)}",
-             f"ext-{n}", rng.choice((30_000, 50_000, 120_000)), country, rng.choice(DEVICES), rng.choice(OSES),
-             rng.choice(BROWSERS), rng.random() < 0.03, rng.random() < 0.8)
+            (click_id, stamp, campaign, campaign % 20 + 1, campaign % 10 + 1, sub1,
+             f"creative-{rng.randrange(50)}", f"ext-{n}", rng.choice((30_000, 50_000, 120_000)), country,
+             rng.choice(DEVICES), rng.choice(OSES), rng.choice(BROWSERS), rng.random() < 0.03,
+             rng.random() < 0.8)
         )  # fmt: skip
         if n in converting:
             converted = moment + timedelta(minutes=rng.randrange(1, 60 * 24))
