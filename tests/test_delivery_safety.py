@@ -184,6 +184,41 @@ def test_two_workers_deliver_each_conversion_once(
     assert Counter(call.query["conversion"] for call in partner.calls) == Counter(conversions)
 
 
+def test_a_job_that_waited_for_a_sending_slot_too_long_for_its_lease_is_given_back_not_sent_twice(
+    backend: str, tmp_path: Path, receiver: Callable[..., Receiver]
+) -> None:
+    # One postback at a time, each answered after 0.9 s; an attempt may take 1.1 s and a lease lasts
+    # 1.3 s. The dispatcher claims a second job while the first is being sent: by the time the slot is
+    # free, an attempt could outlast that job's lease, and a poll (every 50 ms) would claim it again
+    # and send it a second time meanwhile. It must give the job back and claim it afresh instead.
+    partner = receiver(delay=0.9)
+    env = {
+        **DELIVERY_ENV,
+        "CLICKTRAIL_DELIVERY_CONCURRENCY": "1",
+        "CLICKTRAIL_DELIVERY_POLL_SECONDS": "0.05",
+        "CLICKTRAIL_DELIVERY_CONNECT_TIMEOUT": "0.1",
+        "CLICKTRAIL_DELIVERY_READ_TIMEOUT": "1.0",
+        "CLICKTRAIL_DELIVERY_LEASE_SECONDS": "1.3",
+    }
+    with fresh_database(backend, tmp_path) as url:
+        server = start_server(url, tmp_path, extra_env=env)
+        tracker = Tracker(server)
+        try:
+            _, key = affiliate(tracker, partner.url + TEMPLATE)
+            conversions = [convert(tracker, key, txid=f"slot{n}") for n in range(3)]
+            wait_until(
+                lambda: len(deliveries_of(tracker, status="delivered")) == 3,
+                timeout=15,
+                what="the three deliveries",
+            )
+            time.sleep(1.5)  # a second copy, had one been sent, would arrive meanwhile
+        finally:
+            tracker.close()
+            assert server.stop() == 0, server.log()
+    assert Counter(call.query["conversion"] for call in partner.calls) == Counter(conversions)
+    assert "ended after their leases ran out" not in server.log()
+
+
 def test_a_killed_dispatcher_loses_nothing_and_resends_only_what_was_in_flight(
     backend: str, tmp_path: Path, receiver: Callable[..., Receiver]
 ) -> None:
