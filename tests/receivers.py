@@ -20,6 +20,8 @@ class Call:
     path: str
     query: dict[str, str]
     host_header: str
+    raw_query: str = ""
+    """The query string as it came over the wire, escapes and all."""
 
 
 class _Server(ThreadingHTTPServer):
@@ -75,7 +77,7 @@ class Receiver:
         parts = urlsplit(path_and_query)
         query = {name: values[0] for name, values in parse_qs(parts.query, keep_blank_values=True).items()}
         with self._arrived:
-            self.calls.append(Call(time.time(), parts.path, query, host))
+            self.calls.append(Call(time.time(), parts.path, query, host, parts.query))
             seen = self._seen.get(path_and_query, 0)
             self._seen[path_and_query] = seen + 1
             self._arrived.notify_all()

@@ -75,6 +75,9 @@ def test_the_template_is_filled_with_percent_encoded_values(
     }
     assert call.query["campaign_id"].isdigit()
     assert f"sub1={quote('a&b=c #d', safe='')}" in delivery["attempts"][0]["url"]
+    # On the wire as filled: an escaped slash stays escaped, nothing is decoded or escaped twice.
+    assert "sub10=x%2Fy" in call.raw_query
+    assert f"sub1={quote('a&b=c #d', safe='')}" in call.raw_query
 
 
 def test_delivery_starts_at_once_not_at_the_next_poll(pb: Tracker, receiver: Callable[..., Receiver]) -> None:
