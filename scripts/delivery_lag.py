@@ -13,7 +13,7 @@ with the rates achieved. Two ways to record the conversions:
   (every 50 ms in this mode) and the lag includes that.
 
     PYTHONPATH=. .venv/bin/python scripts/delivery_lag.py --rate 1000 --seconds 5 [--postgres]
-        [--via intake] [--workers 2] [--concurrency 64]
+        [--via intake] [--workers 2] [--concurrency N]
     PYTHONPATH=. .venv/bin/python scripts/delivery_lag.py --backlog 2000 [--postgres]   # drain rate
 
 Keep runs short on a shared machine; everything listens on 127.0.0.1.
@@ -216,7 +216,8 @@ def _drain(
     attempted = sorted(_timestamp(row[1]) for row in _first_attempts(url))
     span = attempted[-1] - attempted[0]
     print(
-        f"a delivering server ({workers} worker(s), {env['CLICKTRAIL_DELIVERY_CONCURRENCY']} in flight) "
+        f"a delivering server ({workers} worker(s), concurrency "
+        f"{env['CLICKTRAIL_DELIVERY_CONCURRENCY'] or 'default'}) "
         f"made {len(attempted)} first attempts in {span:.1f}s = {len(attempted) / span:.0f}/s "
         f"({calls.value} received; {time.monotonic() - started:.1f}s including its start); "
         f"server CPU {cpu * 1e6 / max(calls.value - first, 1):.0f} µs per delivery"
@@ -231,7 +232,9 @@ def main() -> int:
     parser.add_argument("--via", choices=("http", "intake"), default="http")
     parser.add_argument("--threads", type=int, default=8, help="--via intake: database connections")
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--concurrency", type=int, default=64, help="CLICKTRAIL_DELIVERY_CONCURRENCY")
+    parser.add_argument(
+        "--concurrency", type=int, help="CLICKTRAIL_DELIVERY_CONCURRENCY (default: the server's own)"
+    )
     parser.add_argument("--postgres", action="store_true", help="use CLICKTRAIL_TEST_POSTGRES_URL")
     parser.add_argument("--no-delivery", action="store_true", help="baseline: conversions, no dispatcher")
     parser.add_argument(
@@ -263,7 +266,7 @@ def main() -> int:
             "CLICKTRAIL_ANALYTICS_LAG_SECONDS": "",
             "CLICKTRAIL_ANALYTICS_INTERVAL_SECONDS": "",
             "CLICKTRAIL_DELIVERY_ALLOW_HOSTS": "127.0.0.1",
-            "CLICKTRAIL_DELIVERY_CONCURRENCY": str(args.concurrency),
+            "CLICKTRAIL_DELIVERY_CONCURRENCY": str(args.concurrency or ""),  # empty: the default
         }
         if args.via == "intake" and backend == "sqlite":
             env["CLICKTRAIL_DELIVERY_POLL_SECONDS"] = "0.05"
@@ -294,7 +297,8 @@ def main() -> int:
 
     print(
         f"{'PostgreSQL' if args.postgres else 'SQLite'}, via {args.via}, {args.workers} worker(s), "
-        f"concurrency {args.concurrency}: {accepted} conversions recorded ({failed} refused/failed) in "
+        f"concurrency {args.concurrency or 'default'}: {accepted} conversions recorded "
+        f"({failed} refused/failed) in "
         f"{elapsed:.1f}s = {accepted / elapsed:.0f}/s (asked {args.rate:.0f}/s); "
         f"{received} postbacks received"
     )
