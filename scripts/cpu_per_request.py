@@ -2,13 +2,15 @@
 """CPU time per click or per postback, this checkout against an earlier commit, in alternated pairs.
 
     .venv/bin/python scripts/cpu_per_request.py --base 6b82581 [--path clicks|postbacks] [--pairs 3]
+        [--backend sqlite|postgres]
 
 Throughput on a shared machine swings with whatever else runs; the CPU a server process spends per
-request does not, much. For each pair this starts `clicktrail serve` (1 worker, a fresh SQLite file)
-from the base commit's `src/` (extracted with `git archive` and put first on PYTHONPATH) and then
-from this checkout, drives each with wrk for a few seconds (bench/clicks.lua or bench/postbacks.lua,
-the latter on clicks made just before), and divides the server's CPU time (user + system, every
-thread, from /proc) by the requests wrk completed. Prints every pair and the medians. 127.0.0.1 only.
+request does not, much. For each pair this starts `clicktrail serve` (1 worker, a fresh SQLite file,
+or with `--backend postgres` a fresh PostgreSQL database) from the base commit's `src/` (extracted
+with `git archive` and put first on PYTHONPATH) and then from this checkout, drives each with wrk
+for a few seconds (bench/clicks.lua or bench/postbacks.lua, the latter on clicks made just before),
+and divides the server's CPU time (user + system, every thread, from /proc) by the requests wrk
+completed. Prints every pair and the medians. 127.0.0.1 only.
 """
 
 import argparse
@@ -54,7 +56,7 @@ def extract_src(commit: str, into: Path) -> Path:
     return into / "src"
 
 
-def measure(python_path: str | None, path: str, seconds: int) -> tuple[float, float]:
+def measure(python_path: str | None, path: str, seconds: int, backend: str) -> tuple[float, float]:
     """(CPU µs per request, requests per second) for one server run."""
     env = {
         **os.environ,
@@ -63,9 +65,11 @@ def measure(python_path: str | None, path: str, seconds: int) -> tuple[float, fl
     }
     if python_path:
         env["PYTHONPATH"] = python_path
-    with tempfile.TemporaryDirectory(prefix="clicktrail-cpu-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="clicktrail-cpu-") as tmp,
+        bench.database(backend, Path(tmp)) as url,
+    ):
         directory = Path(tmp)
-        url = f"sqlite:///{directory / 'clicktrail.db'}"
         seed = "import sys; sys.path.insert(0, 'bench'); import run; print(run.seed_campaign(sys.argv[1]))"
         seeded = subprocess.run(
             [str(VENV_BIN / "python"), "-c", seed, url],
@@ -122,6 +126,12 @@ def main() -> int:
     parser.add_argument("--path", choices=("clicks", "postbacks"), default="clicks")
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument(
+        "--backend",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="PostgreSQL at CLICKTRAIL_BENCH_POSTGRES_URL",
+    )
     args = parser.parse_args()
     bench.ensure_tools()
     with tempfile.TemporaryDirectory(prefix="clicktrail-base-") as tmp:
@@ -129,7 +139,7 @@ def main() -> int:
         results: dict[str, list[float]] = {"base": [], "this checkout": []}
         for pair in range(1, args.pairs + 1):
             for name, python_path in (("base", base_src), ("this checkout", None)):
-                cpu, rate = measure(python_path, args.path, args.seconds)
+                cpu, rate = measure(python_path, args.path, args.seconds, args.backend)
                 results[name].append(cpu)
                 print(
                     f"pair {pair}, {name}: {cpu:,.0f} µs CPU per request, {rate:,.0f} requests/s", flush=True
