@@ -38,7 +38,15 @@ class Database:
             )
             event.listen(self.engine, "connect", _tune_sqlite)
         else:
-            self.engine = create_engine(url, pool_size=pool_size, max_overflow=4, pool_pre_ping=True)
+            # Clicks are written from the event loop: a server that cannot be reached must fail the
+            # batch (a 503 the client retries) within seconds, not hold the loop for TCP's retries.
+            self.engine = create_engine(
+                url,
+                pool_size=pool_size,
+                max_overflow=4,
+                pool_pre_ping=True,
+                connect_args={"connect_timeout": 5},
+            )
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
