@@ -17,7 +17,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import quote_plus
 
-from sqlalchemy import Connection, Row
+from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from clicktrail.catalog.routes import CatalogSnapshot, PostbackRule, fresh_postback_rule
@@ -98,7 +98,7 @@ class _Batch:
 
     now: datetime
     snapshot: CatalogSnapshot
-    clicks: dict[str, Row[Any]]
+    clicks: dict[str, Any]
     known: dict[tuple[str, str, str], _Known]
     rules: dict[SourceId, PostbackRule | None] = field(default_factory=dict)
     new_conversions: list[dict[str, Any]] = field(default_factory=list)
@@ -314,7 +314,7 @@ class PostbackIntake:
         self,
         connection: Connection,
         batch: _Batch,
-        click: Row[Any],
+        click: Any,
         conversion_id: ConversionId,
         request: PostbackRequest,
     ) -> None:
