@@ -5,7 +5,7 @@ import functools
 import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     BigInteger,
@@ -142,15 +142,11 @@ def select_rows(
     Like insert_rows: SQLAlchemy's compiled select (cache key, expanding IN, result metadata) cost
     more per batch of postbacks than the query did; this applies the same column types' result
     conversions, so the values are the ones a Core select gives."""
-    sql, make = _select_plan(connection.dialect, table, names, key, lock)
-    if connection.dialect.paramstyle == "qmark":  # SQLite: one marker per value
-        sql = sql.replace("(?)", f"({', '.join(['?'] * len(values))})", 1)
-        parameters: Sequence[Any] = tuple(values)
-    else:
-        parameters = (list(values),)
-    result = connection.exec_driver_sql(sql, parameters)
+    plan = _select_plan(connection.dialect, table, names, key, lock)
+    sql = f"{plan.head}{', '.join([plan.marker] * len(values))}{plan.tail}"  # one marker per value
+    result = connection.exec_driver_sql(sql, tuple(values))
     try:
-        return [make(row) for row in result.cursor.fetchall()]
+        return [plan.make(row) for row in result.cursor.fetchall()]
     finally:
         result.close()
 
@@ -158,17 +154,23 @@ def select_rows(
 RowMaker = Callable[[Sequence[Any]], Any]
 
 
+class _SelectPlan(NamedTuple):
+    head: str  # up to the IN list's opening parenthesis
+    marker: str
+    tail: str
+    make: RowMaker
+
+
 @functools.cache
-def _select_plan(
-    dialect: Dialect, table: Table, names: tuple[str, ...], key: str, lock: bool
-) -> tuple[str, RowMaker]:
+def _select_plan(dialect: Dialect, table: Table, names: tuple[str, ...], key: str, lock: bool) -> _SelectPlan:
     columns = [table.c[name] for name in names]  # a KeyError for a name that is not a column
     table.c[key]  # the same check for the key
     # Only the table's own names reach this text (looked up above); every value is bound.
-    where = f"{key} IN (?)" if dialect.paramstyle == "qmark" else f"{key} = ANY(%s)"
-    sql = f"SELECT {', '.join(names)} FROM {table.name} WHERE {where}"  # noqa: S608
-    if lock and dialect.name == "postgresql":
-        sql += " FOR UPDATE"
+    marker = "?" if dialect.paramstyle == "qmark" else "%s"
+    # One marker per value, as SQLAlchemy's expanding IN gave (PostgreSQL's `= ANY(array)` measured
+    # no better under the postback bench).
+    head = f"SELECT {', '.join(names)} FROM {table.name} WHERE {key} IN ("  # noqa: S608
+    tail = ") FOR UPDATE" if lock and dialect.name == "postgresql" else ")"
     processors = [column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns]
     converters = [(index, process) for index, process in enumerate(processors) if process is not None]
     record = collections.namedtuple(f"{table.name}_row", names)  # type: ignore[misc]
@@ -182,7 +184,7 @@ def _select_plan(
             values[index] = process(values[index])
         return build(values)
 
-    return sql, make
+    return _SelectPlan(head, marker, tail, make)
 
 
 def insert_conversions(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
