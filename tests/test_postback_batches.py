@@ -11,7 +11,7 @@ import pytest
 from clicktrail.catalog.models import CampaignInput, OfferInput, SourceInput
 from clicktrail.config import Settings
 from clicktrail.conversions.decision import Decision
-from clicktrail.conversions.intake import RawPostback
+from clicktrail.conversions.intake import PostbackIntake, RawPostback
 from clicktrail.storage import delivery_store, event_store
 from clicktrail.types import utc_now
 from clicktrail.web.runtime import Runtime
@@ -141,6 +141,33 @@ def test_every_queued_status_gets_its_outbound_postback(runtime: Runtime) -> Non
             connection, click_id=click_id, source_id=None, status=None, before=None, limit=10
         )
     assert sorted(job.conversion_status for job in jobs) == ["approved", "rejected"]
+
+
+def test_a_staged_batch_is_stored_and_announced_only_when_its_commit_runs(runtime: Runtime) -> None:
+    """On SQLite the writer decides a batch on the event loop and commits it in a thread."""
+    click_id = _click(runtime)
+    wake_ups: list[str] = []
+    intake = PostbackIntake(
+        runtime.database,
+        runtime.codec,
+        lambda: runtime.cache.snapshot,
+        utc_now,
+        lambda: wake_ups.append("rung"),
+    )
+    outcomes, commit = intake.stage_batch(
+        [_postback(click_id=click_id, txid="s-1"), _postback(click_id=click_id, txid="s-1")]
+    )
+    assert [outcome.decision for outcome in outcomes] == [Decision.ACCEPTED, Decision.DUPLICATE]
+    with runtime.database.begin() as connection:
+        assert event_store.conversions_of_clicks(connection, [click_id]) == []
+    assert wake_ups == []
+
+    commit()
+
+    with runtime.database.begin() as connection:
+        [stored] = event_store.conversions_of_clicks(connection, [click_id])
+    assert stored.conversion_id == outcomes[0].conversion_id
+    assert wake_ups == ["rung"]
 
 
 def test_many_identical_postbacks_at_once_make_one_conversion(tracker: Tracker) -> None:

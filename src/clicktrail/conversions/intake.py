@@ -17,7 +17,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import quote_plus
 
-from sqlalchemy import Connection, Row
+from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from clicktrail.catalog.routes import CatalogSnapshot, PostbackRule, fresh_postback_rule
@@ -98,7 +98,7 @@ class _Batch:
 
     now: datetime
     snapshot: CatalogSnapshot
-    clicks: dict[str, Row[Any]]
+    clicks: dict[str, Any]
     known: dict[tuple[str, str, str], _Known]
     rules: dict[SourceId, PostbackRule | None] = field(default_factory=dict)
     new_conversions: list[dict[str, Any]] = field(default_factory=list)
@@ -159,37 +159,59 @@ class PostbackIntake:
             # The concurrent postback for the same (click, event, txid) committed first: decide again.
             return self._record([raw])[0]
 
+    def stage_batch(self, raws: Sequence[RawPostback]) -> tuple[list[Outcome], Callable[[], None]]:
+        """Decide and write postbacks as handle_batch does, but leave the commit (and the delivery
+        wake-up after it) to the returned function: a caller on the event loop runs that in a thread
+        while the loop goes on reading requests. The outcomes hold once the commit returns."""
+        try:
+            (outcomes, queued), commit = self._db.stage(lambda connection: self._write(connection, raws))
+        except IntegrityError:
+            # As in handle_batch; rare (another process raced us), so decided and committed right here.
+            return [self._record_alone(raw) for raw in raws], _nobody_to_tell
+
+        def finish() -> None:
+            commit()
+            if queued:
+                self._delivery_queued()
+
+        return outcomes, finish
+
     def _record(self, raws: Sequence[RawPostback]) -> list[Outcome]:
+        with self._db.begin() as connection:
+            outcomes, queued = self._write(connection, raws)
+        if queued:
+            self._delivery_queued()
+        return outcomes
+
+    def _write(self, connection: Connection, raws: Sequence[RawPostback]) -> tuple[list[Outcome], bool]:
+        """Decide and write the batch in `connection`'s transaction; say whether it queued deliveries."""
         now = self._clock()
         parsed = [self._parse(raw) for raw in raws]
         click_ids = list({click_id for _, click_id, _ in parsed if click_id is not None})
         outcomes: list[Outcome] = []
-        with self._db.begin() as connection:
-            batch = _Batch(
-                now=now,
-                snapshot=self._snapshot(),
-                clicks=store.get_clicks(connection, click_ids, _CLICK_COLUMNS),
-                known={
-                    (row.click_id, row.event, row.txid): _Known(
-                        ConversionId(row.conversion_id), row.status, row.revenue
-                    )
-                    for row in store.conversions_of_clicks(connection, click_ids)
-                },
-            )
-            for raw, (request, click_id, refusal) in zip(raws, parsed, strict=True):
-                if request is None or click_id is None:
-                    assert refusal is not None
-                    outcome = refusal
-                    logged_click_id = raw.params.get("click_id")
-                else:
-                    outcome = self._decide(connection, batch, raw, request, click_id)
-                    logged_click_id = click_id
-                outcomes.append(outcome)
-                batch.logs.append(self._log_row(raw, outcome, now, logged_click_id, request))
-            batch.write(connection)
-        if batch.deliveries:
-            self._delivery_queued()
-        return outcomes
+        batch = _Batch(
+            now=now,
+            snapshot=self._snapshot(),
+            clicks=store.get_clicks(connection, click_ids, _CLICK_COLUMNS),
+            known={
+                (row.click_id, row.event, row.txid): _Known(
+                    ConversionId(row.conversion_id), row.status, row.revenue
+                )
+                for row in store.conversions_of_clicks(connection, click_ids)
+            },
+        )
+        for raw, (request, click_id, refusal) in zip(raws, parsed, strict=True):
+            if request is None or click_id is None:
+                assert refusal is not None
+                outcome = refusal
+                logged_click_id = raw.params.get("click_id")
+            else:
+                outcome = self._decide(connection, batch, raw, request, click_id)
+                logged_click_id = click_id
+            outcomes.append(outcome)
+            batch.logs.append(self._log_row(raw, outcome, now, logged_click_id, request))
+        batch.write(connection)
+        return outcomes, bool(batch.deliveries)
 
     def _parse(self, raw: RawPostback) -> tuple[PostbackRequest | None, ClickId | None, Outcome | None]:
         try:
@@ -314,7 +336,7 @@ class PostbackIntake:
         self,
         connection: Connection,
         batch: _Batch,
-        click: Row[Any],
+        click: Any,
         conversion_id: ConversionId,
         request: PostbackRequest,
     ) -> None:
