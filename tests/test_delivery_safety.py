@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from clicktrail.delivery.wakeup import LISTENER_NAME
 from tests.delivery_support import (
     DELIVERY_ENV,
     TEMPLATE,
@@ -156,8 +157,9 @@ def _terminate_listeners(database_url: str) -> int:
                 connection.execute(
                     text(
                         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE datname = current_database() AND query LIKE 'LISTEN %'"
-                    )
+                        "WHERE datname = current_database() AND application_name = :name"
+                    ),
+                    {"name": LISTENER_NAME},
                 ).all()
             )
     finally:

@@ -33,6 +33,9 @@ if TYPE_CHECKING:  # psycopg is imported only where PostgreSQL is used: ~8 MB a 
 log = logging.getLogger(__name__)
 
 CHANNEL = "clicktrail_delivery"
+# How the two connections appear in pg_stat_activity, for an operator (or a test) to find them.
+LISTENER_NAME = "clicktrail delivery listener"
+NOTIFIER_NAME = "clicktrail delivery notifier"
 _NOTIFY_EVERY = 0.01
 """Seconds between two NOTIFYs of one process: remote dispatchers gather a burst for longer anyway."""
 _RECONNECT_SECONDS = 1.0
@@ -95,7 +98,7 @@ class QueuedBell:
             try:
                 if self._notify_connection is None or self._notify_connection.closed:
                     self._notify_connection = await psycopg.AsyncConnection.connect(
-                        self._conninfo, autocommit=True
+                        self._conninfo, autocommit=True, application_name=NOTIFIER_NAME
                     )
                 await self._notify_connection.execute("SELECT pg_notify(%s, %s)", (CHANNEL, self._me))
             except psycopg.Error as exc:
@@ -115,7 +118,7 @@ class QueuedBell:
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(
-                    self._conninfo, autocommit=True
+                    self._conninfo, autocommit=True, application_name=LISTENER_NAME
                 ) as listening:
                     await listening.execute(f"LISTEN {CHANNEL}")
                     # Jobs may have been queued while we were not listening: look now.
