@@ -341,7 +341,10 @@ class Dispatcher:
             if self._clock() + self._config.longest_attempt >= job.lease_until:
                 # It waited too long for a slot (a receiver hanging): another worker may take it once
                 # the lease ends, so sending now could make two attempts at once. Give it back.
-                await self._in_db(self._release, job)
+                try:
+                    await self._in_db(self._release, job)
+                except Exception:
+                    log.exception("could not give delivery %s back; its lease will end", job.delivery_id)
                 return
             await self._attempt(job)
 
