@@ -14,7 +14,6 @@ import ssl
 import time
 from dataclasses import dataclass
 from enum import StrEnum
-from urllib.parse import quote
 
 import aiohttp
 import certifi
@@ -26,8 +25,6 @@ from clicktrail.config import Settings
 from clicktrail.delivery.guard import BlockedHost, HostGuard, is_address
 
 _BODY_KEPT = 1024
-_RAW_IN_URL = "!#$%&'()*+,/:;=?@[]~"
-"""RFC 3986's reserved characters and `%`: left as they are in a filled template."""
 _ERROR_MAX = 500
 
 
@@ -180,9 +177,9 @@ class PostbackSender:
             raise RuntimeError("PostbackSender.open() first")
         started = time.monotonic()
         try:
-            # Sent as filled (macro values are already percent-encoded; `%2F` must stay `%2F`), with only
-            # what may not appear raw in a request line (spaces, non-ASCII) escaped.
-            parsed = URL(quote(url, safe=_RAW_IN_URL), encoded=True)
+            # Sent as filled: macro values are percent-encoded (`%2F` must stay `%2F`), and a template
+            # with spaces or non-ASCII characters is refused when it is saved.
+            parsed = URL(url, encoded=True)
             host = parsed.raw_host or ""
             if parsed.scheme not in ("http", "https") or not host:
                 raise ValueError("only http:// and https:// URLs with a host can be called")
