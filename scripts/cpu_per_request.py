@@ -14,6 +14,7 @@ completed. Prints every pair and the medians. 127.0.0.1 only.
 """
 
 import argparse
+import contextlib
 import io
 import os
 import re
@@ -23,6 +24,8 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +34,16 @@ sys.path.insert(0, str(ROOT / "bench"))
 import run as bench  # noqa: E402 -- the benchmark's own helpers (free ports, waits, seeding)
 
 VENV_BIN = Path(sys.executable).parent
+
+
+@dataclass(frozen=True)
+class Served:
+    process: "subprocess.Popen[bytes]"
+    base_url: str
+    key: str
+    """The seeded campaign's tracking key."""
+    database_url: str
+    directory: Path
 
 
 def cpu_seconds(pid: int) -> float:
@@ -56,8 +69,10 @@ def extract_src(commit: str, into: Path) -> Path:
     return into / "src"
 
 
-def measure(python_path: str | None, path: str, seconds: int, backend: str) -> tuple[float, float]:
-    """(CPU µs per request, requests per second) for one server run."""
+@contextlib.contextmanager
+def serving(python_path: str | None, backend: str, prefix: str) -> Iterator[Served]:
+    """`clicktrail serve` (1 worker, its default settings) on a fresh seeded database, from the code at
+    `python_path` (put first on PYTHONPATH) or this checkout; stopped (SIGTERM to its group) on exit."""
     env = {
         **os.environ,
         "CLICKTRAIL_SECRET_KEY": bench.SECRET_KEY,
@@ -65,10 +80,7 @@ def measure(python_path: str | None, path: str, seconds: int, backend: str) -> t
     }
     if python_path:
         env["PYTHONPATH"] = python_path
-    with (
-        tempfile.TemporaryDirectory(prefix="clicktrail-cpu-") as tmp,
-        bench.database(backend, Path(tmp)) as url,
-    ):
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp, bench.database(backend, Path(tmp)) as url:
         directory = Path(tmp)
         seed = "import sys; sys.path.insert(0, 'bench'); import run; print(run.seed_campaign(sys.argv[1]))"
         seeded = subprocess.run(
@@ -79,9 +91,9 @@ def measure(python_path: str | None, path: str, seconds: int, backend: str) -> t
             text=True,
             check=True,
         )
-        key = seeded.stdout.split()[-1]
         port = bench.free_port()
-        env |= {"CLICKTRAIL_DATABASE_URL": url, "CLICKTRAIL_PUBLIC_URL": f"http://127.0.0.1:{port}"}
+        base_url = f"http://127.0.0.1:{port}"
+        env |= {"CLICKTRAIL_DATABASE_URL": url, "CLICKTRAIL_PUBLIC_URL": base_url}
         command = [str(VENV_BIN / "clicktrail"), "serve", "--port", str(port), "--log-level", "warning"]
         server = subprocess.Popen(
             command,
@@ -91,29 +103,35 @@ def measure(python_path: str | None, path: str, seconds: int, backend: str) -> t
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        base_url = f"http://127.0.0.1:{port}"
         try:
             bench.wait_for(f"{base_url}/health", server)
-            load = {**os.environ, "BENCH_PATH": f"/c/{key}"}
-            script, connections = ROOT / "bench" / "clicks.lua", 128
-            if path == "postbacks":
-                bench.wrk(base_url, 3, 64, 1, str(ROOT / "bench" / "clicks.lua"), load)
-                ids = directory / "click-ids.txt"
-                bench.some_click_ids(url, ids, 20_000)
-                load["BENCH_CLICK_IDS"] = str(ids)
-                script, connections = ROOT / "bench" / "postbacks.lua", 32
-            before = cpu_seconds(server.pid)
-            done = subprocess.run(
-                ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script), base_url],
-                env=load,
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            spent = cpu_seconds(server.pid) - before
+            yield Served(server, base_url, seeded.stdout.split()[-1], url, directory)
         finally:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(30)
+
+
+def measure(python_path: str | None, path: str, seconds: int, backend: str) -> tuple[float, float]:
+    """(CPU µs per request, requests per second) for one server run."""
+    with serving(python_path, backend, "clicktrail-cpu-") as served:
+        base_url = served.base_url
+        load = {**os.environ, "BENCH_PATH": f"/c/{served.key}"}
+        script, connections = ROOT / "bench" / "clicks.lua", 128
+        if path == "postbacks":
+            bench.wrk(base_url, 3, 64, 1, str(ROOT / "bench" / "clicks.lua"), load)
+            ids = served.directory / "click-ids.txt"
+            bench.some_click_ids(served.database_url, ids, 20_000)
+            load["BENCH_CLICK_IDS"] = str(ids)
+            script, connections = ROOT / "bench" / "postbacks.lua", 32
+        before = cpu_seconds(served.process.pid)
+        done = subprocess.run(
+            ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script), base_url],
+            env=load,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        spent = cpu_seconds(served.process.pid) - before
     requests = int(re.search(r"(\d+) requests in", done.stdout).group(1))  # type: ignore[union-attr]
     return 1e6 * spent / requests, requests / seconds
 

@@ -17,9 +17,7 @@ only.
 
 import argparse
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -28,10 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-import cpu_per_request  # noqa: E402 -- extract_src
+import cpu_per_request  # noqa: E402 -- extract_src, serving
 import run as bench  # noqa: E402 -- the benchmark's own helpers (free ports, waits, seeding, wrk)
-
-VENV_BIN = Path(sys.executable).parent
 
 
 def cpu_seconds(pid: int) -> float:
@@ -51,56 +47,21 @@ def children(pid: int) -> list[int]:
 
 def measure(python_path: str | None, args: argparse.Namespace) -> list[tuple[bench.Run, float, float]]:
     """Per run: wrk's result, the serve process's and its children's CPU µs per click."""
-    env = {
-        **os.environ,
-        "CLICKTRAIL_SECRET_KEY": bench.SECRET_KEY,
-        "CLICKTRAIL_ADMIN_TOKEN": bench.ADMIN_TOKEN,
-    }
-    if python_path:
-        env["PYTHONPATH"] = python_path
-    with tempfile.TemporaryDirectory(prefix="clicktrail-steady-") as tmp:
-        directory = Path(tmp)
-        url = f"sqlite:///{directory / 'clicktrail.db'}"
-        seed = "import sys; sys.path.insert(0, 'bench'); import run; print(run.seed_campaign(sys.argv[1]))"
-        seeded = subprocess.run(
-            [str(VENV_BIN / "python"), "-c", seed, url],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        key = seeded.stdout.split()[-1]
-        port = bench.free_port()
-        base_url = f"http://127.0.0.1:{port}"
-        env |= {"CLICKTRAIL_DATABASE_URL": url, "CLICKTRAIL_PUBLIC_URL": base_url}
-        command = [str(VENV_BIN / "clicktrail"), "serve", "--port", str(port), "--log-level", "warning"]
-        server = subprocess.Popen(
-            command,
-            env=env,
-            cwd=directory,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    with cpu_per_request.serving(python_path, "sqlite", "clicktrail-steady-") as served:
+        base_url, pid = served.base_url, served.process.pid
         script = str(ROOT / "bench" / "clicks.lua")
-        load = {"BENCH_PATH": f"/c/{key}", "BENCH_DELAY_MS": str(args.delay_ms)}
+        load = {"BENCH_PATH": f"/c/{served.key}", "BENCH_DELAY_MS": str(args.delay_ms)}
         results = []
-        try:
-            bench.wait_for(f"{base_url}/health", server)
-            bench.wrk(base_url, args.warm_up, 128, 1, script, load)
-            for _ in range(args.runs):
-                helpers = children(server.pid)
-                before = cpu_seconds(server.pid), sum(cpu_seconds(pid) for pid in helpers)
-                run = bench.wrk(base_url, args.seconds, 128, 1, script, load)
-                after = cpu_seconds(server.pid), sum(cpu_seconds(pid) for pid in helpers)
-                clicks = run.counts["requests"]
-                results.append(
-                    (run, 1e6 * (after[0] - before[0]) / clicks, 1e6 * (after[1] - before[1]) / clicks)
-                )
-        finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(30)
+        bench.wrk(base_url, args.warm_up, 128, 1, script, load)
+        for _ in range(args.runs):
+            helpers = children(pid)
+            before = cpu_seconds(pid), sum(cpu_seconds(child) for child in helpers)
+            run = bench.wrk(base_url, args.seconds, 128, 1, script, load)
+            after = cpu_seconds(pid), sum(cpu_seconds(child) for child in helpers)
+            clicks = run.counts["requests"]
+            results.append(
+                (run, 1e6 * (after[0] - before[0]) / clicks, 1e6 * (after[1] - before[1]) / clicks)
+            )
     return results
 
 
