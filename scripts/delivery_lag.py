@@ -22,7 +22,6 @@ Keep runs short on a shared machine; everything listens on 127.0.0.1.
 import argparse
 import asyncio
 import multiprocessing
-import os
 import socket
 import statistics
 import sys
@@ -41,6 +40,9 @@ import aiohttp
 import uvicorn
 from sqlalchemy import create_engine, text
 from tests.support import Tracker, codec, fresh_database, start_server
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cpu_per_request import cpu_seconds  # the server process tree's CPU, from /proc
 
 from clicktrail.catalog.cache import CatalogCache
 from clicktrail.conversions.decision import Outcome
@@ -175,20 +177,6 @@ def _first_attempts(url: str) -> list[tuple[object, object]]:
     return [(row[0], row[1]) for row in rows]
 
 
-def _cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) of the process and its children so far (a supervisor's workers)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(stat.parent.name) == pid or int(fields[1]) == pid:
-            total += (int(fields[11]) + int(fields[12])) / tick
-    return total
-
-
 def _drain(
     url: str,
     directory: Path,
@@ -207,10 +195,10 @@ def _drain(
         deadline = time.monotonic() + 120
         while not calls.value and time.monotonic() < deadline:
             time.sleep(0.01)
-        cpu, first = _cpu_seconds(server.process.pid), calls.value
+        cpu, first = cpu_seconds(server.process.pid), calls.value
         while calls.value < accepted and time.monotonic() < deadline:
             time.sleep(0.1)
-        cpu = _cpu_seconds(server.process.pid) - cpu
+        cpu = cpu_seconds(server.process.pid) - cpu
     finally:
         server.stop()
     attempted = sorted(_timestamp(row[1]) for row in _first_attempts(url))
