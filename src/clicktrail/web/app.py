@@ -2,7 +2,7 @@
 
 import logging
 
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from clicktrail.config import Settings
 from clicktrail.types import Clock, utc_now
@@ -23,29 +23,32 @@ class ClicktrailApp:
         self._lead = LeadEdge(self._edge)
         self._landers = LanderEdge(runtime)
         self._api = create_api(runtime)
+        self._fixed_paths: dict[str, ASGIApp] = {
+            "/pixel.gif": self._lead.image_pixel,
+            "/pixel": self._lead.js_pixel,
+            "/t.js": self._lead.snippet,
+            "/health": self._edge.health,
+        }
+
+    def edge_handler(self, path: str) -> ASGIApp | None:
+        """The handler of an edge route (clicks, postbacks, the lead stage, health), or None for the
+        admin API and the dashboard. web/protocol.py answers these straight from the parser for GET and
+        HEAD; every other request reaches them through __call__."""
+        if path.startswith("/c/"):
+            return self._edge.click
+        if path == "/postback":
+            return self._edge.postback
+        if path.startswith("/d/"):
+            return self._lead.direct
+        if path == LANDER_PREFIX or path.startswith(LANDER_PREFIX + "/"):
+            return self._landers.click
+        return self._fixed_paths.get(path)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            path: str = scope["path"]
-            if path.startswith("/c/"):
-                await self._edge.click(scope, receive, send)
-            elif path == "/postback":
-                await self._edge.postback(scope, receive, send)
-            elif path.startswith("/d/"):
-                await self._lead.direct(scope, receive, send)
-            elif path == LANDER_PREFIX or path.startswith(LANDER_PREFIX + "/"):
-                await self._landers.click(scope, receive, send)
-            elif path == "/pixel.gif":
-                await self._lead.image_pixel(scope, receive, send)
-            elif path == "/pixel":
-                await self._lead.js_pixel(scope, receive, send)
-            elif path == "/t.js":
-                await self._lead.snippet(scope, receive, send)
-            elif path == "/health":
-                await self._edge.health(scope, receive, send)
-            else:
-                await self._api(scope, receive, send)
+            handler = self.edge_handler(scope["path"]) or self._api
+            await handler(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 

@@ -18,6 +18,8 @@ from typing import Any
 import uvicorn
 from uvicorn.supervisors import Multiprocess
 
+from clicktrail.web.protocol import EdgeProtocol
+
 log = logging.getLogger(__name__)
 
 FIRST_RESTART_DELAY = 1.0
@@ -113,7 +115,9 @@ def run(app: str, *, workers: int, companions: Sequence[Companion] = (), **optio
     beside them; returns after a clean stop."""
     # uvicorn kills a worker that has not answered its health check within 5 s, which a worker still
     # importing its modules on a busy machine can miss (seen under load: killed before it served).
-    config = uvicorn.Config(app, factory=True, workers=workers, timeout_worker_healthcheck=30, **options)
+    config = uvicorn.Config(
+        app, factory=True, workers=workers, timeout_worker_healthcheck=30, http=EdgeProtocol, **options
+    )
     for companion in companions:
         companion.start()
     try:

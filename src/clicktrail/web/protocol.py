@@ -1,0 +1,219 @@
+"""The HTTP/1.1 protocol the server runs: the edge routes answered straight from the parser, every
+other request handed to uvicorn's own ASGI machinery.
+
+uvicorn spends ~40 µs of CPU on each request around the application (a full scope, a request-response
+cycle object with its event, header checks by regular expression, a task), four times what parsing
+and writing the bytes cost (BENCHMARKS.md, "The HTTP layer"). A click is worth more than that: for
+GET and HEAD requests to the edge's routes (`/c/{key}`, `/postback`, the pixels…) this protocol builds
+the few scope keys those handlers read (method, path, query string, headers, client), runs the
+handler as one task and writes its answer in one piece. Everything else (the API, the dashboard,
+bodies, upgrades) goes through the parent class untouched.
+
+Answers leave in request order on a connection: edge answers queue behind each other, a pipelined
+non-edge request waits behind them in uvicorn's own pipeline, and an edge request that arrives while
+a non-edge one is still being answered takes the ordinary path.
+"""
+
+import asyncio
+import logging
+from collections import deque
+from typing import Any, Protocol
+from urllib.parse import unquote
+
+import httptools
+from starlette.types import ASGIApp, Message, Scope
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+log = logging.getLogger(__name__)
+
+
+_NATIVE_METHODS = (b"GET", b"HEAD")
+_MAX_QUEUED = 64
+"""Edge answers one connection may have in progress before it stops reading (a client that pipelines
+without reading its answers must not grow the queue without end)."""
+_EMPTY_REQUEST: Message = {"type": "http.request", "body": b"", "more_body": False}
+_INTERNAL_ERROR = (
+    b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/plain; charset=utf-8\r\n"
+    b"content-length: 21\r\nconnection: close\r\n\r\nInternal Server Error"
+)
+
+
+class EdgeRouter(Protocol):
+    def edge_handler(self, path: str) -> ASGIApp | None:
+        """The handler answering `path` on the lean path, or None for the ASGI application."""
+
+
+class _Busy:
+    """Stands in for uvicorn's current cycle while edge answers are outstanding, so the parent queues a
+    pipelined non-edge request behind them instead of starting it at once."""
+
+    response_complete = False
+    disconnected = False
+    keep_alive = True
+
+    class _Event:
+        def set(self) -> None:
+            pass
+
+    message_event = _Event()
+
+
+_BUSY = _Busy()
+
+
+class _Answer:
+    """Collects one handler's two ASGI messages into the bytes of its HTTP answer."""
+
+    __slots__ = ("chunks", "complete", "data", "head", "keep_alive", "prefix")
+
+    def __init__(self, prefix: bytes, head: bool, keep_alive: bool) -> None:
+        self.prefix = prefix
+        self.head = head
+        self.keep_alive = keep_alive
+        self.chunks: list[bytes] = []
+        self.complete = False
+        self.data = b""
+        """The whole answer once the handler is done."""
+
+    async def send(self, message: Message) -> None:
+        if not self.chunks:
+            if message["type"] != "http.response.start":
+                raise RuntimeError(f"expected http.response.start, got {message['type']}")
+            lines = [STATUS_LINE[message["status"]], self.prefix]
+            for name, value in message.get("headers", ()):
+                if b"\n" in value or b"\r" in value or b"\n" in name or b"\r" in name:
+                    raise RuntimeError("a header with a line break")
+                lines += (name, b": ", value, b"\r\n")
+            if not self.keep_alive:
+                lines.append(b"connection: close\r\n")
+            lines.append(b"\r\n")
+            self.chunks.append(b"".join(lines))
+            return
+        if message["type"] != "http.response.body" or self.complete:
+            raise RuntimeError(f"unexpected {message['type']} on the edge path")
+        if message.get("more_body", False):
+            raise RuntimeError("edge answers are sent in one piece")
+        if not self.head:
+            self.chunks.append(message.get("body", b""))
+        self.complete = True
+
+    async def receive(self) -> Message:
+        return _EMPTY_REQUEST
+
+
+class EdgeProtocol(HttpToolsProtocol):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._router = _find_router(self.app)
+        self._native: tuple[ASGIApp, Scope, bool] | None = None
+        self._answers: deque[tuple[asyncio.Task[None], _Answer]] = deque()
+        self._close_when_answered = False
+        self._prefix_for: list[tuple[bytes, bytes]] | None = None
+        self._prefix = b""
+
+    def on_message_begin(self) -> None:
+        self._native = None
+        super().on_message_begin()
+
+    def on_headers_complete(self) -> None:
+        if self._router is not None and (self.cycle is None or self.cycle.response_complete):
+            method = self.parser.get_method()
+            if method in _NATIVE_METHODS and not self.parser.should_upgrade():
+                parsed = httptools.parse_url(self.url)
+                path = parsed.path.decode("ascii")
+                if "%" in path:
+                    path = unquote(path)
+                handler = self._router.edge_handler(path)
+                if handler is not None:
+                    scope: Scope = {
+                        "type": "http",
+                        "method": method.decode("ascii"),
+                        "path": path,
+                        "query_string": parsed.query or b"",
+                        "headers": self.headers,
+                        "client": self.client,
+                    }
+                    keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
+                    self._native = (handler, scope, keep_alive)
+                    return
+        if self._answers:
+            self.cycle = _BUSY  # type: ignore[assignment]
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if self._native is None:
+            super().on_body(body)
+        # A GET's body means nothing to the edge routes: dropped, as they would ignore it.
+
+    def on_message_complete(self) -> None:
+        if self._native is None:
+            super().on_message_complete()
+            return
+        handler, scope, keep_alive = self._native
+        self._native = None
+        answer = _Answer(self._default_headers(), scope["method"] == "HEAD", keep_alive)
+        task = self.loop.create_task(self._answer(handler, scope, answer))
+        self.tasks.add(task)
+        self._answers.append((task, answer))
+        task.add_done_callback(self._answered)
+        if len(self._answers) >= _MAX_QUEUED:
+            self.flow.pause_reading()
+
+    async def _answer(self, handler: ASGIApp, scope: Scope, answer: _Answer) -> None:
+        try:
+            await handler(scope, answer.receive, answer.send)
+            if not answer.complete:
+                raise RuntimeError("the handler returned without completing its answer")
+        except Exception:
+            log.exception("edge request %s %s failed", scope["method"], scope["path"])
+            answer.data, answer.keep_alive = _INTERNAL_ERROR, False
+            return
+        answer.data = b"".join(answer.chunks)
+
+    def _answered(self, task: "asyncio.Task[None]") -> None:
+        self.tasks.discard(task)
+        while self._answers and self._answers[0][0].done():
+            done, answer = self._answers.popleft()
+            if self.transport.is_closing():
+                continue
+            if done.cancelled():  # only at a forced exit
+                self.transport.close()
+                continue
+            self.transport.write(answer.data)
+            if not answer.keep_alive:
+                self.transport.close()
+            elif self._answers:
+                self.server_state.total_requests += 1
+            else:
+                # The last one out: uvicorn's own bookkeeping (the count, reading resumed, a pipelined
+                # non-edge request started, or the keep-alive timer armed).
+                self.on_response_complete()
+        if self._close_when_answered and not self._answers and not self.transport.is_closing():
+            self.transport.close()
+
+    def _default_headers(self) -> bytes:
+        """The server's default headers (Date, refreshed every second by uvicorn) as bytes, built once
+        per refresh."""
+        headers = self.server_state.default_headers
+        if headers is not self._prefix_for:
+            self._prefix_for = headers
+            self._prefix = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+        return self._prefix
+
+    def shutdown(self) -> None:
+        if self._answers:
+            self._close_when_answered = True
+            return
+        super().shutdown()
+
+
+def _find_router(app: Any) -> EdgeRouter | None:
+    """The application under uvicorn's wrappers (each keeps the one it wraps as `.app`), when it has edge
+    routes."""
+    for _ in range(8):
+        if hasattr(app, "edge_handler"):
+            return app  # type: ignore[no-any-return]
+        app = getattr(app, "app", None)
+        if app is None:
+            return None
+    return None

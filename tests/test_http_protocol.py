@@ -1,0 +1,138 @@
+"""The server's HTTP/1.1 as clients see it on the wire: edge routes are answered by the lean path of
+web/protocol.py, everything else by uvicorn's ASGI cycle, and a connection mixing both (keep-alive,
+pipelining) still gets every answer, complete and in request order."""
+
+import socket
+from urllib.parse import urlsplit
+
+from tests.support import ServerProcess, Tracker
+
+
+def _connect(server: ServerProcess) -> socket.socket:
+    address = urlsplit(server.base_url)
+    sock = socket.create_connection((address.hostname, address.port), timeout=10)
+    return sock
+
+
+def _read_answers(sock: socket.socket, count: int) -> list[tuple[int, dict[str, str], bytes]]:
+    """`count` HTTP answers read off the socket: status, headers (lower-cased names), body."""
+    answers: list[tuple[int, dict[str, str], bytes]] = []
+    buffer = b""
+    while len(answers) < count:
+        while b"\r\n\r\n" not in buffer:
+            chunk = sock.recv(65536)
+            assert chunk, f"the connection closed after {len(answers)} answers"
+            buffer += chunk
+        head, buffer = buffer.split(b"\r\n\r\n", 1)
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        headers: dict[str, str] = {}
+        for line in lines:
+            name, _, value = line.partition(":")
+            headers.setdefault(name.strip().lower(), value.strip())
+        length = int(headers.get("content-length", "0"))
+        while len(buffer) < length:
+            chunk = sock.recv(65536)
+            assert chunk, "the connection closed inside a body"
+            buffer += chunk
+        body, buffer = buffer[:length], buffer[length:]
+        answers.append((int(status_line.split()[1]), headers, body))
+    return answers
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(1) == b""
+    except TimeoutError:
+        return False
+
+
+def test_pipelined_clicks_api_calls_and_postbacks_are_answered_in_request_order(tracker: Tracker) -> None:
+    campaign = tracker.campaign()
+    key = campaign["key"]
+    token = tracker.admin["Authorization"]
+    requests = [
+        f"GET /c/{key}?sub1=first HTTP/1.1\r\nHost: t\r\n\r\n",
+        f"GET /api/v1/campaigns/{campaign['id']} HTTP/1.1\r\nHost: t\r\nAuthorization: {token}\r\n\r\n",
+        f"GET /c/{key}?sub1=second HTTP/1.1\r\nHost: t\r\n\r\n",
+        "GET /health HTTP/1.1\r\nHost: t\r\n\r\n",
+        "GET /postback?click_id=nonsense HTTP/1.1\r\nHost: t\r\n\r\n",
+        f"GET /api/v1/campaigns/{campaign['id']} HTTP/1.1\r\nHost: t\r\nAuthorization: {token}\r\n\r\n",
+        f"HEAD /c/{key}?sub1=third HTTP/1.1\r\nHost: t\r\n\r\n",
+        "GET /no-such-page HTTP/1.1\r\nHost: t\r\n\r\n",
+    ]
+    with _connect(tracker.server) as sock:
+        sock.sendall("".join(requests).encode())  # all at once: the server reads them in one go
+        answers = _read_answers(sock, len(requests))
+    statuses = [status for status, _, _ in answers]
+    assert statuses == [302, 200, 302, 200, 400, 200, 302, 404]
+    first, second = answers[0][1]["location"], answers[2][1]["location"]
+    assert "s1=first" in first
+    assert "s1=second" in second
+    assert answers[1][1]["content-type"].startswith("application/json")
+    assert b'"status":"ok"' in answers[3][2]
+    assert b'"bad_click_id"' in answers[4][2]
+    assert "s1=third" in answers[6][1]["location"]
+    assert answers[6][2] == b""
+
+
+def test_edge_answers_carry_a_date_and_an_exact_length_and_keep_the_connection_open(
+    tracker: Tracker,
+) -> None:
+    key = tracker.campaign()["key"]
+    with _connect(tracker.server) as sock:
+        for n in range(50):
+            sock.sendall(f"GET /c/{key}?sub1=n{n} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+            [(status, headers, body)] = _read_answers(sock, 1)
+            assert status == 302
+            assert f"s1=n{n}" in headers["location"]
+            assert headers["content-length"] == str(len(body))
+            assert headers["date"].endswith(" GMT")
+            assert "connection" not in headers
+
+
+def test_an_http_1_0_click_or_one_asking_to_close_is_answered_then_the_connection_is_closed(
+    tracker: Tracker,
+) -> None:
+    key = tracker.campaign()["key"]
+    for request in (
+        f"GET /c/{key}?sub1=old HTTP/1.0\r\n\r\n",
+        f"GET /c/{key}?sub1=close HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    ):
+        with _connect(tracker.server) as sock:
+            sock.sendall(request.encode())
+            [(status, headers, _)] = _read_answers(sock, 1)
+            assert status == 302
+            assert headers["connection"] == "close"
+            assert _closed_by_server(sock)
+
+
+def test_a_click_with_an_escaped_path_or_a_body_on_its_get_is_still_a_click(tracker: Tracker) -> None:
+    key = tracker.campaign()["key"]
+    escaped = "".join(f"%{ord(char):02X}" for char in key)
+    with _connect(tracker.server) as sock:
+        sock.sendall(
+            f"GET /c/{escaped}?sub1=escaped HTTP/1.1\r\nHost: t\r\n\r\n"
+            f"GET /c/{key}?sub1=body HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello"
+            "GET /health HTTP/1.1\r\nHost: t\r\n\r\n".encode()
+        )
+        answers = _read_answers(sock, 3)
+    assert [status for status, _, _ in answers] == [302, 302, 200]
+    assert "s1=escaped" in answers[0][1]["location"]
+    assert "s1=body" in answers[1][1]["location"]
+
+
+def test_a_post_to_the_postback_url_between_pipelined_gets_is_answered_in_its_turn(tracker: Tracker) -> None:
+    campaign = tracker.campaign()
+    click_id = tracker.click(campaign["key"])
+    body = f"click_id={click_id}&event=sale&txid=pipelined-1"
+    with _connect(tracker.server) as sock:
+        sock.sendall(
+            f"GET /c/{campaign['key']}?sub1=before HTTP/1.1\r\nHost: t\r\n\r\n"
+            "POST /postback HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n{body}"
+            f"GET /postback?{body} HTTP/1.1\r\nHost: t\r\n\r\n".encode()
+        )
+        answers = _read_answers(sock, 3)
+    assert answers[0][0] == 302
+    assert (answers[1][0], b'"accepted"' in answers[1][2]) == (200, True)
+    assert (answers[2][0], b'"duplicate"' in answers[2][2]) == (200, True)
