@@ -4,6 +4,7 @@ committed, failures reach every waiter, and the queue is bounded."""
 import asyncio
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from clicktrail.errors import StorageError
 from clicktrail.storage.batch import GroupCommitWriter, Overloaded, Staged
+from clicktrail.storage.write_turn import WriteTurn
 
 
 def _sqlite_sink(path: Path) -> tuple[list[int], Callable[[Sequence[int]], Staged[None]]]:
@@ -158,3 +160,48 @@ def test_on_the_loop_the_final_commit_waits_in_a_thread_while_the_loop_keeps_ser
         writer.close()
 
     asyncio.run(main())
+
+
+def test_a_writer_whose_turn_another_holds_waits_off_the_loop_and_writes_once_it_is_given_back(
+    tmp_path: Path,
+) -> None:
+    """Workers of one SQLite file take turns on a lock file (storage/write_turn.py): the waiting
+    writer's loop keeps serving, and its rows are written only once the other writer is done."""
+    database = tmp_path / "clicks.db"
+    other_worker = WriteTurn(database)
+    other_worker.take()
+    written_at: list[float] = []
+    released_at: list[float] = []
+
+    def commit(rows: Sequence[int]) -> Staged[None]:
+        written_at.append(time.monotonic())
+        return Staged([None] * len(rows))
+
+    async def main() -> int:
+        writer: GroupCommitWriter[int, None] = GroupCommitWriter(
+            commit, batch_size=100, queue_limit=1000, name="t", on_loop=True, turn=WriteTurn(database)
+        )
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        def give_back() -> None:
+            released_at.append(time.monotonic())
+            other_worker.give_back()
+
+        ticker = asyncio.create_task(tick())
+        asyncio.get_running_loop().call_later(0.3, give_back)
+        await asyncio.gather(*(writer.write(n) for n in range(10)))
+        ticker.cancel()
+        writer.close()
+        return ticks
+
+    ticks = asyncio.run(main())
+    assert len(written_at) == 1
+    assert written_at[0] >= released_at[0]
+    assert ticks >= 10, "the loop stalled while the writer waited for its turn"
+    other_worker.close()

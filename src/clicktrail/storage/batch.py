@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from clicktrail.errors import StorageError
+from clicktrail.storage.write_turn import WriteTurn
 
 Row = TypeVar("Row")
 Result = TypeVar("Result")
@@ -56,11 +57,13 @@ class GroupCommitWriter(Generic[Row, Result]):
         queue_limit: int,
         name: str,
         on_loop: bool = False,
+        turn: WriteTurn | None = None,
     ) -> None:
         self._commit = commit
         self._batch_size = batch_size
         self._queue_limit = queue_limit
         self._on_loop = on_loop
+        self._turn = turn
         self._waiting: list[tuple[Row, asyncio.Future[Result]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
@@ -80,24 +83,39 @@ class GroupCommitWriter(Generic[Row, Result]):
         try:
             while self._waiting:
                 if self._on_loop:
+                    # Before the turn, not after: a writer that gave the turn back takes it again only
+                    # after other processes' writers, woken by its release, have had their chance.
                     await self._let_the_batch_fill()
-                batch = self._waiting[: self._batch_size]
-                del self._waiting[: self._batch_size]
+                await self._take_turn()
                 try:
-                    results = await self._commit_batch([row for row, _ in batch])
-                except Exception as exc:
-                    log.exception("group commit of %d rows failed", len(batch))
-                    error = exc if isinstance(exc, StorageError) else StorageError(f"could not store: {exc}")
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(error)
-                else:
-                    self.committed += len(batch)
-                    for (_, future), result in zip(batch, results, strict=True):
-                        if not future.done():
-                            future.set_result(result)
+                    await self._flush_one()
+                finally:
+                    if self._turn is not None:
+                        self._turn.give_back()
         finally:
             self._flusher = None
+
+    async def _take_turn(self) -> None:
+        """With a WriteTurn, wait for it in the writer's thread: the loop goes on filling the batch."""
+        if self._turn is not None and not self._turn.try_take():
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._turn.take)
+
+    async def _flush_one(self) -> None:
+        batch = self._waiting[: self._batch_size]
+        del self._waiting[: self._batch_size]
+        try:
+            results = await self._commit_batch([row for row, _ in batch])
+        except Exception as exc:
+            log.exception("group commit of %d rows failed", len(batch))
+            error = exc if isinstance(exc, StorageError) else StorageError(f"could not store: {exc}")
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+        else:
+            self.committed += len(batch)
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
 
     async def _commit_batch(self, rows: list[Row]) -> Sequence[Result]:
         loop = asyncio.get_running_loop()
@@ -127,3 +145,5 @@ class GroupCommitWriter(Generic[Row, Result]):
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
+        if self._turn is not None:
+            self._turn.close()

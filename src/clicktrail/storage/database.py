@@ -11,6 +11,7 @@ from sqlalchemy.pool import QueuePool
 
 from clicktrail.errors import StorageError
 from clicktrail.storage.schema import meta
+from clicktrail.storage.write_turn import WriteTurn
 
 T = TypeVar("T")
 
@@ -29,10 +30,12 @@ class Database:
     def __init__(self, url: str, *, pool_size: int = 8) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        self._sqlite_file: Path | None = None
         if self.is_sqlite:
             path = url.split(":///", 1)[1] if ":///" in url else ""
             if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                self._sqlite_file = Path(path)
+                self._sqlite_file.parent.mkdir(parents=True, exist_ok=True)
             self.engine: Engine = create_engine(
                 url, poolclass=QueuePool, pool_size=pool_size, connect_args={"check_same_thread": False}
             )
@@ -82,6 +85,11 @@ class Database:
                 connection.close()
 
         return result, commit
+
+    def write_turn(self) -> WriteTurn | None:
+        """A turn of its own for one batch writer on an SQLite file (storage/write_turn.py); None on
+        PostgreSQL, whose writers do not exclude each other."""
+        return WriteTurn(self._sqlite_file) if self._sqlite_file is not None else None
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -57,6 +57,7 @@ class Runtime:
             queue_limit=settings.click_queue_limit,
             name="click-writer",
             on_loop=True,  # measured on both backends: BENCHMARKS.md, "Comparisons"
+            turn=self.database.write_turn(),
         )
         self.sender = PostbackSender.from_settings(settings, self.guard)
         self.dispatcher = Dispatcher(
@@ -81,6 +82,7 @@ class Runtime:
             queue_limit=settings.postback_queue_limit,
             name="postback-writer",
             on_loop=self.database.is_sqlite,  # as for clicks; measured: BENCHMARKS.md, "CPU per request"
+            turn=self.database.write_turn(),
         )
         # The report feed runs in a process of its own (clicktrail.feeding), not here.
         self.segments = SegmentStore(settings.analytics_path())
