@@ -2,19 +2,23 @@
 own insert stores: same text for times on SQLite, same integers for money, same booleans."""
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import insert, select
+from sqlalchemy.dialects import sqlite
 
 from clicktrail.config import Settings
 from clicktrail.storage import event_store
 from clicktrail.storage.database import Database
 from clicktrail.storage.migrate import upgrade
 from clicktrail.storage.schema import clicks
+from clicktrail.storage.types import UtcDateTime
 from tests.support import codec, fresh_database
 
 
@@ -74,3 +78,21 @@ def test_a_time_range_query_finds_bulk_inserted_rows_at_its_edges(database: Data
             select(clicks.c.click_id).where(clicks.c.created_at >= moment, clicks.c.created_at <= moment)
         ).all()
     assert len(found) == 1
+
+
+@given(
+    moment=st.datetimes(
+        min_value=datetime(1970, 1, 2),
+        max_value=datetime(9998, 12, 31),
+        timezones=st.sampled_from(
+            [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(-timedelta(hours=8))]
+        ),
+    )
+)
+def test_the_fast_sqlite_time_text_is_the_text_sqlalchemys_own_processors_give(moment: datetime) -> None:
+    dialect = sqlite.dialect()
+    column_type = clicks.c.created_at.type
+    assert isinstance(column_type, UtcDateTime)
+    reference = column_type.dialect_impl(dialect).bind_processor(dialect)
+    assert reference is not None
+    assert event_store.sqlite_utc_text(moment) == reference(moment)

@@ -4,7 +4,7 @@ import collections
 import functools
 import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
@@ -24,6 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from clicktrail.storage.schema import clicks, conversion_status_history, conversions, deliveries, postback_log
+from clicktrail.storage.types import UtcDateTime
 
 ClickRow = Mapping[str, Any]
 Scope = tuple[str, tuple[int, ...]] | None
@@ -69,8 +70,15 @@ def _insert_plan(dialect: Dialect, table: Table, names: tuple[str, ...]) -> tupl
         f"INSERT INTO {table.name} ({', '.join(column.name for column in columns)}) "  # noqa: S608
         f"VALUES ({', '.join([marker] * len(columns))})"
     )
-    # The dialect's own processors: SQLite stores times as text in SQLAlchemy's format.
-    processors = [column.type.dialect_impl(dialect).bind_processor(dialect) for column in columns]
+    # The dialect's own processors: SQLite stores times as text in SQLAlchemy's format, which
+    # `sqlite_utc_text` writes directly (each click has its own time: the two layers of SQLAlchemy's
+    # processors were 9 of a click row's 11 µs of conversion).
+    processors = [
+        sqlite_utc_text
+        if dialect.name == "sqlite" and isinstance(column.type, UtcDateTime)
+        else column.type.dialect_impl(dialect).bind_processor(dialect)
+        for column in columns
+    ]
     converters = [
         (index, _remembering(process)) for index, process in enumerate(processors) if process is not None
     ]
@@ -83,6 +91,19 @@ def _insert_plan(dialect: Dialect, table: Table, names: tuple[str, ...]) -> tupl
         return tuple(converted)
 
     return sql, convert
+
+
+def sqlite_utc_text(value: datetime | None) -> str | None:
+    """What UtcDateTime and SQLAlchemy's SQLite DATETIME store for an aware time: the UTC time as
+    `YYYY-MM-DD HH:MM:SS.ffffff` (tests/test_event_store.py holds the two to the same text)."""
+    if value is None:
+        return None
+    if value.tzinfo is not UTC:
+        if value.tzinfo is None:
+            raise ValueError("refusing a naive datetime: all times are UTC and aware")
+        value = value.astimezone(UTC)
+    text = value.isoformat(" ")[:-6]  # without "+00:00"
+    return text if value.microsecond else text + ".000000"
 
 
 def _remembering(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
