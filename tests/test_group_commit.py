@@ -205,3 +205,28 @@ def test_a_writer_whose_turn_another_holds_waits_off_the_loop_and_writes_once_it
     assert written_at[0] >= released_at[0]
     assert ticks >= 10, "the loop stalled while the writer waited for its turn"
     other_worker.close()
+
+
+def test_a_write_turn_that_cannot_be_taken_fails_the_batch_instead_of_leaving_it_waiting(
+    tmp_path: Path,
+) -> None:
+    unreachable = WriteTurn(tmp_path / "no-such-folder" / "clicks.db")  # its lock file cannot be created
+    committed: list[int] = []
+
+    def commit(rows: Sequence[int]) -> Staged[None]:
+        committed.extend(rows)
+        return Staged([None] * len(rows))
+
+    async def main() -> list[BaseException | None]:
+        writer: GroupCommitWriter[int, None] = GroupCommitWriter(
+            commit, batch_size=100, queue_limit=1000, name="t", on_loop=True, turn=unreachable
+        )
+        outcomes = await asyncio.wait_for(
+            asyncio.gather(*(writer.write(n) for n in range(5)), return_exceptions=True), 5
+        )
+        writer.close()
+        return [outcome if isinstance(outcome, BaseException) else None for outcome in outcomes]
+
+    outcomes = asyncio.run(main())
+    assert all(isinstance(outcome, StorageError) for outcome in outcomes)
+    assert committed == []

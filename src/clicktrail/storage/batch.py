@@ -86,36 +86,52 @@ class GroupCommitWriter(Generic[Row, Result]):
                     # Before the turn, not after: a writer that gave the turn back takes it again only
                     # after other processes' writers, woken by its release, have had their chance.
                     await self._let_the_batch_fill()
-                await self._take_turn()
-                try:
-                    await self._flush_one()
-                finally:
-                    if self._turn is not None:
-                        self._turn.give_back()
+                await self._flush_one()
         finally:
             self._flusher = None
+
+    async def _flush_one(self) -> None:
+        """Take the write turn (if any), then commit the next batch; a failure of either fails the
+        batch's writes, never leaves them waiting."""
+        try:
+            await self._take_turn()
+        except OSError as exc:
+            log.exception("could not take the write turn")
+            self._fail(self._next_batch(), StorageError(f"could not take the write turn: {exc}"))
+            return
+        try:
+            batch = self._next_batch()  # cut after the wait: the batch grew meanwhile
+            try:
+                results = await self._commit_batch([row for row, _ in batch])
+            except Exception as exc:
+                log.exception("group commit of %d rows failed", len(batch))
+                self._fail(
+                    batch, exc if isinstance(exc, StorageError) else StorageError(f"could not store: {exc}")
+                )
+            else:
+                self.committed += len(batch)
+                for (_, future), result in zip(batch, results, strict=True):
+                    if not future.done():
+                        future.set_result(result)
+        finally:
+            if self._turn is not None:
+                self._turn.give_back()
 
     async def _take_turn(self) -> None:
         """With a WriteTurn, wait for it in the writer's thread: the loop goes on filling the batch."""
         if self._turn is not None and not self._turn.try_take():
             await asyncio.get_running_loop().run_in_executor(self._executor, self._turn.take)
 
-    async def _flush_one(self) -> None:
+    def _next_batch(self) -> list[tuple[Row, "asyncio.Future[Result]"]]:
         batch = self._waiting[: self._batch_size]
         del self._waiting[: self._batch_size]
-        try:
-            results = await self._commit_batch([row for row, _ in batch])
-        except Exception as exc:
-            log.exception("group commit of %d rows failed", len(batch))
-            error = exc if isinstance(exc, StorageError) else StorageError(f"could not store: {exc}")
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(error)
-        else:
-            self.committed += len(batch)
-            for (_, future), result in zip(batch, results, strict=True):
-                if not future.done():
-                    future.set_result(result)
+        return batch
+
+    @staticmethod
+    def _fail(batch: Sequence[tuple[Row, "asyncio.Future[Result]"]], error: StorageError) -> None:
+        for _, future in batch:
+            if not future.done():
+                future.set_exception(error)
 
     async def _commit_batch(self, rows: list[Row]) -> Sequence[Result]:
         loop = asyncio.get_running_loop()
