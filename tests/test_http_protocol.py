@@ -2,9 +2,16 @@
 web/protocol.py, everything else by uvicorn's ASGI cycle, and a connection mixing both (keep-alive,
 pipelining) still gets every answer, complete and in request order."""
 
+import asyncio
 import socket
+from typing import Any
 from urllib.parse import urlsplit
 
+import uvicorn
+from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.server import ServerState
+
+from clicktrail.web.protocol import EdgeProtocol
 from tests.support import ServerProcess, Tracker
 
 
@@ -136,3 +143,63 @@ def test_a_post_to_the_postback_url_between_pipelined_gets_is_answered_in_its_tu
     assert answers[0][0] == 302
     assert (answers[1][0], b'"accepted"' in answers[1][2]) == (200, True)
     assert (answers[2][0], b'"duplicate"' in answers[2][2]) == (200, True)
+
+
+class _Transport(asyncio.Transport):
+    """Enough of a socket transport for the protocol: it records what is written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = b""
+        self.closed = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"sockname": ("127.0.0.1", 8080), "peername": ("127.0.0.1", 50000)}.get(name, default)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += bytes(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def test_under_uvicorns_own_wrappers_edge_routes_take_the_lean_path_and_others_the_asgi_cycle() -> None:
+    """uvicorn wraps the application (proxy headers, trace logging) before the protocol sees it: the
+    protocol must still find the edge routes under those wrappers, or every click silently pays for
+    the full ASGI cycle again."""
+    seen: list[tuple[str, bool]] = []
+
+    async def answer(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append((scope["path"], "asgi" in scope))  # only uvicorn's full scope has "asgi"
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    class App:
+        def edge_handler(self, path: str) -> ASGIApp | None:
+            return answer if path.startswith("/c/") else None
+
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            await answer(scope, receive, send)
+
+    config = uvicorn.Config(App(), proxy_headers=True, log_level="trace", lifespan="off")
+    loop = asyncio.new_event_loop()
+    try:
+        protocol = EdgeProtocol(config=config, server_state=ServerState(), app_state={}, _loop=loop)
+        transport = _Transport()
+        protocol.connection_made(transport)
+        protocol.data_received(b"GET /c/key HTTP/1.1\r\nHost: t\r\n\r\nGET /api HTTP/1.1\r\nHost: t\r\n\r\n")
+        loop.run_until_complete(asyncio.sleep(0.05))
+        protocol.connection_lost(None)
+    finally:
+        loop.close()
+    assert seen == [("/c/key", False), ("/api", True)]
+    assert transport.written.count(b"HTTP/1.1 200 OK\r\n") == 2
