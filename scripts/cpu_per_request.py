@@ -120,7 +120,7 @@ def measure(python_path: str | None, path: str, seconds: int, backend: str) -> t
         script, connections = ROOT / "bench" / "clicks.lua", 128
         # A warm-up run first, on either path: the report feed process starts beside the server and
         # spends a second or two of CPU importing DuckDB, which would otherwise land in the measured
-        # run of one server and not the other (seen: 150 to 250 µs per click for the same build).
+        # run of one server and not the other.
         bench.wrk(base_url, 3, 64, 1, str(ROOT / "bench" / "clicks.lua"), load)
         time.sleep(1)
         if path == "postbacks":

@@ -4,9 +4,10 @@ lock file beside the database instead of on SQLite's own write lock.
 SQLite lets one transaction write at a time, and a writer that finds the file locked sleeps in its
 busy handler (1, 2, 5, 10… ms) and tries again. The click and postback writers start their
 transactions on the event loop (storage/batch.py), so with several workers a loop could sleep there
-while another process's commit waited for its fsync: seen as a p99 of ~60 ms with 2 workers against
-7 ms with one (BENCHMARKS.md, "Several workers on SQLite"). Waiting for a turn on a lock file instead
-happens in the writer's thread, while the loop goes on reading requests (and the batch grows).
+while another process's commit waited for its fsync: a paced p99 of 62 ms with 2 workers against
+7 ms with one, and 109 → 31 ms with the turn (BENCHMARKS.md, "Several workers on SQLite").
+Waiting for a turn on a lock file instead happens in the writer's thread, while the loop goes on
+reading requests (and the batch grows).
 
 Each WriteTurn opens the file on its own, so two writers of one process also take turns (an flock
 belongs to the open file, not to the process). The lock dies with its process: a killed worker
