@@ -2,7 +2,7 @@
 account, and the optional per-address cap on clicks and postbacks. Each refusal is a 429 with a JSON
 reason and Retry-After. Tests tell addresses apart through X-Forwarded-For from a trusted proxy."""
 
-import secrets
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,9 +50,14 @@ def admin(limited: ServerProcess) -> Iterator[Tracker]:
     tracker.close()
 
 
+_ADDRESSES = itertools.count(1)
+
+
 def address() -> dict[str, str]:
-    """A fresh client address, as the trusted proxy reports it."""
-    return {"X-Forwarded-For": f"198.51.100.{secrets.randbelow(250) + 1}, 203.0.113.{secrets.randbelow(250)}"}
+    """A client address no earlier call handed out, as the trusted proxy reports it. The server lives
+    for the whole module, so a reused address would arrive with its bucket already partly spent."""
+    n = next(_ADDRESSES)
+    return {"X-Forwarded-For": f"198.51.100.7, 10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"}
 
 
 def assert_limited(response: httpx.Response) -> None:
