@@ -209,6 +209,13 @@ def seed_campaign(url: str) -> str:
     return campaign.key
 
 
+def listening_sockets(port: int) -> int:
+    """Listening TCP sockets on `port` (IPv4), from /proc/net/tcp: state 0A is LISTEN."""
+    local = f":{port:04X}"
+    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(1 for line in lines if line.split()[1].endswith(local) and line.split()[3] == "0A")
+
+
 class Server:
     """`clicktrail serve` with its default settings (unless --workers is given) on a free port."""
 
@@ -230,6 +237,16 @@ class Server:
                 command, env=env, cwd=directory, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
         wait_for(f"{self.base_url}/health", self.process)
+        self._wait_for_listeners(workers or 1)
+
+    def _wait_for_listeners(self, count: int, seconds: float = 60) -> None:
+        """Wait until every worker listens: each has a socket of its own (SO_REUSEPORT), and wrk's
+        connections, all opened at once, would otherwise all go to the first worker up."""
+        deadline = time.monotonic() + seconds
+        while listening_sockets(self.port) < count:
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError(f"{count} workers did not all listen on port {self.port}")
+            time.sleep(0.1)
 
     def workers(self) -> int:
         """Worker processes (serve's children other than the report feed and multiprocessing's

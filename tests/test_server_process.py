@@ -1,10 +1,13 @@
 """The server as a process: several workers on one SQLite file, a clean SIGTERM, first-start set-up."""
 
+import contextlib
+import os
 import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -57,6 +60,62 @@ def test_two_workers_share_one_database_and_store_every_redirected_click(
                 for _ in range(4):
                     assert httpx.get(created["tracking_url"]).status_code == 302
             tracker.close()
+        finally:
+            assert server.stop() == 0, server.log()
+
+
+def _sockets_on(port: int) -> dict[int, str]:
+    """Socket inodes on 127.0.0.1:`port` from /proc/net/tcp, with their state (0A listening,
+    01 established)."""
+    local = f":{port:04X}"
+    rows = [line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:]]
+    return {int(row[9]): row[3] for row in rows if row[1].endswith(local)}
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(int(target[8:-1]))
+    return inodes
+
+
+def test_each_worker_listens_on_its_own_socket_and_takes_a_share_of_the_connections(tmp_path: Path) -> None:
+    """With one shared socket, the first worker awake accepted a whole burst of keep-alive
+    connections and the other idled; with a socket per worker the kernel spreads them."""
+    with fresh_database("sqlite", tmp_path) as url:
+        server = start_server(url, tmp_path, workers=2)
+        port = int(server.base_url.rsplit(":", 1)[1])
+        try:
+            deadline = time.monotonic() + 30
+            while list(_sockets_on(port).values()).count("0A") < 2:
+                assert time.monotonic() < deadline, "two workers did not both listen"
+                time.sleep(0.1)
+            connections = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(40)]
+            for connection in connections:
+                connection.sendall(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+                assert connection.recv(65536).startswith(b"HTTP/1.1 200")
+            sockets = _sockets_on(port)
+            children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
+            workers = [pid for pid in map(int, children.read_text().split()) if _socket_inodes(pid) & {
+                inode for inode, state in sockets.items() if state == "0A"}]  # fmt: skip
+            assert len(workers) == 2
+            served = [sum(sockets.get(inode) == "01" for inode in _socket_inodes(pid)) for pid in workers]
+            assert sum(served) == 40
+            assert min(served) > 0, f"one worker took every connection: {served}"
+            assert not _socket_inodes(server.process.pid) & set(sockets), "the supervisor kept a socket"
+            for connection in connections:
+                connection.close()
+            # A second server on the port is refused rather than let into the workers' socket group.
+            second = subprocess.run(
+                [sys.executable, "-m", "clicktrail.cli", "serve", "--port", str(port), "--workers", "2"],
+                env=server.env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+            assert second.returncode == 3, second.stdout + second.stderr
+            assert "cannot listen on" in second.stdout + second.stderr
+            assert "Traceback" not in second.stdout + second.stderr
         finally:
             assert server.stop() == 0, server.log()
 
