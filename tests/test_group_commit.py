@@ -230,3 +230,41 @@ def test_a_write_turn_that_cannot_be_taken_fails_the_batch_instead_of_leaving_it
     outcomes = asyncio.run(main())
     assert all(isinstance(outcome, StorageError) for outcome in outcomes)
     assert committed == []
+
+
+def test_the_turn_is_given_back_when_the_commit_returns_not_when_the_busy_loop_gets_round_to_it(
+    tmp_path: Path,
+) -> None:
+    """Another worker's writer waits for the turn: it must not also wait for this worker's loop."""
+    database = tmp_path / "clicks.db"
+    other_worker = WriteTurn(database)
+    loop_free_at: list[float] = []
+    other_took_at: list[float] = []
+
+    def other_writer() -> None:
+        other_worker.take()
+        other_took_at.append(time.monotonic())
+        other_worker.give_back()
+
+    def busy_loop() -> None:
+        time.sleep(0.5)  # a loop answering a burst of requests
+        loop_free_at.append(time.monotonic())
+
+    waiting = threading.Thread(target=other_writer)
+
+    def commit(rows: Sequence[int]) -> Staged[None]:
+        waiting.start()  # while this writer holds the turn
+        asyncio.get_running_loop().call_soon(busy_loop)
+        return Staged([None] * len(rows), finish=lambda: time.sleep(0.05))
+
+    async def main() -> None:
+        writer: GroupCommitWriter[int, None] = GroupCommitWriter(
+            commit, batch_size=100, queue_limit=1000, name="t", on_loop=True, turn=WriteTurn(database)
+        )
+        await writer.write(1)
+        writer.close()
+
+    asyncio.run(asyncio.wait_for(main(), 10))
+    waiting.join(5)
+    assert other_took_at[0] < loop_free_at[0], "the other worker's writer waited for this one's loop"
+    other_worker.close()

@@ -8,13 +8,18 @@ batches halved the rate (measured on PostgreSQL: 640/s one batch at a time).
 It is woken at once when this process queues a delivery and polls for the rest (jobs queued by other
 processes, retries coming due, leases of dead workers running out). Database work runs on its own small
 thread pool, so it never takes the threads the postback path uses.
+
+On SQLite its write transactions first take a write turn (storage/write_turn.py), as the batch writers
+do: they stage their rows on the event loop, and one that found the file locked by a claim slept there,
+in SQLite's busy handler, with every request of the process waiting.
 """
 
 import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,6 +36,7 @@ from clicktrail.delivery.status import DeliveryStatus
 from clicktrail.delivery.template import MacroValues, conversion_values, postback_url
 from clicktrail.storage import delivery_store as store
 from clicktrail.storage.database import Database
+from clicktrail.storage.write_turn import WriteTurn
 from clicktrail.types import Clock, SourceId
 
 log = logging.getLogger(__name__)
@@ -100,8 +106,11 @@ class Dispatcher:
         schedule: RetrySchedule,
         breakers: BreakerPolicy,
         clock: Clock,
+        turn: WriteTurn | None = None,
     ) -> None:
         self._db = database
+        self._turn = turn
+        self._turn_lock = threading.Lock()  # the turn is one open file: the pool's threads share it
         self._snapshot = snapshot
         self._sender = sender
         self._config = config
@@ -149,6 +158,23 @@ class Dispatcher:
                 with contextlib.suppress(Exception):
                     await self._in_db(self._release, job)
         self._executor.shutdown(wait=True)
+        if self._turn is not None:
+            self._turn.close()
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        """A write transaction, in this dispatcher's write turn when it has one (SQLite)."""
+        if self._turn is None:
+            with self._db.begin() as connection:
+                yield connection
+            return
+        with self._turn_lock:
+            self._turn.take()
+            try:
+                with self._db.begin() as connection:
+                    yield connection
+            finally:
+                self._turn.give_back()
 
     async def _in_db(self, function: Callable[..., _T], *args: Any) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
@@ -194,7 +220,7 @@ class Dispatcher:
         now = self._clock()
         lease_until = now + self._config.lease
         token = secrets.token_hex(8)
-        with self._db.begin() as connection:
+        with self._writing() as connection:
             held = store.held_breakers(connection)
             ids: list[int] = []
             for breaker in held:
@@ -204,6 +230,8 @@ class Dispatcher:
                     )
                     if probe is not None:
                         ids.append(probe)
+                elif breaker.probe_at is not None and breaker.probe_at > now:
+                    store.defer_source(connection, breaker.source_id, breaker.probe_at, now)
             if len(ids) < limit:
                 paused = [breaker.source_id for breaker in held]
                 ids += store.claim_due(
@@ -237,7 +265,7 @@ class Dispatcher:
             return fresh_postback_rule(connection, source_id)
 
     def _release(self, job: Job) -> None:
-        with self._db.begin() as connection:
+        with self._writing() as connection:
             store.release(connection, [job.delivery_id], job.token)
 
     def _record(self, finished: list[Attempt]) -> None:
@@ -248,7 +276,7 @@ class Dispatcher:
         for attempt in finished:
             attempts.append(self._attempt_row(attempt))
             results.append(self._result_values(attempt, now))
-        with self._db.begin() as connection:
+        with self._writing() as connection:
             store.insert_attempts(connection, attempts)
             ours = store.finish(connection, results)
             self._update_breakers(connection, [(a.job.source_id, a.result) for a in finished], now)

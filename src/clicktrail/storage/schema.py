@@ -260,7 +260,16 @@ deliveries = Table(
     Column("delivered_at", UtcDateTime, nullable=True),
 )
 Index("ix_deliveries_due", deliveries.c.status, deliveries.c.next_attempt_at)
-Index("ix_deliveries_source_id", deliveries.c.source_id)
+# A paused source's waiting jobs, by due time: deferred to its probe in one range update
+# (delivery_store.defer_source) instead of being skipped by every claim.
+Index("ix_deliveries_source_due", deliveries.c.source_id, deliveries.c.status, deliveries.c.next_attempt_at)
+# The jobs under a lease (a few in flight), for the dispatcher's next wake-up.
+Index(
+    "ix_deliveries_leased",
+    deliveries.c.locked_until,
+    postgresql_where=text("locked_until IS NOT NULL"),
+    sqlite_where=text("locked_until IS NOT NULL"),
+)
 # The claim's in-order check ("is an older job for this conversion and source still pending?") in one
 # look-up per candidate, whatever the planner's statistics say; small, as it holds pending jobs only.
 Index(

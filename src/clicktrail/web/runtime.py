@@ -68,6 +68,7 @@ class Runtime:
             schedule=RetrySchedule.from_settings(settings),
             breakers=BreakerPolicy.from_settings(settings),
             clock=clock,
+            turn=self.database.write_turn(),
         )
         # Rings after each commit that queued outbound postbacks: wakes this process's dispatcher and,
         # on PostgreSQL, every other one (docs/delivery.md, "Fast").
