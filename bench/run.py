@@ -43,7 +43,6 @@ from clicktrail.storage.database import Database
 from clicktrail.storage.migrate import upgrade
 from clicktrail.storage.schema import clicks
 from clicktrail.types import utc_now
-from clicktrail.web.supervisor import default_workers
 
 HERE = Path(__file__).resolve().parent
 CLICKTRAIL = Path(sys.executable).with_name("clicktrail")
@@ -238,7 +237,7 @@ class Server:
                 command, env=env, cwd=directory, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
         wait_for(f"{self.base_url}/health", self.process)
-        self._wait_for_listeners(workers or default_workers())
+        self._wait_for_listeners(workers or 1)
 
     def _wait_for_listeners(self, count: int, seconds: float = 60) -> None:
         """Wait until every worker listens: each has a socket of its own (SO_REUSEPORT), and wrk's

@@ -120,21 +120,6 @@ def test_each_worker_listens_on_its_own_socket_and_takes_a_share_of_the_connecti
             assert server.stop() == 0, server.log()
 
 
-def test_by_default_serve_runs_one_worker_per_cpu_core(tmp_path: Path) -> None:
-    cores = len(os.sched_getaffinity(0))
-    with fresh_database("sqlite", tmp_path) as url:
-        server = start_server(url, tmp_path, workers=None)
-        port = int(server.base_url.rsplit(":", 1)[1])
-        try:
-            deadline = time.monotonic() + 30
-            while list(_sockets_on(port).values()).count("0A") < cores:
-                assert time.monotonic() < deadline, f"{cores} workers did not all listen"
-                time.sleep(0.1)
-            assert f"(SQLite, {cores} worker" in server.log()
-        finally:
-            assert server.stop() == 0, server.log()
-
-
 # Connections the server closes at shutdown leave httpcore sockets that Python reports as unclosed
 # in the test process: client-side noise, not a server behaviour under test.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")

@@ -113,9 +113,7 @@ def serve(args: argparse.Namespace) -> None:
     database.dispose()
 
     backend = "SQLite" if settings.is_sqlite else "PostgreSQL"
-    workers = args.workers or supervisor.default_workers()
-    plural = "s" if workers > 1 else ""
-    print(f"clicktrail {__version__} on {settings.public_url} ({backend}, {workers} worker{plural})")
+    print(f"clicktrail {__version__} on {settings.public_url} ({backend})")
     if installation.new_admin_token:
         print(f"admin token (shown once, keep it): {installation.new_admin_token}")
     elif settings.admin_token is None:
@@ -141,7 +139,7 @@ def serve(args: argparse.Namespace) -> None:
         "clicktrail.web.app:create_app_from_environment",
         host=args.host,
         port=args.port,
-        workers=workers,
+        workers=args.workers,
         companions=[feed],
         proxy_headers=False,  # X-Forwarded-For is believed only from CLICKTRAIL_TRUSTED_PROXIES
         server_header=False,
@@ -355,9 +353,7 @@ def _parser() -> argparse.ArgumentParser:
     serve_cmd = commands.add_parser("serve", help="run the tracker (migrates the database first)")
     serve_cmd.add_argument("--host", default="127.0.0.1")
     serve_cmd.add_argument("--port", type=int, default=8080)
-    serve_cmd.add_argument(
-        "--workers", type=int, help="server processes (default: one per CPU core this process may use)"
-    )
+    serve_cmd.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
     serve_cmd.add_argument("--demo", action="store_true", help="create a demo campaign when there is none")
     serve_cmd.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
@@ -432,8 +428,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    workers = getattr(args, "workers", None)
-    if workers is not None and workers < 1:
+    if getattr(args, "workers", 1) < 1:
         print("clicktrail: --workers must be at least 1", file=sys.stderr)
         return 2
     try:

@@ -11,7 +11,6 @@ and a load balancer moves on, while requests already read are drained.
 """
 
 import logging
-import os
 import socket
 import subprocess
 import threading
@@ -30,16 +29,6 @@ log = logging.getLogger(__name__)
 FIRST_RESTART_DELAY = 1.0
 LAST_RESTART_DELAY = 30.0
 HEALTHY_AFTER = 60.0  # a companion that ran this long before dying is restarted after the first delay
-
-
-def default_workers() -> int:
-    """One worker per CPU core this process may run on. On this project's 2-core machine two workers
-    took clicks from 12,800 to 19,500/s and kept postbacks above 3,000/s with p99 under 20 ms (one:
-    4,450/s, two: 3,790/s; BENCHMARKS.md, "Workers by default")."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 class _WorkerSockets:
