@@ -2,15 +2,20 @@
 a job twice at once from several workers; and a killed dispatcher loses nothing."""
 
 import signal
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
 
+from clicktrail.config import Settings
 from clicktrail.delivery.wakeup import LISTENER_NAME
+from clicktrail.storage.write_turn import WriteTurn
+from clicktrail.web.runtime import Runtime
 from tests.delivery_support import (
     DELIVERY_ENV,
     TEMPLATE,
@@ -21,7 +26,7 @@ from tests.delivery_support import (
     wait_until,
 )
 from tests.receivers import Receiver
-from tests.support import ServerProcess, Tracker, fresh_database, start_server
+from tests.support import SECRET_KEY, ServerProcess, Tracker, fresh_database, start_server
 
 
 @pytest.fixture(scope="module")
@@ -255,3 +260,28 @@ def test_a_killed_dispatcher_loses_nothing_and_resends_only_what_was_in_flight(
     # At most what the killed process had in flight (its concurrency) is sent again, and only once.
     assert len(twice) <= 2, (delivered_before_kill, received)
     assert max(received.values()) <= 2
+
+
+def test_on_sqlite_the_dispatcher_writes_only_in_its_write_turn(tmp_path: Path) -> None:
+    """The click and postback writers stage their batches on the event loop: a claim holding SQLite's
+    write lock made them sleep there, in its busy handler, with every request of the worker waiting.
+    So the dispatcher waits for the write turn (storage/write_turn.py) before it writes."""
+    database = tmp_path / "clicktrail.db"
+    settings = Settings(database_url=f"sqlite:///{database}", secret_key=SECRET_KEY, analytics_dir=tmp_path)
+    runtime = Runtime(settings, migrate=True)
+    another_writer = WriteTurn(database)
+    another_writer.take()
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            claim = pool.submit(runtime.dispatcher._claim, 8)
+            time.sleep(0.3)
+            assert not claim.done(), "the claim did not wait for the write turn"
+            stager = sqlite3.connect(database, timeout=0)  # as a batch writer on the loop: no waiting
+            stager.execute("BEGIN IMMEDIATE")  # SQLite's write lock is free meanwhile
+            stager.rollback()
+            stager.close()
+            another_writer.give_back()
+            assert claim.result(10) == ([], None)  # nothing queued, nothing due
+    finally:
+        another_writer.close()
+        runtime.database.dispose()

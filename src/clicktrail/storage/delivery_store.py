@@ -129,11 +129,11 @@ def next_due_at(connection: Connection, now: datetime) -> datetime | None:
     return min(moments, default=None)
 
 
-def defer_source(connection: Connection, source_id: int, until: datetime, now: datetime) -> int:
+def defer_source(connection: Connection, source_id: int, until: datetime, now: datetime) -> None:
     """A paused source's waiting jobs are due at its next probe, not now: the claim then never reads
     them (it skipped them one by one, the whole backlog on every claim, while the source was down).
     Only jobs that came due since the last claim are touched; make_source_due undoes it on resume."""
-    result = connection.execute(
+    connection.execute(
         update(deliveries)
         .where(
             deliveries.c.source_id == source_id,
@@ -142,7 +142,6 @@ def defer_source(connection: Connection, source_id: int, until: datetime, now: d
         )
         .values(next_attempt_at=until, updated_at=now)
     )
-    return int(result.rowcount)
 
 
 def jobs(connection: Connection, ids: Sequence[int]) -> Sequence[Row[Any]]:

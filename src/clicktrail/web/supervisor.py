@@ -4,7 +4,8 @@ companion processes that must not run in a worker (the report feed).
 Each worker listens on a socket of its own, all of them in one SO_REUSEPORT group, so the kernel
 spreads new connections across the workers. With one shared socket, whichever worker woke first
 accepted a whole burst: a load generator's 128 connections all went to one worker while the other
-idled (1 run in 7 under `wrk -c128`, half the rate). The supervisor keeps no copy of any worker's
+idled (1 run in 7 under `wrk -c128`, half the rate; a throwaway harness, BENCHMARKS.md "Workers, and
+how connections reach them"). The supervisor keeps no copy of any worker's
 socket: a worker that dies takes its socket with it, so the kernel stops routing connections to it,
 and on SIGTERM each worker closes its own when it stops accepting, so the port is refused at once
 and a load balancer moves on, while requests already read are drained.
@@ -82,9 +83,12 @@ class _Supervisor(Multiprocess):
     def sockets(self, _given: list[socket.socket]) -> None:
         """uvicorn's __init__ stores the shared list it was given; there is none here."""
 
+    # The three places uvicorn starts workers; each closes the copies it handed out, even if it fails.
     def init_processes(self) -> None:
-        super().init_processes()
-        self._listeners.close_handed_out()
+        try:
+            super().init_processes()
+        finally:
+            self._listeners.close_handed_out()
 
     def restart_all(self) -> None:
         try:
@@ -93,8 +97,10 @@ class _Supervisor(Multiprocess):
             self._listeners.close_handed_out()
 
     def keep_subprocess_alive(self) -> None:
-        super().keep_subprocess_alive()
-        self._listeners.close_handed_out()
+        try:
+            super().keep_subprocess_alive()
+        finally:
+            self._listeners.close_handed_out()
 
 
 class Companion:
