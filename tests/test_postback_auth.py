@@ -7,13 +7,18 @@ import re
 import shutil
 import subprocess
 import time
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from clicktrail.catalog.routes import OfferTerms
 from clicktrail.client import send_postback
-from clicktrail.signing import sign
+from clicktrail.conversions import auth
+from clicktrail.signing import WINDOW_SECONDS, sign
+from clicktrail.types import OfferId
 from tests.support import Tracker
 
 SECRET = "merchant-secret-0123456789"
@@ -54,8 +59,10 @@ def test_unsigned_tampered_and_stale_postbacks_are_refused_and_logged(tracker: T
     unsigned = tracker.http.get("/postback", params=base)
     tampered = tracker.http.get("/postback", params={**sign(base, SECRET, time.time()), "payout": "999"})
     wrong_key = tracker.http.get("/postback", params=sign(base, "another-secret-of-16+", time.time()))
-    stale = tracker.http.get("/postback", params=sign(base, SECRET, time.time() - 301))
-    future = tracker.http.get("/postback", params=sign(base, SECRET, time.time() + 301))
+    # Well past the window: `ts` is whole seconds and the server reads its clock later, so a request
+    # signed 301 s ahead can arrive exactly 300 s ahead, inside it (the boundary has its own test).
+    stale = tracker.http.get("/postback", params=sign(base, SECRET, time.time() - WINDOW_SECONDS - 10))
+    future = tracker.http.get("/postback", params=sign(base, SECRET, time.time() + WINDOW_SECONDS + 10))
 
     for answer in (unsigned, tampered, wrong_key, stale, future):
         assert answer.status_code == 403, answer.text
@@ -68,6 +75,30 @@ def test_unsigned_tampered_and_stale_postbacks_are_refused_and_logged(tracker: T
     assert "ahead" in future.json()["detail"]
     assert _conversions(tracker, click_id) == []
     assert _decisions(tracker, click_id) == ["bad_signature"] * 5
+
+
+def test_a_signature_is_valid_for_exactly_the_window_either_side_of_the_trackers_clock() -> None:
+    offer = OfferTerms(
+        id=OfferId(1),
+        url="https://m.example/",
+        revenue=Decimal(0),
+        payout=Decimal(0),
+        currency="USD",
+        attribution_window_days=30,
+        postback_token=None,
+        postback_secret=SECRET,
+    )
+    now = datetime(2026, 12, 3, 12, 0, 0, tzinfo=UTC)
+    base = {"click_id": "c", "event": "sale", "txid": "t"}
+
+    def verdict(offset_seconds: int) -> str | None:
+        params = sign(base, SECRET, now.timestamp() + offset_seconds)
+        refused = auth.refusal(offer, params, None, "127.0.0.1", now)
+        return None if refused is None else refused.error
+
+    assert [verdict(s) for s in (-WINDOW_SECONDS, 0, WINDOW_SECONDS)] == [None, None, None]
+    assert verdict(-WINDOW_SECONDS - 1) == "signature_expired"
+    assert verdict(WINDOW_SECONDS + 1) == "signature_expired"
 
 
 def test_a_replay_inside_the_window_is_only_a_duplicate(tracker: Tracker) -> None:
