@@ -205,7 +205,14 @@ class Settings(BaseSettings):
     unique_cache_size: int = Field(
         250_000,
         ge=1,
-        description="CLICKTRAIL_UNIQUE_CACHE_SIZE: visitors a worker remembers for uniqueness (~280 B each)",
+        description="CLICKTRAIL_UNIQUE_CACHE_SIZE: visitors the server remembers for uniqueness (24 B each)",
+    )
+    shared_memory_dir: Path | None = Field(
+        None,
+        description=(
+            "CLICKTRAIL_SHARED_MEMORY_DIR: set by `clicktrail serve --workers N` for its workers: where"
+            " they share the unique-click memory and the rate limits (unset: each process its own)"
+        ),
     )
     user_agent_cache_size: int = Field(
         50_000, ge=1, description="CLICKTRAIL_USER_AGENT_CACHE_SIZE: parsed user agents kept per worker"

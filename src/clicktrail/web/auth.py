@@ -26,19 +26,22 @@ class Limits:
 
     def __init__(self, runtime: Runtime) -> None:
         settings = runtime.settings
-        self.per_key = RateLimiter("per API key", settings.api_rate_per_minute, settings.api_rate_burst)
-        self.per_ip = RateLimiter("per address", settings.api_ip_rate_per_minute, settings.api_ip_rate_burst)
+        shared = settings.shared_memory_dir
+        self.per_key = RateLimiter(
+            "per API key", settings.api_rate_per_minute, settings.api_rate_burst, shared_dir=shared
+        )
+        self.per_ip = RateLimiter(
+            "per address", settings.api_ip_rate_per_minute, settings.api_ip_rate_burst, shared_dir=shared
+        )
         self.failures = RateLimiter(
             "refused credentials from this address",
             settings.auth_failures_per_minute,
             settings.auth_failures_burst,
+            shared_dir=shared,
         )
-        self.sign_in_ip = RateLimiter(
-            "sign-in from this address", settings.sign_in_per_minute, settings.sign_in_burst
-        )
-        self.sign_in_account = RateLimiter(
-            "sign-in to this account", settings.sign_in_per_minute, settings.sign_in_burst
-        )
+        sign_in = settings.sign_in_per_minute, settings.sign_in_burst
+        self.sign_in_ip = RateLimiter("sign-in from this address", *sign_in, shared_dir=shared)
+        self.sign_in_account = RateLimiter("sign-in to this account", *sign_in, shared_dir=shared)
 
 
 def request_ip(runtime: Runtime, request: Request) -> str:

@@ -60,7 +60,16 @@ class Edge:
         )
         rate, burst = runtime.settings.edge_ip_rate_per_second, runtime.settings.edge_ip_burst
         # Off by default: a tracker must not drop a paid click. When set, one attribute test per request.
-        self._cap = RateLimiter("clicks and postbacks per address", rate * 60, burst) if rate > 0 else None
+        self._cap = (
+            RateLimiter(
+                "clicks and postbacks per address",
+                rate * 60,
+                burst,
+                shared_dir=runtime.settings.shared_memory_dir,
+            )
+            if rate > 0
+            else None
+        )
 
     def _client(self, scope: Scope) -> str | None:
         peer = scope.get("client")

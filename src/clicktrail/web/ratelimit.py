@@ -1,21 +1,17 @@
-"""In-process token buckets: each key (an API key, an address, an account) may make `burst` requests
-at once and `per_minute` a minute after that. Per worker process: N workers allow N times the rate,
-which is fine for what these limits are for (brute force, runaway scripts), not for billing."""
+"""Token buckets: each key (an API key, an address, an account) may make `burst` requests at once and
+`per_minute` a minute after that. The buckets live in a table every worker of the server shares
+(storage/shared_table.py), so N workers allow the rate once, not N times. A bucket is two floats:
+its tokens and when they were last counted (`time.monotonic`, one clock for every process of the
+machine)."""
 
 import math
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 
 from clicktrail.errors import RateLimited
-
-
-@dataclass(slots=True)
-class _Bucket:
-    tokens: float
-    updated: float
+from clicktrail.storage.shared_table import SharedTable, string_key
 
 
 class RateLimiter:
@@ -27,40 +23,33 @@ class RateLimiter:
         *,
         max_keys: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
+        shared_dir: Path | None = None,
     ) -> None:
+        """`shared_dir`: where the server's workers share the buckets; None keeps them in this
+        process. A key pushed out of a full table has refilled anyway: it was the least recently
+        seen of its bucket."""
         self.name = name
         self.enabled = per_minute > 0
         self._rate = per_minute / 60.0
         self._burst = float(max(burst, 1))
-        self._max_keys = max_keys
         self._clock = clock
-        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
-        # API dependencies run in worker threads; the login handler on the loop.
-        self._lock = threading.Lock()
+        table_name = "limit-" + "".join(c if c.isalnum() else "-" for c in name.lower())
+        self._table = SharedTable.open(shared_dir, table_name, max_keys) if self.enabled else None
 
-    def _bucket(self, key: str, now: float) -> _Bucket:
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            bucket = _Bucket(self._burst, now)
-            self._buckets[key] = bucket
-            if len(self._buckets) > self._max_keys:
-                self._buckets.popitem(last=False)  # the least recently seen: it has refilled anyway
-        else:
-            self._buckets.move_to_end(key)
-            bucket.tokens = min(self._burst, bucket.tokens + (now - bucket.updated) * self._rate)
-            bucket.updated = now
-        return bucket
+    def _take(self, key: str, *, take: bool) -> int:
+        assert self._table is not None
+        now = self._clock()
+        return self._table.update(string_key(key), now, partial(self._refill, now, take))
+
+    def _refill(self, now: float, take: bool, tokens: float | None, counted: float) -> tuple[float, int]:
+        tokens = self._burst if tokens is None else min(self._burst, tokens + (now - counted) * self._rate)
+        if tokens >= 1:
+            return (tokens - 1 if take else tokens), 0
+        return tokens, max(1, math.ceil((1 - tokens) / self._rate))
 
     def retry_after(self, key: str) -> int:
         """0 when `key` may go ahead now (and takes a token), otherwise the seconds to wait."""
-        if not self.enabled:
-            return 0
-        with self._lock:
-            bucket = self._bucket(key, self._clock())
-            if bucket.tokens >= 1:
-                bucket.tokens -= 1
-                return 0
-            return max(1, math.ceil((1 - bucket.tokens) / self._rate))
+        return self._take(key, take=True) if self.enabled else 0
 
     def check(self, key: str) -> None:
         """Take a token for `key` or raise RateLimited with the wait."""
@@ -70,8 +59,4 @@ class RateLimiter:
 
     def peek(self, key: str) -> int:
         """The wait `key` would face now, without taking a token."""
-        if not self.enabled:
-            return 0
-        with self._lock:
-            bucket = self._bucket(key, self._clock())
-        return 0 if bucket.tokens >= 1 else max(1, math.ceil((1 - bucket.tokens) / self._rate))
+        return self._take(key, take=False) if self.enabled else 0

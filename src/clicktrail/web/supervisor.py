@@ -11,12 +11,17 @@ and on SIGTERM each worker closes its own when it stops accepting, so the port i
 and a load balancer moves on, while requests already read are drained.
 """
 
+import contextlib
 import logging
+import os
+import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -179,6 +184,46 @@ class Companion:
             self._watcher.join()
 
 
+SHARED_MEMORY_VARIABLE = "CLICKTRAIL_SHARED_MEMORY_DIR"
+_SHARED_PREFIX = "clicktrail-shared-"
+
+
+@contextlib.contextmanager
+def _shared_memory() -> Iterator[Path]:
+    """A directory on tmpfs for the tables the workers share (storage/shared_table.py), named for
+    this process and removed when it returns. One left by a server that was killed is removed at
+    the next start, once its process is gone."""
+    tmpfs = "/dev/shm"  # noqa: S108 -- mkdtemp below makes a private directory with a random name
+    parent = Path(tmpfs) if os.access(tmpfs, os.W_OK) else Path(tempfile.gettempdir())
+    for stale in parent.glob(f"{_SHARED_PREFIX}*"):
+        with contextlib.suppress(ValueError, OSError):
+            owner = int(stale.name.removeprefix(_SHARED_PREFIX).split("-")[0])
+            mine = not stale.is_symlink() and stale.stat().st_uid == os.getuid()
+            if mine and not _alive(owner):
+                shutil.rmtree(stale, ignore_errors=True)
+    directory = Path(tempfile.mkdtemp(prefix=f"{_SHARED_PREFIX}{os.getpid()}-", dir=parent))
+    previous = os.environ.get(SHARED_MEMORY_VARIABLE)
+    os.environ[SHARED_MEMORY_VARIABLE] = str(directory)  # the spawned workers inherit it
+    try:
+        yield directory
+    finally:
+        if previous is None:
+            os.environ.pop(SHARED_MEMORY_VARIABLE, None)
+        else:
+            os.environ[SHARED_MEMORY_VARIABLE] = previous
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
 def run(app: str, *, workers: int, companions: Sequence[Companion] = (), **options: Any) -> None:
     """Serve the `app` factory's import string with `workers` processes, with the companions running
     beside them; returns after a clean stop."""
@@ -191,7 +236,8 @@ def run(app: str, *, workers: int, companions: Sequence[Companion] = (), **optio
         companion.start()
     try:
         if workers > 1:
-            _Supervisor(config).run()
+            with _shared_memory():
+                _Supervisor(config).run()
             return
         server = uvicorn.Server(config)
         server.run()

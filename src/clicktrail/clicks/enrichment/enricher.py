@@ -58,7 +58,11 @@ class Enricher:
             AgentParser(settings.user_agent_cache_size),
             GeoLocator.from_setting(settings.geoip_db),
             BotRules(settings.bot_network_list, settings.bot_user_agents),
-            UniqueVisitors(timedelta(hours=settings.unique_window_hours), settings.unique_cache_size),
+            UniqueVisitors(
+                timedelta(hours=settings.unique_window_hours),
+                settings.unique_cache_size,
+                settings.shared_memory_dir,
+            ),
         )
 
     def enrich(

@@ -1,21 +1,24 @@
 """Is this the visitor's first click on the campaign within the window? Answered from a bounded
-per-process memory, without a database round trip.
+memory that every worker of the server shares (storage/shared_table.py), without a database round
+trip.
 
 A visitor is a keyed hash of IP and user agent (`visitor_id`, stored on the click). The memory maps
 (campaign, visitor) to the time of the visitor's last *unique* click; a click is unique when there is
-none or it is older than the window, and then it starts a new window. The memory holds at most
-`capacity` entries and forgets the least recently seen first.
+none or it is older than the window, and then it starts a new window. The memory holds about
+`capacity` entries and forgets the least recently seen of a full bucket first.
 
-What this trades (docs/visitors.md): each worker process has its own memory, so with N workers a
-repeat click that lands on another worker counts as unique again (at most N uniques per visitor per
-window), a restart forgets everything, and a visitor evicted from a full memory counts again. Every
-click stores `visitor_id`, so an exact count is always one `COUNT(DISTINCT visitor_id)` away.
+What this trades (docs/visitors.md): a restart of the server forgets everything (a worker that
+dies and is replaced does not: the memory outlives it), and a visitor evicted from a full memory
+counts again. Every click stores `visitor_id`, so an exact count is always one
+`COUNT(DISTINCT visitor_id)` away.
 """
 
 import hashlib
-import threading
-from collections import OrderedDict
 from datetime import datetime, timedelta
+from functools import partial
+from pathlib import Path
+
+from clicktrail.storage.shared_table import SharedTable, string_key
 
 
 def visitor_id(ip: str | None, user_agent: str | None) -> str:
@@ -25,26 +28,32 @@ def visitor_id(ip: str | None, user_agent: str | None) -> str:
 
 
 class UniqueVisitors:
-    def __init__(self, window: timedelta, capacity: int) -> None:
-        if capacity < 1:
-            raise ValueError("capacity must be at least 1")
+    def __init__(self, window: timedelta, capacity: int, shared_dir: Path | None = None) -> None:
+        """`shared_dir`: where the server's workers share the memory; None keeps it in this process."""
         self.window = window
         self.capacity = capacity
-        self._last_unique: OrderedDict[tuple[int, str], datetime] = OrderedDict()
-        self._lock = threading.Lock()
+        self._window_seconds = window.total_seconds()
+        self._table = SharedTable.open(shared_dir, "unique-visitors", capacity)
 
     def __len__(self) -> int:
-        return len(self._last_unique)
+        return len(self._table)
 
     def is_unique(self, campaign_id: int, visitor: str, now: datetime) -> bool:
-        key = (campaign_id, visitor)
-        with self._lock:
-            started = self._last_unique.get(key)
-            if started is not None and now - started < self.window:
-                self._last_unique.move_to_end(key)
-                return False
-            self._last_unique[key] = now
-            self._last_unique.move_to_end(key)
-            if len(self._last_unique) > self.capacity:
-                self._last_unique.popitem(last=False)
-            return True
+        moment = now.timestamp()
+        return self._table.update(_key(campaign_id, visitor), moment, partial(self._judge, moment))
+
+    def _judge(self, moment: float, started: float | None, _seen: float) -> tuple[float, bool]:
+        if started is not None and moment - started < self._window_seconds:
+            return started, False  # the window goes on from its unique click
+        return moment, True
+
+
+def _key(campaign_id: int, visitor: str) -> int:
+    try:
+        hashed = int(visitor, 16)  # our visitor IDs are 64-bit hashes already
+    except ValueError:
+        hashed = string_key(visitor)
+    return hashed ^ (campaign_id * _MIX)
+
+
+_MIX = 0x9E3779B97F4A7C15  # spreads campaign IDs over all 64 bits (Fibonacci hashing's constant)

@@ -1,0 +1,135 @@
+"""Several workers behave as one server: a repeat visitor is unique once and a client's allowance is
+given once, whichever worker the kernel hands each connection to, because the workers share those
+tables (storage/shared_table.py)."""
+
+import multiprocessing
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from clicktrail.storage.shared_table import SharedTable
+from tests.support import Tracker, fresh_database, start_server
+
+# Every request below opens a connection of its own, and the kernel spreads new connections across
+# the workers' sockets: the chance that all of them reach one worker (and so that these tests pass
+# with unshared memory) is 2 * 2^-N.
+FRESH_CONNECTIONS = 24
+
+
+def _count(value: float | None, _touched: float) -> tuple[float, None]:
+    return (value or 0.0) + 1, None
+
+
+def _add_many(directory: Path, times: int, start: Any) -> None:
+    table = SharedTable.in_directory(directory, "counter", 64)
+    start.wait(30)  # all at once: started one after another, they would never overlap
+    for _ in range(times):
+        table.update(7, time.time(), _count)
+
+
+def _read(table: SharedTable, key: int) -> float | None:
+    seen: list[float | None] = []
+
+    def keep(value: float | None, _touched: float) -> tuple[float, None]:
+        seen.append(value)
+        return value or 0.0, None
+
+    table.update(key, time.time(), keep)
+    return seen[0]
+
+
+def test_processes_changing_one_entry_at_once_lose_no_change(tmp_path: Path) -> None:
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(3)
+    workers = [context.Process(target=_add_many, args=(tmp_path, 20_000, start)) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+    assert _read(SharedTable.in_directory(tmp_path, "counter", 64), 7) == 60_000
+
+
+def test_a_full_bucket_forgets_the_entry_touched_longest_ago() -> None:
+    table = SharedTable.private(capacity=3)
+    for key, at in ((1, 10.0), (2, 20.0), (3, 30.0)):
+        table.update(key, at, _count)
+    table.update(1, 40.0, _count)  # 1 touched again: 2 is now the oldest
+    table.update(4, 50.0, _count)
+    assert len(table) == 3
+    assert _read(table, 1) == 2
+    assert _read(table, 3) == 1
+    assert _read(table, 2) is None
+
+
+def test_with_two_workers_a_repeat_visitor_is_unique_once(backend: str, tmp_path: Path) -> None:
+    with fresh_database(backend, tmp_path) as url:
+        server = start_server(url, tmp_path, workers=2)
+        try:
+            tracker = Tracker(server)
+            campaign = tracker.campaign()
+            for n in range(FRESH_CONNECTIONS):  # no cookie jar: the visitor is its IP and user agent
+                answer = httpx.get(f"{campaign['tracking_url']}?sub1={n}", headers={"user-agent": "same"})
+                assert answer.status_code == 302
+            deadline = time.monotonic() + 10
+            while True:
+                clicks = tracker.api("GET", "/clicks", params={"campaign_id": campaign["id"]}).json()["items"]
+                if len(clicks) == FRESH_CONNECTIONS or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            assert len(clicks) == FRESH_CONNECTIONS
+            assert sum(click["is_unique"] for click in clicks) == 1
+            tracker.close()
+        finally:
+            assert server.stop() == 0, server.log()
+
+
+def test_with_two_workers_the_per_address_cap_is_one_allowance(tmp_path: Path) -> None:
+    limits = {"CLICKTRAIL_EDGE_IP_RATE_PER_SECOND": "0.01", "CLICKTRAIL_EDGE_IP_BURST": "3"}
+    with fresh_database("sqlite", tmp_path) as url:
+        server = start_server(url, tmp_path, workers=2, extra_env=limits)
+        try:
+            answers = [
+                httpx.get(f"{server.base_url}/postback", params={"click_id": "x"}).status_code
+                for _ in range(FRESH_CONNECTIONS)
+            ]
+            assert answers.count(400) == 3  # the burst: malformed postbacks, answered
+            assert answers.count(429) == FRESH_CONNECTIONS - 3
+        finally:
+            assert server.stop() == 0, server.log()
+
+
+def test_the_workers_shared_directory_is_removed_on_stop_and_a_dead_servers_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    shm = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else None
+    if shm is None:
+        pytest.skip("no writable /dev/shm here")
+    dead_pid = _a_pid_nobody_has()
+    left_behind = shm / f"clicktrail-shared-{dead_pid}-test"
+    left_behind.mkdir()
+    (left_behind / "unique-visitors-1x8").write_bytes(b"\0" * 192)
+    with fresh_database("sqlite", tmp_path) as url:
+        server = start_server(url, tmp_path, workers=2)
+        try:
+            assert not left_behind.exists()
+            ours = list(shm.glob(f"clicktrail-shared-{server.process.pid}-*"))
+            assert len(ours) == 1
+        finally:
+            assert server.stop() == 0, server.log()
+    assert not ours[0].exists()
+
+
+def _a_pid_nobody_has() -> int:
+    for pid in range(4_000_000, 3_000_000, -1):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return pid
+        except PermissionError:
+            continue
+    raise AssertionError("every pid is taken")
