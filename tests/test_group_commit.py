@@ -268,3 +268,87 @@ def test_the_turn_is_given_back_when_the_commit_returns_not_when_the_busy_loop_g
     waiting.join(5)
     assert other_took_at[0] < loop_free_at[0], "the other worker's writer waited for this one's loop"
     other_worker.close()
+
+
+# Two batches in flight (PostgreSQL postbacks)
+
+
+def test_with_two_in_flight_a_second_batch_is_written_while_the_first_waits() -> None:
+    both_running = threading.Barrier(2, timeout=5)
+    batches: list[list[tuple[str, int]]] = []
+
+    def commit(rows: Sequence[tuple[str, int]]) -> Staged[int]:
+        batches.append(list(rows))
+        both_running.wait()  # with one batch at a time this times out: the second never starts
+        return Staged([n for _, n in rows])
+
+    async def main() -> list[int]:
+        writer: GroupCommitWriter[tuple[str, int], int] = GroupCommitWriter(
+            commit, batch_size=100, queue_limit=100, name="t", in_flight=2, key=lambda row: row[0]
+        )
+        first = asyncio.create_task(writer.write(("click-a", 1)))
+        await asyncio.sleep(0.05)  # the first batch is now waiting in commit()
+        results = await asyncio.gather(first, writer.write(("click-b", 2)))
+        writer.close()
+        return list(results)
+
+    assert asyncio.run(main()) == [1, 2]
+    assert batches == [[("click-a", 1)], [("click-b", 2)]]
+
+
+def test_with_two_in_flight_rows_of_one_key_wait_for_its_batch_and_keep_their_order() -> None:
+    release_first = threading.Event()
+    order: list[tuple[str, int]] = []
+    in_flight_keys: list[set[str]] = []
+    active: set[str] = set()
+    lock = threading.Lock()
+
+    def commit(rows: Sequence[tuple[str, int]]) -> Staged[None]:
+        keys = {key for key, _ in rows}
+        with lock:
+            assert not keys & active, f"{keys & active} in two batches at once"
+            active.update(keys)
+            in_flight_keys.append(set(active))
+        if rows[0] == ("click-a", 1):
+            release_first.wait(5)
+        with lock:
+            order.extend(rows)
+            active.difference_update(keys)
+        return Staged([None] * len(rows))
+
+    async def main() -> None:
+        writer: GroupCommitWriter[tuple[str, int], None] = GroupCommitWriter(
+            commit, batch_size=100, queue_limit=100, name="t", in_flight=2, key=lambda row: row[0]
+        )
+        first = asyncio.create_task(writer.write(("click-a", 1)))
+        await asyncio.sleep(0.05)
+        later = [
+            asyncio.create_task(writer.write(row)) for row in (("click-a", 2), ("click-b", 1), ("click-a", 3))
+        ]
+        await asyncio.sleep(0.1)
+        # click-b went ahead in a batch of its own; click-a's later rows wait for the first batch
+        assert order == [("click-b", 1)]
+        release_first.set()
+        await asyncio.gather(first, *later)
+        writer.close()
+
+    asyncio.run(main())
+    assert [row for row in order if row[0] == "click-a"] == [("click-a", 1), ("click-a", 2), ("click-a", 3)]
+
+
+def test_several_in_flight_need_a_key_and_no_write_turn(tmp_path: Path) -> None:
+    def commit(rows: Sequence[int]) -> Staged[None]:
+        return Staged([None] * len(rows))
+
+    with pytest.raises(ValueError, match="key"):
+        GroupCommitWriter(commit, batch_size=1, queue_limit=1, name="t", in_flight=2)
+    with pytest.raises(ValueError, match="key"):
+        GroupCommitWriter(
+            commit,
+            batch_size=1,
+            queue_limit=1,
+            name="t",
+            in_flight=2,
+            key=str,
+            turn=WriteTurn(tmp_path / "x"),
+        )
