@@ -88,7 +88,7 @@ def parse_click_request(
             cost = None  # a source's bad cost macro must not cost the visitor the redirect
     return ClickRequest(
         key=key,
-        subs=tuple(clean(params.get(name), SUB_MAX) for name in SUB_IDS),
+        subs=tuple([clean(params.get(name), SUB_MAX) for name in SUB_IDS]),  # a list: 0.4 µs < a generator
         external_id=clean(params.get("external_id"), SUB_MAX),
         cost=cost,
         ip=ip,
