@@ -288,3 +288,60 @@ def test_an_edge_answer_with_a_line_break_in_a_header_name_or_value_is_refused_w
     finally:
         loop.close()
     assert statuses == [500, 500, 500, 302]
+
+
+def test_edge_handlers_that_wait_yield_answer_at_once_or_fail_are_answered_in_request_order() -> None:
+    """On the lean path (web/protocol.py), whatever a handler awaits (a future set later, a bare yield,
+    a thread), or if it answers at once or fails after waiting, the answers leave complete and in
+    request order, and nothing leaves while the first is still waiting."""
+    loop = asyncio.new_event_loop()
+    release: asyncio.Future[str] = loop.create_future()
+
+    async def reply(send: Send, text: str) -> None:
+        headers = [(b"content-length", str(len(text)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": text.encode()})
+
+    async def answer(scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"]
+        if path == "/c/future":
+            await reply(send, await release)
+        elif path == "/c/yield":
+            await asyncio.sleep(0)
+            await reply(send, "yielded")
+        elif path == "/c/thread":
+            await reply(send, await asyncio.to_thread(str.upper, "threaded"))
+        elif path == "/c/fail":
+            await asyncio.sleep(0)
+            raise ValueError("after waiting")
+        else:
+            await reply(send, "at once")
+
+    class App:
+        def edge_handler(self, path: str) -> ASGIApp | None:
+            return answer
+
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            await answer(scope, receive, send)
+
+    config = uvicorn.Config(App(), log_level="critical", lifespan="off")
+    paths = ["/c/future", "/c/now", "/c/yield", "/c/thread", "/c/fail", "/c/now"]
+    transport = _Transport()
+    try:
+        protocol = EdgeProtocol(config=config, server_state=ServerState(), app_state={}, _loop=loop)
+        protocol.connection_made(transport)
+        requests = [b"GET " + path.encode() + b" HTTP/1.1\r\nHost: t\r\n\r\n" for path in paths]
+        loop.call_soon(protocol.data_received, b"".join(requests))  # as the loop calls it: running
+        loop.run_until_complete(asyncio.sleep(0.05))
+        assert transport.written == b""  # the first is still waiting, so nothing may leave
+        release.set_result("released")
+        loop.run_until_complete(asyncio.sleep(0.05))
+        protocol.connection_lost(None)
+    finally:
+        loop.close()
+    answers = transport.written.split(b"HTTP/1.1 ")[1:]
+    bodies = [answer.split(b"\r\n\r\n", 1)[1] for answer in answers[:4]]
+    assert bodies == [b"released", b"at once", b"yielded", b"THREADED"]
+    assert answers[4].startswith(b"500 ")
+    assert len(answers) == 5  # a failure closes the connection, as before
+    assert transport.closed
