@@ -16,6 +16,8 @@ query_bytes = st.one_of(
         max_size=6,
     ).map(lambda fields: "&".join(fields).encode("utf-8", "surrogatepass")),
     st.text(alphabet="ab=&%+2F0Zz;", max_size=30).map(str.encode),
+    # UTF-8 escapes, whole and cut short, beside raw non-ASCII text (parse_query's ASCII shortcut).
+    st.text(alphabet="a=&%+20E2C38AFé€\x00", max_size=40).map(str.encode),
 )
 
 

@@ -203,3 +203,145 @@ def test_under_uvicorns_own_wrappers_edge_routes_take_the_lean_path_and_others_t
         loop.close()
     assert seen == [("/c/key", False), ("/api", True)]
     assert transport.written.count(b"HTTP/1.1 200 OK\r\n") == 2
+
+
+def test_a_keep_alive_connection_is_closed_once_idle_for_the_timeout_never_while_it_keeps_asking() -> None:
+    """uvicorn's keep-alive timeout, which web/protocol.py keeps with one timer per connection instead
+    of one per answer: a connection asking more often than the timeout stays open however long it
+    lasts, on either path, and is closed once it has been idle for the timeout since its last answer."""
+
+    async def answer(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    class App:
+        def edge_handler(self, path: str) -> ASGIApp | None:
+            return answer if path.startswith("/c/") else None
+
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            await answer(scope, receive, send)
+
+    timeout = 1  # seconds (uvicorn takes whole ones)
+    config = uvicorn.Config(App(), timeout_keep_alive=timeout, log_level="warning", lifespan="off")
+    loop = asyncio.new_event_loop()
+    transport = _Transport()
+
+    async def scenario() -> list[bool]:
+        closed = []
+        for n in range(8):  # twice the timeout, a request every quarter of it, edge and ASGI in turn
+            path = b"/c/key" if n % 2 == 0 else b"/api"
+            protocol.data_received(b"GET " + path + b" HTTP/1.1\r\nHost: t\r\n\r\n")
+            await asyncio.sleep(timeout / 4)
+            closed.append(transport.closed)
+        await asyncio.sleep(timeout / 2)  # idle for three quarters of the timeout
+        closed.append(transport.closed)
+        await asyncio.sleep(timeout)
+        closed.append(transport.closed)
+        return closed
+
+    try:
+        protocol = EdgeProtocol(config=config, server_state=ServerState(), app_state={}, _loop=loop)
+        protocol.connection_made(transport)
+        closed = loop.run_until_complete(scenario())
+        protocol.connection_lost(None)
+    finally:
+        loop.close()
+    assert transport.written.count(b"HTTP/1.1 200 OK\r\n") == 8
+    assert closed == [False] * 9 + [True]
+
+
+def test_an_edge_answer_with_a_line_break_in_a_header_name_or_value_is_refused_with_a_500() -> None:
+    """The lean path writes headers itself, so it must refuse what would split them (header injection),
+    as uvicorn's cycle does: the client gets a 500, never the smuggled line."""
+    bad_headers = {
+        "/c/value-lf": [(b"location", b"https://a.example/\nset-cookie: owned=1")],
+        "/c/value-cr": [(b"location", b"https://a.example/\rx")],
+        "/c/name": [(b"x-a\r\nset-cookie", b"owned=1")],
+        "/c/fine": [(b"location", b"https://a.example/"), (b"content-length", b"0")],
+    }
+
+    async def answer(scope: Scope, receive: Receive, send: Send) -> None:
+        headers = bad_headers[scope["path"]]
+        await send({"type": "http.response.start", "status": 302, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+
+    class App:
+        def edge_handler(self, path: str) -> ASGIApp | None:
+            return answer
+
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            await answer(scope, receive, send)
+
+    config = uvicorn.Config(App(), log_level="critical", lifespan="off")
+    loop = asyncio.new_event_loop()
+    statuses = []
+    try:
+        for path in bad_headers:
+            protocol = EdgeProtocol(config=config, server_state=ServerState(), app_state={}, _loop=loop)
+            transport = _Transport()
+            protocol.connection_made(transport)
+            protocol.data_received(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: t\r\n\r\n")
+            loop.run_until_complete(asyncio.sleep(0.01))
+            protocol.connection_lost(None)
+            assert b"owned" not in transport.written
+            statuses.append(int(transport.written.split(b" ", 2)[1]))
+    finally:
+        loop.close()
+    assert statuses == [500, 500, 500, 302]
+
+
+def test_edge_handlers_that_wait_yield_answer_at_once_or_fail_are_answered_in_request_order() -> None:
+    """On the lean path (web/protocol.py), whatever a handler awaits (a future set later, a bare yield,
+    a thread), or if it answers at once or fails after waiting, the answers leave complete and in
+    request order, and nothing leaves while the first is still waiting."""
+    loop = asyncio.new_event_loop()
+    release: asyncio.Future[str] = loop.create_future()
+
+    async def reply(send: Send, text: str) -> None:
+        headers = [(b"content-length", str(len(text)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": text.encode()})
+
+    async def answer(scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"]
+        if path == "/c/future":
+            await reply(send, await release)
+        elif path == "/c/yield":
+            await asyncio.sleep(0)
+            await reply(send, "yielded")
+        elif path == "/c/thread":
+            await reply(send, await asyncio.to_thread(str.upper, "threaded"))
+        elif path == "/c/fail":
+            await asyncio.sleep(0)
+            raise ValueError("after waiting")
+        else:
+            await reply(send, "at once")
+
+    class App:
+        def edge_handler(self, path: str) -> ASGIApp | None:
+            return answer
+
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            await answer(scope, receive, send)
+
+    config = uvicorn.Config(App(), log_level="critical", lifespan="off")
+    paths = ["/c/future", "/c/now", "/c/yield", "/c/thread", "/c/fail", "/c/now"]
+    transport = _Transport()
+    try:
+        protocol = EdgeProtocol(config=config, server_state=ServerState(), app_state={}, _loop=loop)
+        protocol.connection_made(transport)
+        requests = [b"GET " + path.encode() + b" HTTP/1.1\r\nHost: t\r\n\r\n" for path in paths]
+        loop.call_soon(protocol.data_received, b"".join(requests))  # as the loop calls it: running
+        loop.run_until_complete(asyncio.sleep(0.05))
+        assert transport.written == b""  # the first is still waiting, so nothing may leave
+        release.set_result("released")
+        loop.run_until_complete(asyncio.sleep(0.05))
+        protocol.connection_lost(None)
+    finally:
+        loop.close()
+    answers = transport.written.split(b"HTTP/1.1 ")[1:]
+    bodies = [answer.split(b"\r\n\r\n", 1)[1] for answer in answers[:4]]
+    assert bodies == [b"released", b"at once", b"yielded", b"THREADED"]
+    assert answers[4].startswith(b"500 ")
+    assert len(answers) == 5  # a failure closes the connection, as before
+    assert transport.closed

@@ -2,6 +2,7 @@
 
 import hashlib
 import hmac
+import os
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -106,3 +107,27 @@ def test_the_click_id_floor_sorts_at_or_before_every_id_of_that_millisecond(mome
     floor = click_id_floor(ms)
     assert floor <= codec.mint(moment, 0)
     assert _decode(floor) == ms << 112
+
+
+def test_random_bits_never_repeat_and_a_forked_child_does_not_reuse_its_parents() -> None:
+    """Click IDs' random bits are read from the OS 512 words at a time (ids.py): every word is used
+    once, across pool refills, and a forked worker draws its own rather than the parent's next ones."""
+    moment = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def random_parts(count: int) -> set[str]:
+        return {codec.mint(moment)[10:26] for _ in range(count)}  # after the time, before the tag
+
+    codec.mint(moment)  # the pool is now part-used, as in a worker that forks after minting
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the child reports through the pipe)
+        os.write(write, ",".join(sorted(random_parts(600))).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        childs = set(pipe.read().split(","))
+    os.waitpid(child, 0)
+    parents = random_parts(600)
+    assert len(childs) == 600
+    assert len(parents) == 600
+    assert not childs & parents

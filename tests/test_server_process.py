@@ -1,6 +1,7 @@
 """The server as a process: several workers on one SQLite file, a clean SIGTERM, first-start set-up."""
 
 import contextlib
+import gc
 import os
 import signal
 import socket
@@ -17,6 +18,7 @@ import pytest
 
 from clicktrail.config import Settings
 from clicktrail.storage.database import Database
+from clicktrail.web.app import COLLECTION_THRESHOLD, collect_garbage_less_often
 from tests.support import Tracker, fresh_database, start_server
 from tests.test_durability import HalfSentPostback
 
@@ -278,3 +280,30 @@ def test_forwarded_for_is_ignored_by_default(tracker: Tracker) -> None:
     campaign = tracker.campaign()
     response = tracker.http.get(f"/c/{campaign['key']}", headers={"X-Forwarded-For": "198.51.100.7"})
     assert tracker.api("GET", f"/clicks/{_click_id(response)}").json()["ip"] == "127.0.0.1"
+
+
+def test_a_worker_does_not_run_the_garbage_collector_for_a_wave_of_requests_in_flight() -> None:
+    """Each request in flight holds a few dozen container objects until its commit; a worker's
+    collector must not walk them all every few dozen requests (web/app.py), yet still run at all."""
+    before = gc.get_threshold()
+    collections: list[int] = []
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            collections.append(info["generation"])
+
+    try:
+        collect_garbage_less_often()
+        assert gc.get_threshold() == (COLLECTION_THRESHOLD, *before[1:])
+        gc.collect()
+        gc.callbacks.append(count)
+        in_flight: list[list[object]] = [[{"row": [n]}, (n, [])] for n in range(2_000)]  # ~10,000 containers
+        assert collections == []
+        del in_flight
+        garbage = [[[n]] for n in range(COLLECTION_THRESHOLD)]
+        assert collections, "past the threshold the collector runs"
+        del garbage
+    finally:
+        with contextlib.suppress(ValueError):
+            gc.callbacks.remove(count)
+        gc.set_threshold(*before)

@@ -9,7 +9,10 @@ refuse a forged or mistyped ID without touching the database.
 
 import hashlib
 import hmac
+import os
 import secrets
+import struct
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 from clicktrail.types import ClickId, ConversionId
@@ -40,6 +43,31 @@ def _encode_click_id(value: int) -> str:
     return "".join([_PAIRS[(value >> shift) & 1023] for shift in _CLICK_ID_SHIFTS])
 
 
+# A click's 64 random bits come from the operating system's CSPRNG, as secrets.randbits' do, but 512
+# words per read: one getrandom call per click was 1.2 µs of its CPU, a word from the pool 0.1 µs.
+# `next` on the C iterator hands each word out once, even to two threads at a time; a forked child
+# drops the pool it inherited, or it would mint the parent's next random bits.
+_POOL_WORDS = 512
+_random_words: Iterator[tuple[int]] = iter(())
+
+
+def _random_64() -> int:
+    global _random_words
+    try:
+        return next(_random_words)[0]
+    except StopIteration:
+        _random_words = struct.iter_unpack("<Q", os.urandom(8 * _POOL_WORDS))
+        return next(_random_words)[0]
+
+
+def _forget_random_words() -> None:
+    global _random_words
+    _random_words = iter(())
+
+
+os.register_at_fork(after_in_child=_forget_random_words)
+
+
 def _millis(moment: datetime) -> int:
     ms = int(moment.timestamp() * 1000)
     if not 0 <= ms <= _MAX_MS:
@@ -68,7 +96,7 @@ class ClickIdCodec:
         return outer.digest()[:_TAG_BYTES]
 
     def mint(self, moment: datetime, random_bits: int | None = None) -> ClickId:
-        rnd = secrets.randbits(_RANDOM_BITS) if random_bits is None else random_bits
+        rnd = _random_64() if random_bits is None else random_bits
         body = ((_millis(moment) << _RANDOM_BITS) | rnd).to_bytes(_BODY_BYTES, "big")
         return ClickId(_encode_click_id(int.from_bytes(body + self._tag(body), "big")))
 

@@ -3,7 +3,7 @@
 import re
 from dataclasses import dataclass
 from decimal import Decimal
-from urllib.parse import unquote_plus
+from urllib.parse import unquote, unquote_to_bytes
 
 from clicktrail.macros import SUB_IDS
 from clicktrail.money import InvalidMoney, parse_money
@@ -40,13 +40,24 @@ def parse_query(query_string: bytes) -> dict[str, str]:
             continue
         name, _, value = field.partition("=")
         if "%" in name or "+" in name:
-            name = unquote_plus(name, errors="replace")
+            name = _unescape(name)
         if name in params:
             continue
         if "%" in value or "+" in value:
-            value = unquote_plus(value, errors="replace")
+            value = _unescape(value)
         params[name] = value
     return params
+
+
+def _unescape(text: str) -> str:
+    """`unquote_plus(text, errors="replace")`, a third of its cost on ASCII text (0.57 against 1.69 µs
+    for `kw%20123`): unquote splits its input into ASCII and non-ASCII runs with a regular expression
+    and decodes each ASCII run as `unquote_to_bytes(run).decode("utf-8", "replace")`; ASCII text is one
+    such run."""
+    text = text.replace("+", " ")
+    if text.isascii():
+        return unquote_to_bytes(text).decode("utf-8", "replace")
+    return unquote(text, errors="replace")
 
 
 def visitor_cookie(cookie_header: str | None) -> str | None:
@@ -77,7 +88,7 @@ def parse_click_request(
             cost = None  # a source's bad cost macro must not cost the visitor the redirect
     return ClickRequest(
         key=key,
-        subs=tuple(clean(params.get(name), SUB_MAX) for name in SUB_IDS),
+        subs=tuple([clean(params.get(name), SUB_MAX) for name in SUB_IDS]),  # a list: 0.4 µs < a generator
         external_id=clean(params.get("external_id"), SUB_MAX),
         cost=cost,
         ip=ip,

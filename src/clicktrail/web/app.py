@@ -1,5 +1,6 @@
 """The ASGI application: edge routes dispatched by hand, everything else to the admin API."""
 
+import gc
 import logging
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -75,4 +76,23 @@ def create_app(settings: Settings, *, clock: Clock = utc_now, migrate: bool = Fa
 
 def create_app_from_environment() -> ClicktrailApp:
     """Factory for the server's worker processes: settings come from CLICKTRAIL_* variables."""
+    collect_garbage_less_often()
     return create_app(Settings())
+
+
+COLLECTION_THRESHOLD = 50_000
+"""Container objects allocated (net of those freed) between two young-generation collections in a
+worker; Python's default is 700."""
+
+
+def collect_garbage_less_often() -> None:
+    """Raise the cyclic collector's first threshold in a serving process.
+
+    The requests in flight (each a task, its coroutines, a future, the row, the scope...) kept the
+    allocation count above 700 at every wave of clicks, so the collector ran every ~47 clicks, found
+    nothing to free (the count fell back as the batch was committed: no cycles are left on the hot
+    path) and walked the live requests each time: 2 to 4 µs of CPU per click in-process with 128
+    connections, and none at 10,000 or 50,000 (no collection at all in 60,000 clicks). The higher
+    threshold leaves room for a full click queue; cyclic garbage, rare here, is still collected."""
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(COLLECTION_THRESHOLD, older, oldest)
