@@ -54,6 +54,12 @@ def test_processes_changing_one_entry_at_once_lose_no_change(tmp_path: Path) -> 
     assert _read(SharedTable.in_directory(tmp_path, "counter", 64), 7) == 60_000
 
 
+def test_a_table_in_a_folder_not_made_yet_makes_it(tmp_path: Path) -> None:
+    table = SharedTable.in_directory(tmp_path / "not" / "yet", "t", 8)
+    table.update(1, 1.0, _count)
+    assert _read(SharedTable.in_directory(tmp_path / "not" / "yet", "t", 8), 1) == 1
+
+
 def test_a_full_bucket_forgets_the_entry_touched_longest_ago() -> None:
     table = SharedTable.private(capacity=3)
     for key, at in ((1, 10.0), (2, 20.0), (3, 30.0)):

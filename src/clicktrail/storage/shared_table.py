@@ -75,6 +75,7 @@ class SharedTable:
         first. The geometry is in the file name, so processes started with other settings never read
         one another's layout."""
         buckets, slots = cls._geometry(capacity)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)  # serve made it; one set by hand may not
         path = directory / f"{name}-{buckets}x{slots}"
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         size = buckets * slots * _SLOT.size
