@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
+from clicktrail.cli import MOST_AUTO_WORKERS
 from clicktrail.config import Settings
 from clicktrail.storage.database import Database
 from clicktrail.web.app import COLLECTION_THRESHOLD, collect_garbage_less_often
@@ -120,6 +121,33 @@ def test_each_worker_listens_on_its_own_socket_and_takes_a_share_of_the_connecti
             assert "Traceback" not in second.stdout + second.stderr
         finally:
             assert server.stop() == 0, server.log()
+
+
+def test_by_default_the_server_runs_one_worker_per_cpu(tmp_path: Path) -> None:
+    expected = max(1, min(len(os.sched_getaffinity(0)), MOST_AUTO_WORKERS))
+    with fresh_database("sqlite", tmp_path) as url:
+        server = start_server(url, tmp_path, workers=None)
+        port = int(server.base_url.rsplit(":", 1)[1])
+        try:
+            deadline = time.monotonic() + 30
+            while list(_sockets_on(port).values()).count("0A") < expected:
+                assert time.monotonic() < deadline, f"{expected} workers did not all listen"
+                time.sleep(0.1)
+            time.sleep(0.5)  # long enough for a surplus worker to open its socket as well
+            assert list(_sockets_on(port).values()).count("0A") == expected
+        finally:
+            assert server.stop() == 0, server.log()
+
+
+def test_a_worker_count_that_is_not_a_number_is_a_one_line_error(tmp_path: Path) -> None:
+    for wrong, reason in (("0", "at least 1"), ("many", "a number or auto")):
+        answer = subprocess.run(
+            [sys.executable, "-m", "clicktrail.cli", "serve", "--workers", wrong],
+            cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert answer.returncode == 2
+        assert reason in answer.stderr
+        assert "Traceback" not in answer.stderr
 
 
 # Connections the server closes at shutdown leave httpcore sockets that Python reports as unclosed

@@ -139,7 +139,7 @@ def serve(args: argparse.Namespace) -> None:
         "clicktrail.web.app:create_app_from_environment",
         host=args.host,
         port=args.port,
-        workers=args.workers,
+        workers=args.workers or auto_workers(),
         companions=[feed],
         proxy_headers=False,  # X-Forwarded-For is believed only from CLICKTRAIL_TRUSTED_PROXIES
         server_header=False,
@@ -353,7 +353,12 @@ def _parser() -> argparse.ArgumentParser:
     serve_cmd = commands.add_parser("serve", help="run the tracker (migrates the database first)")
     serve_cmd.add_argument("--host", default="127.0.0.1")
     serve_cmd.add_argument("--port", type=int, default=8080)
-    serve_cmd.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
+    serve_cmd.add_argument(
+        "--workers",
+        type=_worker_count,
+        default=None,
+        help=f"server processes, or auto (the default): one per CPU, at most {MOST_AUTO_WORKERS}",
+    )
     serve_cmd.add_argument("--demo", action="store_true", help="create a demo campaign when there is none")
     serve_cmd.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
@@ -426,11 +431,36 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+MOST_AUTO_WORKERS = 4
+"""Measured only on 2 cores (BENCHMARKS.md); past a few, SQLite's workers mostly wait their write
+turn, and each costs ~140 MB. Ask for more with --workers N."""
+
+
+def auto_workers() -> int:
+    """One worker per CPU this process may run on: on the 2-core benchmark machine two workers took
+    20.5% of nginx's rate against one's 16.0%, and still met the postback targets (BENCHMARKS.md).
+    The unique-click memory and the rate limits are shared, so the count changes no figure."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, MOST_AUTO_WORKERS))
+
+
+def _worker_count(text: str) -> int | None:
+    if text == "auto":
+        return None
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or auto, not {text!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return count
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if getattr(args, "workers", 1) < 1:
-        print("clicktrail: --workers must be at least 1", file=sys.stderr)
-        return 2
     try:
         args.run(args)
     except CommandError as exc:
