@@ -25,6 +25,12 @@ class Call:
 
 
 class _Server(ThreadingHTTPServer):
+    # socketserver listens with a backlog of 5. The dispatcher opens a connection per delivery at once
+    # (10 in a test); past the backlog the kernel drops the SYN and resends it after 1 s, beyond the
+    # tests' 0.5 s connect timeout: a failed attempt that never reached us, then a retry (seen in CI
+    # as a conversion delivered once but attempted twice). A real receiver's backlog is 128 or more.
+    request_queue_size = 128
+
     def handle_error(self, request: object, client_address: object) -> None:
         pass  # a client that refused our certificate, or hung up: what the tests look at is recorded
 
