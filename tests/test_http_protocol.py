@@ -145,6 +145,21 @@ def test_a_post_to_the_postback_url_between_pipelined_gets_is_answered_in_its_tu
     assert (answers[2][0], b'"duplicate"' in answers[2][2]) == (200, True)
 
 
+class _App:
+    """An app whose edge handler is `answer` for the paths under `edge`; other paths take uvicorn's own
+    ASGI path to the same `answer`."""
+
+    def __init__(self, answer: ASGIApp, *, edge: str) -> None:
+        self._answer = answer
+        self._edge = edge
+
+    def edge_handler(self, path: str) -> ASGIApp | None:
+        return self._answer if path.startswith(self._edge) else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._answer(scope, receive, send)
+
+
 class _Transport(asyncio.Transport):
     """Enough of a socket transport for the protocol: it records what is written."""
 
@@ -183,14 +198,7 @@ def test_under_uvicorns_own_wrappers_edge_routes_take_the_lean_path_and_others_t
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
         await send({"type": "http.response.body", "body": b"ok"})
 
-    class App:
-        def edge_handler(self, path: str) -> ASGIApp | None:
-            return answer if path.startswith("/c/") else None
-
-        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-            await answer(scope, receive, send)
-
-    config = uvicorn.Config(App(), proxy_headers=True, log_level="trace", lifespan="off")
+    config = uvicorn.Config(_App(answer, edge="/c/"), proxy_headers=True, log_level="trace", lifespan="off")
     loop = asyncio.new_event_loop()
     try:
         protocol = EdgeProtocol(config=config, server_state=ServerState(), app_state={}, _loop=loop)
@@ -214,15 +222,10 @@ def test_a_keep_alive_connection_is_closed_once_idle_for_the_timeout_never_while
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
         await send({"type": "http.response.body", "body": b"ok"})
 
-    class App:
-        def edge_handler(self, path: str) -> ASGIApp | None:
-            return answer if path.startswith("/c/") else None
-
-        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-            await answer(scope, receive, send)
-
     timeout = 1  # seconds (uvicorn takes whole ones)
-    config = uvicorn.Config(App(), timeout_keep_alive=timeout, log_level="warning", lifespan="off")
+    config = uvicorn.Config(
+        _App(answer, edge="/c/"), timeout_keep_alive=timeout, log_level="warning", lifespan="off"
+    )
     loop = asyncio.new_event_loop()
     transport = _Transport()
 
@@ -265,14 +268,7 @@ def test_an_edge_answer_with_a_line_break_in_a_header_name_or_value_is_refused_w
         await send({"type": "http.response.start", "status": 302, "headers": headers})
         await send({"type": "http.response.body", "body": b""})
 
-    class App:
-        def edge_handler(self, path: str) -> ASGIApp | None:
-            return answer
-
-        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-            await answer(scope, receive, send)
-
-    config = uvicorn.Config(App(), log_level="critical", lifespan="off")
+    config = uvicorn.Config(_App(answer, edge="/"), log_level="critical", lifespan="off")
     loop = asyncio.new_event_loop()
     statuses = []
     try:
@@ -317,14 +313,7 @@ def test_edge_handlers_that_wait_yield_answer_at_once_or_fail_are_answered_in_re
         else:
             await reply(send, "at once")
 
-    class App:
-        def edge_handler(self, path: str) -> ASGIApp | None:
-            return answer
-
-        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-            await answer(scope, receive, send)
-
-    config = uvicorn.Config(App(), log_level="critical", lifespan="off")
+    config = uvicorn.Config(_App(answer, edge="/"), log_level="critical", lifespan="off")
     paths = ["/c/future", "/c/now", "/c/yield", "/c/thread", "/c/fail", "/c/now"]
     transport = _Transport()
     try:
