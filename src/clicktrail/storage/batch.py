@@ -93,7 +93,8 @@ class GroupCommitWriter(Generic[Row, Result]):
             raise Overloaded("too many writes are waiting for the database; retry shortly")
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._waiting.append((row, future))
-        self._arrived.set()
+        if self._in_flight > 1:  # only a writer with several batches waits on it; clicks never do
+            self._arrived.set()
         if self._flusher is None:
             self._flusher = asyncio.create_task(
                 self._flush_all() if self._in_flight == 1 else self._flush_concurrently()
@@ -140,8 +141,11 @@ class GroupCommitWriter(Generic[Row, Result]):
             await self._commit_and_answer(batch)
         finally:
             assert self._key is not None
-            self._busy.subtract(self._key(row) for row, _ in batch)
-            self._busy += Counter()  # drop the keys at zero, so the counter does not grow without end
+            for row, _ in batch:
+                key = self._key(row)
+                self._busy[key] -= 1
+                if not self._busy[key]:
+                    del self._busy[key]  # so the counter holds only what is in flight
 
     async def _flush_all(self) -> None:
         try:
