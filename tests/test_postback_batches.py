@@ -1,10 +1,12 @@
 """Postbacks are decided in batches (one transaction each): within a batch every postback is decided
 in arrival order against what came before it, exactly as if they had arrived one by one."""
 
+import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,7 +14,9 @@ from clicktrail.catalog.models import CampaignInput, OfferInput, SourceInput
 from clicktrail.config import Settings
 from clicktrail.conversions.decision import Decision
 from clicktrail.conversions.intake import PostbackIntake, RawPostback
+from clicktrail.errors import StorageError
 from clicktrail.storage import delivery_store, event_store
+from clicktrail.storage.database import Database
 from clicktrail.types import utc_now
 from clicktrail.web.runtime import Runtime
 from tests.support import SECRET_KEY, Tracker, fresh_database
@@ -182,3 +186,79 @@ def test_many_identical_postbacks_at_once_make_one_conversion(tracker: Tracker) 
     assert len({answer.json()["conversion_id"] for answer in answers}) == 1
     conversions = tracker.api("GET", "/conversions", params={"click_id": click_id}).json()["items"]
     assert len(conversions) == 1
+
+
+def test_a_conversion_another_process_stored_meanwhile_is_a_duplicate_not_an_error(
+    runtime: Runtime, backend: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two servers on one PostgreSQL database decide the same postback at once: the one that commits
+    second finds the conversion's key taken when its batch is written (on PostgreSQL the batch's
+    writes are pipelined, so the error comes at the end of the batch, not at its statement), and
+    decides that postback again: a duplicate of the other's conversion, and the rest of its batch
+    stored as decided."""
+    if backend == "sqlite":
+        pytest.skip(
+            "SQLite writers take turns (storage/write_turn.py): a batch is read and written in one turn"
+        )
+    click_id, other = _click(runtime), _click(runtime)
+    other_server = Database(runtime.settings.sqlalchemy_url)
+    elsewhere = PostbackIntake(other_server, runtime.codec, lambda: runtime.cache.snapshot, utc_now)
+    read = event_store.clicks_and_their_conversions
+    raced: list[Decision] = []
+    first_read = [True]
+
+    def read_then_let_the_other_server_commit(*args: object, **kwargs: object) -> object:
+        found = read(*args, **kwargs)  # type: ignore[arg-type]
+        if first_read.pop() if first_read else False:  # the other server reads through here too
+            raced.append(elsewhere.handle(_postback(click_id=click_id, event="sale", txid="race")).decision)
+        return found
+
+    monkeypatch.setattr(event_store, "clicks_and_their_conversions", read_then_let_the_other_server_commit)
+    with caplog.at_level(logging.WARNING):
+        outcomes = runtime.postbacks.handle_batch(
+            [
+                _postback(click_id=click_id, event="sale", txid="race"),
+                _postback(click_id=other, event="sale", txid="calm"),
+            ]
+        )
+
+    other_server.dispose()
+    assert caplog.records == []  # an expected race, handled: nothing for the operator to read
+    assert raced == [Decision.ACCEPTED]
+    assert [outcome.decision for outcome in outcomes] == [Decision.DUPLICATE, Decision.ACCEPTED]
+    with runtime.database.begin() as connection:
+        stored = event_store.conversions_of_clicks(connection, [click_id, other])
+    assert sorted(row.txid for row in stored) == ["calm", "race"]
+    assert outcomes[0].conversion_id == next(row.conversion_id for row in stored if row.txid == "race")
+
+
+def test_a_batch_whose_database_connection_dies_mid_batch_fails_whole_and_the_next_one_is_stored(
+    runtime: Runtime, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection is cut between the batch's reads and its writes (which PostgreSQL receives in
+    one pipeline): the batch fails as 'the database is unavailable' (the postbacks' senders get a 503
+    and retry), stores nothing, and the next batch gets a fresh connection and is stored."""
+    if backend == "sqlite":
+        pytest.skip("an SQLite file has no connection to lose")
+    click_id = _click(runtime)
+    admin = Database(runtime.settings.sqlalchemy_url)
+    read = event_store.clicks_and_their_conversions
+    cut = [True]
+
+    def read_then_lose_the_connection(connection: Any, *args: Any) -> Any:
+        found = read(connection, *args)
+        if cut.pop() if cut else False:
+            pid = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+            with admin.begin() as other:
+                other.exec_driver_sql("SELECT pg_terminate_backend(%s)", (pid,))
+        return found
+
+    monkeypatch.setattr(event_store, "clicks_and_their_conversions", read_then_lose_the_connection)
+    with pytest.raises(StorageError, match="unavailable"):
+        runtime.postbacks.handle_batch([_postback(click_id=click_id, event="sale", txid="cut")])
+    admin.dispose()
+    with runtime.database.begin() as connection:
+        assert event_store.conversions_of_clicks(connection, [click_id]) == []
+
+    [outcome] = runtime.postbacks.handle_batch([_postback(click_id=click_id, event="sale", txid="cut")])
+    assert outcome.decision == Decision.ACCEPTED

@@ -27,7 +27,7 @@ from clicktrail.conversions.request import MalformedPostback, PostbackRequest, p
 from clicktrail.ids import ClickIdCodec, InvalidClickId, mint_conversion_id
 from clicktrail.macros import SUB_IDS
 from clicktrail.storage import event_store as store
-from clicktrail.storage.database import Database
+from clicktrail.storage.database import Database, pipeline
 from clicktrail.types import ClickId, Clock, ConversionId, SourceId
 
 _LOGGED_QUERY_MAX = 2000
@@ -109,11 +109,13 @@ class _Batch:
 
     def write(self, connection: Connection) -> None:
         # Inserts before updates; a conversion changed later in its own batch is inserted as it ends.
-        store.insert_conversions(connection, self.new_conversions)
-        store.set_conversion_statuses(connection, self.status_changes)
-        store.insert_status_changes(connection, self.history)
-        store.insert_deliveries(connection, self.deliveries)
-        store.insert_postback_logs(connection, self.logs)
+        # On PostgreSQL the five statements go in one round trip (the commit is one more).
+        with pipeline(connection):
+            store.insert_conversions(connection, self.new_conversions)
+            store.set_conversion_statuses(connection, self.status_changes)
+            store.insert_status_changes(connection, self.history)
+            store.insert_deliveries(connection, self.deliveries)
+            store.insert_postback_logs(connection, self.logs)
 
 
 class PostbackIntake:
@@ -189,15 +191,18 @@ class PostbackIntake:
         parsed = [self._parse(raw) for raw in raws]
         click_ids = list({click_id for _, click_id, _ in parsed if click_id is not None})
         outcomes: list[Outcome] = []
+        found_clicks, found_conversions = store.clicks_and_their_conversions(
+            connection, click_ids, _CLICK_COLUMNS
+        )
         batch = _Batch(
             now=now,
             snapshot=self._snapshot(),
-            clicks=store.get_clicks(connection, click_ids, _CLICK_COLUMNS),
+            clicks=found_clicks,
             known={
                 (row.click_id, row.event, row.txid): _Known(
                     ConversionId(row.conversion_id), row.status, row.revenue
                 )
-                for row in store.conversions_of_clicks(connection, click_ids)
+                for row in found_conversions
             },
         )
         for raw, (request, click_id, refusal) in zip(raws, parsed, strict=True):

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, insert, select
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.pool import QueuePool
 
 from clicktrail.errors import StorageError
@@ -24,6 +24,50 @@ def _tune_sqlite(dbapi_connection: Any, _record: object) -> None:
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+@contextmanager
+def pipeline(connection: Connection) -> Iterator[None]:
+    """On PostgreSQL, send the statements run inside without waiting for each one's answer (psycopg's
+    pipeline mode): the answers come back together, in one round trip, at the first read or at the
+    end, and an error is raised there, as SQLAlchemy's exception for it (the transaction is then
+    rolled back as after any failed statement). On SQLite (in the process: no round trips) the
+    statements run as they come.
+
+    The COMMIT stays outside: committing inside the pipeline saved one more round trip, but a batch
+    that failed there left the connection's transaction aborted behind SQLAlchemy's back.
+
+    A batch of postbacks made ten round trips one after another, and on a 2-core machine shared with
+    the server each one also waited to be scheduled (BENCHMARKS.md, "PostgreSQL postbacks in four
+    round trips")."""
+    if connection.dialect.name != "postgresql":
+        yield
+        return
+    driver: Any = connection.connection.driver_connection
+    error = connection.dialect.loaded_dbapi.Error
+    failure: Exception | None = None
+    try:
+        with driver.pipeline():
+            try:
+                yield
+            except (DBAPIError, error) as exc:
+                # A statement's error reached a later statement of the block. Leave the pipeline
+                # first (its end reports the same aborted batch), so that psycopg does not log the
+                # second error as "ignored" when a handled race is nothing to report.
+                failure = exc
+    except error as exc:
+        failure = failure or exc
+    if failure is not None:
+        raise (driver_error(connection, failure) if isinstance(failure, error) else failure)
+
+
+def driver_error(connection: Connection, exc: Exception) -> Exception:
+    """The driver's exception as SQLAlchemy's (IntegrityError, OperationalError...), as a statement
+    run through SQLAlchemy would have raised it."""
+    wrapped = DBAPIError.instance(
+        None, None, exc, connection.dialect.loaded_dbapi.Error, dialect=connection.dialect
+    )
+    return wrapped if isinstance(wrapped, Exception) else exc
 
 
 class Database:

@@ -23,6 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
+from clicktrail.storage.database import driver_error, pipeline
 from clicktrail.storage.schema import clicks, conversion_status_history, conversions, deliveries, postback_log
 from clicktrail.storage.types import UtcDateTime
 
@@ -135,8 +136,17 @@ def get_clicks(
     its columns as attributes (`row.offer_id`)."""
     if not click_ids:
         return {}
-    names = ("click_id", *columns) if columns else tuple(column.name for column in clicks.columns)
-    return {row.click_id: row for row in select_rows(connection, clicks, names, "click_id", click_ids)}
+    return {
+        row.click_id: row
+        for row in select_rows(connection, clicks, _click_names(columns), "click_id", click_ids)
+    }
+
+
+def _click_names(columns: Sequence[str] | None) -> tuple[str, ...]:
+    return ("click_id", *columns) if columns else tuple(column.name for column in clicks.columns)
+
+
+_CONVERSION_NAMES = ("conversion_id", "click_id", "event", "txid", "status", "revenue")
 
 
 def conversions_of_clicks(connection: Connection, click_ids: Sequence[str]) -> Sequence[Any]:
@@ -144,8 +154,23 @@ def conversions_of_clicks(connection: Connection, click_ids: Sequence[str]) -> S
     concurrent status change waits instead of overwriting."""
     if not click_ids:
         return []
-    wanted = ("conversion_id", "click_id", "event", "txid", "status", "revenue")
-    return select_rows(connection, conversions, wanted, "click_id", click_ids, lock=True)
+    return select_rows(connection, conversions, _CONVERSION_NAMES, "click_id", click_ids, lock=True)
+
+
+def clicks_and_their_conversions(
+    connection: Connection, click_ids: Sequence[str], columns: Sequence[str]
+) -> tuple[dict[str, Any], Sequence[Any]]:
+    """get_clicks and conversions_of_clicks at once: on PostgreSQL both queries in one round trip."""
+    if not click_ids:
+        return {}, []
+    found_clicks, found_conversions = select_together(
+        connection,
+        [
+            (clicks, _click_names(columns), "click_id", click_ids, False),
+            (conversions, _CONVERSION_NAMES, "click_id", click_ids, True),
+        ],
+    )
+    return {row.click_id: row for row in found_clicks}, found_conversions
 
 
 def select_rows(
@@ -163,13 +188,40 @@ def select_rows(
     Like insert_rows: SQLAlchemy's compiled select (cache key, expanding IN, result metadata) cost
     more per batch of postbacks than the query did; this applies the same column types' result
     conversions, so the values are the ones a Core select gives."""
-    plan = _select_plan(connection.dialect, table, names, key, lock)
-    sql = f"{plan.head}{', '.join([plan.marker] * len(values))}{plan.tail}"  # one marker per value
-    result = connection.exec_driver_sql(sql, tuple(values))
+    return select_together(connection, [(table, names, key, values, lock)])[0]
+
+
+Query = tuple[Table, tuple[str, ...], str, Sequence[Any], bool]
+"""For select_together: the table, the names, the key, its values, and whether to lock (select_rows)."""
+
+
+def select_together(connection: Connection, queries: Sequence[Query]) -> list[list[Any]]:
+    """select_rows for each query, all sent before any answer is read (on PostgreSQL, one round
+    trip: storage/database.py, `pipeline`). The driver's own cursors: SQLAlchemy's result would read
+    a pipelined query's description before its answer came, and close it as one with no rows."""
+    plans = [
+        _select_plan(connection.dialect, table, names, key, lock) for table, names, key, _, lock in queries
+    ]
+    driver = connection.connection
     try:
-        return [plan.make(row) for row in result.cursor.fetchall()]
-    finally:
-        result.close()
+        with pipeline(connection):
+            cursors = []
+            for plan, (_, _, _, values, _) in zip(plans, queries, strict=True):
+                cursor = driver.cursor()
+                cursor.execute(
+                    f"{plan.head}{', '.join([plan.marker] * len(values))}{plan.tail}", tuple(values)
+                )
+                cursors.append(cursor)
+            try:
+                return [
+                    [plan.make(row) for row in cursor.fetchall()]
+                    for plan, cursor in zip(plans, cursors, strict=True)
+                ]
+            finally:
+                for cursor in cursors:
+                    cursor.close()
+    except connection.dialect.loaded_dbapi.Error as exc:
+        raise driver_error(connection, exc) from exc
 
 
 RowMaker = Callable[[Sequence[Any]], Any]
