@@ -156,7 +156,7 @@ def test_a_staged_batch_is_stored_and_announced_only_when_its_commit_runs(runtim
         runtime.codec,
         lambda: runtime.cache.snapshot,
         utc_now,
-        lambda: wake_ups.append("rung"),
+        lambda sources: wake_ups.append(f"rung for {sorted(sources)}"),
     )
     outcomes, commit = intake.stage_batch(
         [_postback(click_id=click_id, txid="s-1"), _postback(click_id=click_id, txid="s-1")]
@@ -171,7 +171,7 @@ def test_a_staged_batch_is_stored_and_announced_only_when_its_commit_runs(runtim
     with runtime.database.begin() as connection:
         [stored] = event_store.conversions_of_clicks(connection, [click_id])
     assert stored.conversion_id == outcomes[0].conversion_id
-    assert wake_ups == ["rung"]
+    assert wake_ups == [f"rung for {[runtime.catalog.list_campaigns(limit=1)[0].source_id]}"]
 
 
 def test_many_identical_postbacks_at_once_make_one_conversion(tracker: Tracker) -> None:

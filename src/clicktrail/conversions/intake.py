@@ -78,7 +78,11 @@ def _query_part(text: str) -> str:
     return text if _PLAIN.fullmatch(text) else quote_plus(text)
 
 
-def _nobody_to_tell() -> None:
+def _nobody_to_tell(_sources: frozenset[int]) -> None:
+    return None
+
+
+def _nothing_to_commit() -> None:
     return None
 
 
@@ -125,14 +129,15 @@ class PostbackIntake:
         codec: ClickIdCodec,
         snapshot: Callable[[], CatalogSnapshot],
         clock: Clock,
-        delivery_queued: Callable[[], None] = _nobody_to_tell,
+        delivery_queued: Callable[[frozenset[int]], None] = _nobody_to_tell,
     ) -> None:
         self._db = database
         self._codec = codec
         self._snapshot = snapshot
         self._clock = clock
         self._delivery_queued = delivery_queued
-        """Called (from the committing thread) after a commit that queued an outbound postback."""
+        """Called (from the committing thread) after a commit that queued outbound postbacks, with the
+        sources they are for."""
 
     def handle(self, raw: RawPostback) -> Outcome:
         """Decide and record one postback (blocks on the database)."""
@@ -169,12 +174,12 @@ class PostbackIntake:
             (outcomes, queued), commit = self._db.stage(lambda connection: self._write(connection, raws))
         except IntegrityError:
             # As in handle_batch; rare (another process raced us), so decided and committed right here.
-            return [self._record_alone(raw) for raw in raws], _nobody_to_tell
+            return [self._record_alone(raw) for raw in raws], _nothing_to_commit
 
         def finish() -> None:
             commit()
             if queued:
-                self._delivery_queued()
+                self._delivery_queued(queued)
 
         return outcomes, finish
 
@@ -182,11 +187,14 @@ class PostbackIntake:
         with self._db.begin() as connection:
             outcomes, queued = self._write(connection, raws)
         if queued:
-            self._delivery_queued()
+            self._delivery_queued(queued)
         return outcomes
 
-    def _write(self, connection: Connection, raws: Sequence[RawPostback]) -> tuple[list[Outcome], bool]:
-        """Decide and write the batch in `connection`'s transaction; say whether it queued deliveries."""
+    def _write(
+        self, connection: Connection, raws: Sequence[RawPostback]
+    ) -> tuple[list[Outcome], frozenset[int]]:
+        """Decide and write the batch in `connection`'s transaction; say which sources it queued
+        outbound postbacks for."""
         now = self._clock()
         parsed = [self._parse(raw) for raw in raws]
         click_ids = list({click_id for _, click_id, _ in parsed if click_id is not None})
@@ -216,7 +224,7 @@ class PostbackIntake:
             outcomes.append(outcome)
             batch.logs.append(self._log_row(raw, outcome, now, logged_click_id, request))
         batch.write(connection)
-        return outcomes, bool(batch.deliveries)
+        return outcomes, frozenset(delivery["source_id"] for delivery in batch.deliveries)
 
     def _parse(self, raw: RawPostback) -> tuple[PostbackRequest | None, ClickId | None, Outcome | None]:
         try:

@@ -6,7 +6,10 @@ is being sent and recorded: a claim is a few round trips to the database, and wa
 batches halved the rate (measured on PostgreSQL: 640/s one batch at a time).
 
 It is woken at once when this process queues a delivery and polls for the rest (jobs queued by other
-processes, retries coming due, leases of dead workers running out). Database work runs on its own small
+processes, retries coming due, leases of dead workers running out). A wake-up for jobs whose sources
+are all paused by their breakers is let pass while what the last claim read of the breakers is fresh
+(`_PAUSED_FRESH_SECONDS`): those jobs wait for their source's probe, so a claim would find nothing
+to send (BENCHMARKS.md, "Wake-ups for paused sources"). Database work runs on its own small
 thread pool, so it never takes the threads the postback path uses.
 
 On SQLite its write transactions first take a write turn (storage/write_turn.py), as the batch writers
@@ -19,6 +22,7 @@ import contextlib
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -44,6 +48,9 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 _STOP_GRACE_SECONDS = 5.0
 _GATHER_SECONDS = 0.02
+_PAUSED_FRESH_SECONDS = 1.0
+"""How long what a claim read of the breakers is trusted to let wake-ups for paused sources pass: at
+most this much later, a source resumed on another worker is claimed for here too."""
 _ERROR_MAX = 2000
 
 
@@ -126,17 +133,33 @@ class Dispatcher:
         self._sending = asyncio.Semaphore(config.concurrency)
         self._finished_attempts: list[Attempt] = []
         self._recorder: asyncio.Task[None] | None = None
+        self._paused: tuple[float, dict[int, datetime]] = (0.0, {})
+        """When the last claim ran (monotonic) and the sources it found paused, with their probe times."""
+        self.claims = 0
+        """Claims made so far (each a write transaction): for the tests and an operator's curiosity."""
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._wakeup = asyncio.Event()
         self._runner = asyncio.create_task(self._run(), name="delivery-dispatcher")
 
-    def wake(self) -> None:
-        """Look for due jobs now. Safe to call from any thread."""
+    def wake(self, sources: frozenset[int] | None = None) -> None:
+        """Look for due jobs now: jobs were queued for `sources` (None: for any, or something else
+        changed). Safe to call from any thread."""
         loop, wakeup = self._loop, self._wakeup
-        if loop is not None and wakeup is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(wakeup.set)
+        if loop is None or wakeup is None or loop.is_closed():
+            return
+        if sources is not None and self._all_paused(sources):
+            return
+        loop.call_soon_threadsafe(wakeup.set)
+
+    def _all_paused(self, sources: frozenset[int]) -> bool:
+        """Whether the last claim, a moment ago, found every one of `sources` paused until later."""
+        claimed_at, paused = self._paused
+        if time.monotonic() - claimed_at > _PAUSED_FRESH_SECONDS:
+            return False
+        now = self._clock()
+        return all(source in paused and paused[source] > now for source in sources)
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -220,6 +243,8 @@ class Dispatcher:
         now = self._clock()
         lease_until = now + self._config.lease
         token = secrets.token_hex(8)
+        self.claims += 1
+        claimed_at = time.monotonic()
         with self._writing() as connection:
             held = store.held_breakers(connection)
             ids: list[int] = []
@@ -247,6 +272,10 @@ class Dispatcher:
             upcoming = [store.next_due_at(connection, now)] if len(ids) < limit else []
             upcoming += [breaker.probe_at for breaker in held if breaker.probe_at and breaker.probe_at > now]
         next_due = min((moment for moment in upcoming if moment is not None), default=None)
+        self._paused = (
+            claimed_at,
+            {breaker.source_id: breaker.probe_at for breaker in held if breaker.probe_at is not None},
+        )
         jobs = [
             Job(
                 delivery_id=row.delivery_id,

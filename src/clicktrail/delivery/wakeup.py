@@ -8,6 +8,11 @@ PostgreSQL, sends `NOTIFY clicktrail_delivery` so the dispatchers of other worke
 rings as well. Notifications are coalesced: at most one is in flight per process and they are at least
 `_NOTIFY_EVERY` apart, so a burst of conversions costs a handful of NOTIFYs, not one each.
 
+A ring names the sources the jobs are for (the payload lists them after the process's token), so a
+dispatcher that knows all of them to be paused by their breakers need not look: in a burst of
+conversions for a source that is down, every commit woke every dispatcher to claim nothing
+(BENCHMARKS.md, "Wake-ups for paused sources").
+
 The NOTIFY is sent after the commit, not inside the conversion's transaction: PostgreSQL serialises
 the commits of transactions that notified, which the postback path should not pay for. A process
 that dies between its commit and its NOTIFY costs the job no more than one poll interval; a listener
@@ -38,6 +43,8 @@ LISTENER_NAME = "clicktrail delivery listener"
 NOTIFIER_NAME = "clicktrail delivery notifier"
 _NOTIFY_EVERY = 0.01
 """Seconds between two NOTIFYs of one process: remote dispatchers gather a burst for longer anyway."""
+_MOST_LISTED = 4000
+"""Characters of source IDs in one payload (PostgreSQL takes up to 8,000 bytes); more: "any source"."""
 _RECONNECT_SECONDS = 1.0
 _LIVENESS_SECONDS = 30.0
 """How long a listener waits for a notification before checking its connection."""
@@ -52,16 +59,18 @@ class QueuedBell:
         self._conninfo = None if database.is_sqlite else _conninfo(database.engine.url)
         self._listen = listen
         self._me = secrets.token_hex(8)
-        """Our notifications' payload: the listener skips its own process's (woken directly)."""
-        self._subscribers: list[Callable[[], None]] = []
+        """Starts our notifications' payload: the listener skips its own process's (woken directly)."""
+        self._subscribers: list[Callable[[frozenset[int] | None], None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._notifier: asyncio.Task[None] | None = None
-        self._notify_again = False
+        self._unannounced: set[int] = set()
+        """Sources rung for since the last NOTIFY went out."""
         self._notify_connection: psycopg.AsyncConnection[TupleRow] | None = None
         self._listener: asyncio.Task[None] | None = None
 
-    def subscribe(self, wake: Callable[[], None]) -> None:
-        """Call `wake()` (on the event loop) whenever jobs were queued, here or, on PostgreSQL, anywhere."""
+    def subscribe(self, wake: Callable[[frozenset[int] | None], None]) -> None:
+        """Call `wake(sources)` (on the event loop) whenever jobs were queued, here or, on PostgreSQL,
+        anywhere; `sources` are the sources they are for, or None when that is not known."""
         self._subscribers.append(wake)
 
     async def start(self) -> None:
@@ -69,26 +78,42 @@ class QueuedBell:
         if self._conninfo is not None and self._listen:
             self._listener = asyncio.create_task(self._keep_listening(), name="delivery-listener")
 
-    def ring(self) -> None:
-        """Jobs were just committed to the outbox. Safe to call from any thread; never blocks."""
+    def ring(self, sources: frozenset[int]) -> None:
+        """Jobs for `sources` were just committed to the outbox. Safe to call from any thread; never
+        blocks."""
         loop = self._loop
         if loop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: we are stopping
-                loop.call_soon_threadsafe(self._rung)
+                loop.call_soon_threadsafe(self._rung, sources)
 
-    def _rung(self) -> None:
-        self._wake_subscribers()
+    def _rung(self, sources: frozenset[int]) -> None:
+        self._wake_subscribers(sources)
         if self._conninfo is None:
             return
-        if self._notifier is not None and not self._notifier.done():
-            self._notify_again = True
-            return
-        self._notify_again = False
-        self._notifier = asyncio.create_task(self._notify(), name="delivery-notify")
+        self._unannounced |= sources
+        if self._notifier is None or self._notifier.done():
+            self._notifier = asyncio.create_task(self._notify(), name="delivery-notify")
 
-    def _wake_subscribers(self) -> None:
+    def _wake_subscribers(self, sources: frozenset[int] | None) -> None:
         for wake in self._subscribers:
-            wake()
+            wake(sources)
+
+    def _payload(self) -> str:
+        """Our token, then the sources rung for since the last NOTIFY (taken): "token 3,7"."""
+        sources, self._unannounced = self._unannounced, set()
+        listed = ",".join(str(source) for source in sorted(sources))
+        return f"{self._me} {listed}" if len(listed) <= _MOST_LISTED else self._me  # too many: any source
+
+    def _heard(self, payload: str) -> None:
+        """Another process's NOTIFY: wake for the sources it lists (any source, if it lists none we
+        can read)."""
+        sender, _, listed = payload.partition(" ")
+        if sender == self._me:
+            return  # our own: this process's dispatcher was woken directly
+        sources: frozenset[int] | None = None
+        with contextlib.suppress(ValueError):
+            sources = frozenset(int(source) for source in listed.split(",")) if listed else None
+        self._wake_subscribers(sources)
 
     async def _notify(self) -> None:
         import psycopg
@@ -100,16 +125,15 @@ class QueuedBell:
                     self._notify_connection = await psycopg.AsyncConnection.connect(
                         self._conninfo, autocommit=True, application_name=NOTIFIER_NAME
                     )
-                await self._notify_connection.execute("SELECT pg_notify(%s, %s)", (CHANNEL, self._me))
+                await self._notify_connection.execute("SELECT pg_notify(%s, %s)", (CHANNEL, self._payload()))
             except psycopg.Error as exc:
                 # Other dispatchers find the job at their next poll: late, not lost.
                 log.warning("could not notify other dispatchers of queued deliveries: %s", exc)
                 await self._close_notify_connection()
                 return
             await asyncio.sleep(_NOTIFY_EVERY)
-            if not self._notify_again:
+            if not self._unannounced:
                 return
-            self._notify_again = False
 
     async def _keep_listening(self) -> None:
         import psycopg
@@ -122,11 +146,10 @@ class QueuedBell:
                 ) as listening:
                     await listening.execute(f"LISTEN {CHANNEL}")
                     # Jobs may have been queued while we were not listening: look now.
-                    self._wake_subscribers()
+                    self._wake_subscribers(None)
                     while True:
                         async for notification in listening.notifies(timeout=_LIVENESS_SECONDS):
-                            if notification.payload != self._me:
-                                self._wake_subscribers()
+                            self._heard(notification.payload)
                         await listening.execute("SELECT 1")  # a dead connection raises here
             except psycopg.Error as exc:
                 log.warning("lost the delivery notification channel (%s); polling until it is back", exc)
