@@ -112,3 +112,15 @@ def test_a_claim_takes_at_most_its_limit_oldest_due_first_and_none_not_yet_due(r
     second = _claim(runtime, 100)
     assert sorted(second) == sorted(ids[:7])
     assert ids[12] not in first + second
+
+
+def test_jobs_waiting_behind_older_ones_do_not_keep_a_claimable_job_from_its_turn(runtime: Runtime) -> None:
+    """Thirty conversions each have a retry due in an hour and a newer status change due now (it
+    waits for the retry); the one claimable job is due last of all."""
+    now = utc_now()
+    jobs = []
+    for n in range(30):
+        jobs += [(f"c{n}", 1, now + timedelta(hours=1)), (f"c{n}", 1, now - timedelta(seconds=60 - n))]
+    ids = _queue(runtime, [*jobs, ("free", 1, now - timedelta(seconds=1))])
+
+    assert _claim(runtime, 1) == [ids[-1]]

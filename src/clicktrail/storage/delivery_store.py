@@ -6,7 +6,20 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, exists, func, insert, or_, select, text, update
+from sqlalchemy import (
+    Connection,
+    Row,
+    and_,
+    bindparam,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from clicktrail.storage.schema import conversions, deliveries, delivery_attempts, delivery_breakers
@@ -75,7 +88,7 @@ def _candidates(now: datetime, excluded_sources: Collection[int], only_source: i
         candidates = candidates.where(deliveries.c.source_id.not_in(list(excluded_sources)))
     if only_source is not None:
         candidates = candidates.where(deliveries.c.source_id == only_source)
-    return candidates.order_by(deliveries.c.next_attempt_at)
+    return candidates.order_by(deliveries.c.next_attempt_at, deliveries.c.id)
 
 
 def _claim_due_on_postgresql(
@@ -87,41 +100,49 @@ def _claim_due_on_postgresql(
     excluded_sources: Collection[int],
     only_source: int | None,
 ) -> list[int]:
-    """claim_due in three statements: lock the oldest due jobs (skipping those another worker holds),
-    find which of them is its conversion's oldest pending job for its source, lease those.
+    """claim_due in a few statements: lock a page of the oldest due jobs (skipping those another
+    worker holds), find which of them is its conversion's oldest pending job for its source, and
+    lease those; the next page if that left fewer than `limit` (jobs waiting behind an older one
+    never keep a claimable job from its turn).
 
     The in-order check is not a NOT EXISTS join in the locking query: with the outbox's statistics
     stale (a burst into a young table, before autovacuum analyses it), PostgreSQL checked every due
     job against every pending job of its source, 1.4 s per claim with 4,000 jobs waiting (EXPLAIN
     ANALYZE; 2 ms after ANALYZE), and a backlog drained at 103 jobs a second (BENCHMARKS.md, "The
-    outbox's claim on PostgreSQL"). Here the check reads the pending jobs of at most
-    `_OVERFETCH * limit` conversions, once."""
+    outbox's claim on PostgreSQL"). Here the check reads the pending jobs of a page's conversions,
+    once per page."""
     # psycopg prepares a statement run five times, and PostgreSQL then switches to a generic plan
     # that cannot see `now`: measured, 258 ms per claim of 64 from a 5,000-job outbox instead of
     # 7 ms. Planned afresh each time, in this transaction only.
     connection.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
-    locked = connection.execute(
-        _candidates(now, excluded_sources, only_source)
-        .add_columns(deliveries.c.conversion_id, deliveries.c.source_id)
-        .limit(_OVERFETCH * limit)
-        .with_for_update(skip_locked=True)
-    ).all()
-    if not locked:
-        return []
-    oldest_pending = (
-        select(deliveries.c.conversion_id, deliveries.c.source_id, func.min(deliveries.c.id))
-        .where(
-            deliveries.c.status == PENDING,
-            deliveries.c.conversion_id.in_(sorted({row.conversion_id for row in locked})),
+    page_size = _OVERFETCH * limit
+    ids: list[int] = []
+    after: tuple[datetime, int] | None = None
+    while len(ids) < limit:
+        page = _candidates(now, excluded_sources, only_source).add_columns(
+            deliveries.c.conversion_id, deliveries.c.source_id, deliveries.c.next_attempt_at
         )
-        .group_by(deliveries.c.conversion_id, deliveries.c.source_id)
-    )
-    first_pending = {
-        (conversion, source): first for conversion, source, first in connection.execute(oldest_pending)
-    }
-    ids = [row.id for row in locked if first_pending.get((row.conversion_id, row.source_id)) == row.id][
-        :limit
-    ]
+        if after is not None:
+            page = page.where(tuple_(deliveries.c.next_attempt_at, deliveries.c.id) > after)
+        locked = connection.execute(page.limit(page_size).with_for_update(skip_locked=True)).all()
+        if not locked:
+            break
+        oldest_pending = (
+            select(deliveries.c.conversion_id, deliveries.c.source_id, func.min(deliveries.c.id))
+            .where(
+                deliveries.c.status == PENDING,
+                deliveries.c.conversion_id.in_(sorted({row.conversion_id for row in locked})),
+            )
+            .group_by(deliveries.c.conversion_id, deliveries.c.source_id)
+        )
+        first_pending = {
+            (conversion, source): first for conversion, source, first in connection.execute(oldest_pending)
+        }
+        ids += [row.id for row in locked if first_pending.get((row.conversion_id, row.source_id)) == row.id]
+        if len(locked) < page_size:
+            break
+        after = (locked[-1].next_attempt_at, locked[-1].id)
+    ids = ids[:limit]
     if not ids:
         return []
     claimed = connection.execute(
