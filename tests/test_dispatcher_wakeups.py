@@ -7,37 +7,17 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 from clicktrail.catalog.models import CampaignInput, OfferInput, SourceInput
 from clicktrail.config import Settings
 from clicktrail.conversions.intake import RawPostback
-from clicktrail.storage import delivery_store, event_store
+from clicktrail.storage import delivery_store
 from clicktrail.types import utc_now
 from clicktrail.web.runtime import Runtime
 from tests.delivery_support import TEMPLATE
 from tests.receivers import Receiver
+from tests.stored import stored_clicks
 from tests.support import SECRET_KEY, fresh_database
-
-
-def _clicks(runtime: Runtime, campaign_id: int, count: int) -> list[str]:
-    campaign = runtime.catalog.get_campaign(campaign_id)
-    now = utc_now()
-    rows: list[dict[str, Any]] = [
-        {
-            "click_id": runtime.codec.mint(now),
-            "created_at": now,
-            "campaign_id": campaign.id,
-            "offer_id": campaign.offer_id,
-            "source_id": campaign.source_id,
-            "is_bot": False,
-            "is_unique": True,
-        }
-        for _ in range(count)
-    ]
-    with runtime.database.begin() as connection:
-        event_store.insert_clicks(connection, rows)
-    return [row["click_id"] for row in rows]
 
 
 def test_conversions_for_a_paused_source_do_not_make_the_dispatcher_claim_and_others_still_go_at_once(
@@ -71,8 +51,8 @@ def test_conversions_for_a_paused_source_do_not_make_the_dispatcher_claim_and_ot
                 {"state": "open", "failures": 3, "reason": "answered 503", "opened_at": now,
                  "probe_at": now + timedelta(hours=1), "updated_at": now},
             )  # fmt: skip
-        paused_clicks = _clicks(runtime, paused_campaign.id, 20)
-        [healthy_click] = _clicks(runtime, healthy_campaign.id, 1)
+        paused_clicks = stored_clicks(runtime, paused_campaign, 20)
+        [healthy_click] = stored_clicks(runtime, healthy_campaign)
 
         def convert(click_id: str) -> None:
             [outcome] = runtime.postbacks.handle_batch(

@@ -19,6 +19,7 @@ from clicktrail.storage import delivery_store, event_store
 from clicktrail.storage.database import Database
 from clicktrail.types import utc_now
 from clicktrail.web.runtime import Runtime
+from tests.stored import stored_clicks
 from tests.support import SECRET_KEY, Tracker, fresh_database
 
 
@@ -44,24 +45,7 @@ def runtime(backend: str, tmp_path: Path) -> Iterator[Runtime]:
 
 
 def _click(runtime: Runtime) -> str:
-    campaign = runtime.catalog.list_campaigns(limit=1)[0]
-    now = utc_now()
-    click_id = runtime.codec.mint(now)
-    with runtime.database.begin() as connection:
-        event_store.insert_clicks(
-            connection,
-            [
-                {
-                    "click_id": click_id,
-                    "created_at": now,
-                    "campaign_id": campaign.id,
-                    "offer_id": campaign.offer_id,
-                    "source_id": campaign.source_id,
-                    "is_bot": False,
-                    "is_unique": True,
-                }
-            ],
-        )
+    [click_id] = stored_clicks(runtime, runtime.catalog.list_campaigns(limit=1)[0])
     return click_id
 
 
