@@ -340,17 +340,17 @@ def paced_series(run: Callable[[int, float], Run], target: float, args: argparse
     on this shared machine put one "70%" at 46%), the pause is worked out again from the series
     itself and the series run again, up to PACED_ATTEMPTS times."""
     delay = args.connections / target
-    measured = run(max(1, round(delay * 1000)), 1)
+    rate = run(max(1, round(delay * 1000)), 1).rate  # what the last run at `delay` achieved
     steady = Series()
     for attempt in range(PACED_ATTEMPTS):
-        latency = max(0.0, args.connections / measured.rate - delay)
+        latency = max(0.0, args.connections / rate - delay)
         delay = max(0.001, round(args.connections / target - latency, 3))
         steady = Series([run(round(delay * 1000), args.short) for _ in range(args.runs)])
         achieved = steady.median("rate")
         if abs(achieved / target - 1) <= PACED_TOLERANCE or attempt == PACED_ATTEMPTS - 1:
             break
         say(f"paced runs at {achieved / target:.0%} of the rate aimed at: calibrating again")
-        measured = Run(achieved, 0, 0, 0, {})
+        rate = achieved
     return steady
 
 

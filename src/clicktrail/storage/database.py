@@ -32,7 +32,8 @@ def pipeline(connection: Connection) -> Iterator[None]:
     pipeline mode): the answers come back together, in one round trip, at the first read or at the
     end, and an error is raised there, as SQLAlchemy's exception for it (the transaction is then
     rolled back as after any failed statement). On SQLite (in the process: no round trips) the
-    statements run as they come.
+    statements run as they come. On both, an error of a statement run on the driver's own cursor
+    inside leaves as SQLAlchemy's exception, as one run through SQLAlchemy would.
 
     The COMMIT stays outside: committing inside the pipeline saved one more round trip, but a batch
     that failed there left the connection's transaction aborted behind SQLAlchemy's back.
@@ -40,11 +41,14 @@ def pipeline(connection: Connection) -> Iterator[None]:
     A batch of postbacks made ten round trips one after another, and on a 2-core machine shared with
     the server each one also waited to be scheduled (BENCHMARKS.md, "PostgreSQL postbacks in four
     round trips")."""
+    error = connection.dialect.loaded_dbapi.Error
     if connection.dialect.name != "postgresql":
-        yield
+        try:
+            yield
+        except error as exc:
+            raise _driver_error(connection, exc) from exc
         return
     driver: Any = connection.connection.driver_connection
-    error = connection.dialect.loaded_dbapi.Error
     failure: Exception | None = None
     try:
         with driver.pipeline():
@@ -58,10 +62,10 @@ def pipeline(connection: Connection) -> Iterator[None]:
     except error as exc:
         failure = failure or exc
     if failure is not None:
-        raise (driver_error(connection, failure) if isinstance(failure, error) else failure)
+        raise (_driver_error(connection, failure) if isinstance(failure, error) else failure)
 
 
-def driver_error(connection: Connection, exc: Exception) -> Exception:
+def _driver_error(connection: Connection, exc: Exception) -> Exception:
     """The driver's exception as SQLAlchemy's (IntegrityError, OperationalError...), as a statement
     run through SQLAlchemy would have raised it."""
     wrapped = DBAPIError.instance(

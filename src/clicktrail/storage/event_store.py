@@ -23,7 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
-from clicktrail.storage.database import driver_error, pipeline
+from clicktrail.storage.database import pipeline
 from clicktrail.storage.schema import clicks, conversion_status_history, conversions, deliveries, postback_log
 from clicktrail.storage.types import UtcDateTime
 
@@ -129,23 +129,6 @@ def get_click(connection: Connection, click_id: str) -> Row[Any] | None:
     return connection.execute(select(clicks).where(clicks.c.click_id == click_id)).one_or_none()
 
 
-def get_clicks(
-    connection: Connection, click_ids: Sequence[str], columns: Sequence[str] | None = None
-) -> dict[str, Any]:
-    """The clicks found among `click_ids`, with only `columns` (and the ID) when given; each row has
-    its columns as attributes (`row.offer_id`)."""
-    if not click_ids:
-        return {}
-    return {
-        row.click_id: row
-        for row in select_rows(connection, clicks, _click_names(columns), "click_id", click_ids)
-    }
-
-
-def _click_names(columns: Sequence[str] | None) -> tuple[str, ...]:
-    return ("click_id", *columns) if columns else tuple(column.name for column in clicks.columns)
-
-
 _CONVERSION_NAMES = ("conversion_id", "click_id", "event", "txid", "status", "revenue")
 
 
@@ -160,13 +143,15 @@ def conversions_of_clicks(connection: Connection, click_ids: Sequence[str]) -> S
 def clicks_and_their_conversions(
     connection: Connection, click_ids: Sequence[str], columns: Sequence[str]
 ) -> tuple[dict[str, Any], Sequence[Any]]:
-    """get_clicks and conversions_of_clicks at once: on PostgreSQL both queries in one round trip."""
+    """The clicks found among `click_ids` (their ID and `columns`, as attributes: `row.offer_id`) by
+    ID, and every conversion of them as conversions_of_clicks reads it: on PostgreSQL both queries
+    in one round trip."""
     if not click_ids:
         return {}, []
     found_clicks, found_conversions = select_together(
         connection,
         [
-            (clicks, _click_names(columns), "click_id", click_ids, False),
+            (clicks, ("click_id", *columns), "click_id", click_ids, False),
             (conversions, _CONVERSION_NAMES, "click_id", click_ids, True),
         ],
     )
@@ -203,25 +188,20 @@ def select_together(connection: Connection, queries: Sequence[Query]) -> list[li
         _select_plan(connection.dialect, table, names, key, lock) for table, names, key, _, lock in queries
     ]
     driver = connection.connection
-    try:
-        with pipeline(connection):
-            cursors = []
-            for plan, (_, _, _, values, _) in zip(plans, queries, strict=True):
-                cursor = driver.cursor()
-                cursor.execute(
-                    f"{plan.head}{', '.join([plan.marker] * len(values))}{plan.tail}", tuple(values)
-                )
-                cursors.append(cursor)
-            try:
-                return [
-                    [plan.make(row) for row in cursor.fetchall()]
-                    for plan, cursor in zip(plans, cursors, strict=True)
-                ]
-            finally:
-                for cursor in cursors:
-                    cursor.close()
-    except connection.dialect.loaded_dbapi.Error as exc:
-        raise driver_error(connection, exc) from exc
+    with pipeline(connection):
+        cursors = []
+        for plan, (_, _, _, values, _) in zip(plans, queries, strict=True):
+            cursor = driver.cursor()
+            cursor.execute(f"{plan.head}{', '.join([plan.marker] * len(values))}{plan.tail}", tuple(values))
+            cursors.append(cursor)
+        try:
+            return [
+                [plan.make(row) for row in cursor.fetchall()]
+                for plan, cursor in zip(plans, cursors, strict=True)
+            ]
+        finally:
+            for cursor in cursors:
+                cursor.close()
 
 
 RowMaker = Callable[[Sequence[Any]], Any]
