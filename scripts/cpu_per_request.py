@@ -2,15 +2,18 @@
 """CPU time per click or per postback, this checkout against an earlier commit, in alternated pairs.
 
     .venv/bin/python scripts/cpu_per_request.py --base 6b82581 [--path clicks|postbacks] [--pairs 3]
-        [--backend sqlite|postgres]
+        [--backend sqlite|postgres] [--workers 1]
 
 Throughput on a shared machine swings with whatever else runs; the CPU a server process spends per
-request does not, much. For each pair this starts `clicktrail serve` (1 worker, a fresh SQLite file,
+request does not, much. For each pair this starts `clicktrail serve` (`--workers`, 1 by default; a fresh SQLite file,
 or with `--backend postgres` a fresh PostgreSQL database) from the base commit's `src/` (extracted
 with `git archive` and put first on PYTHONPATH) and then from this checkout, drives each with wrk
 for a few seconds (bench/clicks.lua or bench/postbacks.lua, the latter on clicks made just before),
 and divides the server's CPU time (user + system, every thread, from /proc) by the requests wrk
-completed. Prints every pair and the medians. 127.0.0.1 only.
+completed. With `--backend postgres` it also divides the CPU time of the machine's PostgreSQL
+processes (the server is local: every process named `postgres`) the same way, since work moved from
+the server to the database, or back, shows only there. Prints every pair and the medians.
+127.0.0.1 only.
 """
 
 import argparse
@@ -61,6 +64,19 @@ def cpu_seconds(pid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def postgres_cpu_seconds() -> float:
+    """User + system time so far of every process on this machine named `postgres` (0 without any)."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)
+                if fields[0].endswith("(postgres"):
+                    values = fields[1].split()
+                    total += int(values[11]) + int(values[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def extract_src(commit: str, into: Path) -> Path:
     archive = subprocess.run(
         ["git", "archive", commit, "src"], cwd=ROOT, capture_output=True, check=True
@@ -71,9 +87,10 @@ def extract_src(commit: str, into: Path) -> Path:
 
 
 @contextlib.contextmanager
-def serving(python_path: str | None, backend: str, prefix: str) -> Iterator[Served]:
-    """`clicktrail serve` (1 worker, its default settings) on a fresh seeded database, from the code at
-    `python_path` (put first on PYTHONPATH) or this checkout; stopped (SIGTERM to its group) on exit."""
+def serving(python_path: str | None, backend: str, prefix: str, workers: int) -> Iterator[Served]:
+    """`clicktrail serve` (`workers` workers, otherwise its default settings) on a fresh seeded
+    database, from the code at `python_path` (put first on PYTHONPATH) or this checkout; stopped
+    (SIGTERM to its group) on exit."""
     env = {
         **os.environ,
         "CLICKTRAIL_SECRET_KEY": bench.SECRET_KEY,
@@ -96,6 +113,7 @@ def serving(python_path: str | None, backend: str, prefix: str) -> Iterator[Serv
         base_url = f"http://127.0.0.1:{port}"
         env |= {"CLICKTRAIL_DATABASE_URL": url, "CLICKTRAIL_PUBLIC_URL": base_url}
         command = [str(VENV_BIN / "clicktrail"), "serve", "--port", str(port), "--log-level", "warning"]
+        command += ["--workers", str(workers)]
         server = subprocess.Popen(
             command,
             env=env,
@@ -106,15 +124,28 @@ def serving(python_path: str | None, backend: str, prefix: str) -> Iterator[Serv
         )
         try:
             bench.wait_for(f"{base_url}/health", server)
+            while bench.listening_sockets(port) < workers:  # each worker listens on its own socket
+                if server.poll() is not None:
+                    raise RuntimeError("the server exited before all its workers listened")
+                time.sleep(0.1)
             yield Served(server, base_url, seeded.stdout.split()[-1], url, directory)
         finally:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(30)
 
 
-def measure(python_path: str | None, path: str, seconds: int, backend: str) -> tuple[float, float]:
-    """(CPU µs per request, requests per second) for one server run."""
-    with serving(python_path, backend, "clicktrail-cpu-") as served:
+@dataclass(frozen=True)
+class Measured:
+    server_us: float
+    """The server's CPU (every process and thread) per request, in µs."""
+    database_us: float
+    """PostgreSQL's CPU per request, in µs (0 on SQLite)."""
+    rate: float
+
+
+def measure(python_path: str | None, path: str, seconds: int, backend: str, workers: int) -> Measured:
+    """CPU per request and requests per second for one server run."""
+    with serving(python_path, backend, "clicktrail-cpu-", workers) as served:
         base_url = served.base_url
         load = {**os.environ, "BENCH_PATH": f"/c/{served.key}"}
         script, connections = ROOT / "bench" / "clicks.lua", 128
@@ -128,7 +159,7 @@ def measure(python_path: str | None, path: str, seconds: int, backend: str) -> t
             bench.some_click_ids(served.database_url, ids, 20_000)
             load["BENCH_CLICK_IDS"] = str(ids)
             script, connections = ROOT / "bench" / "postbacks.lua", 32
-        before = cpu_seconds(served.process.pid)
+        before, database_before = cpu_seconds(served.process.pid), postgres_cpu_seconds()
         done = subprocess.run(
             ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script), base_url],
             env=load,
@@ -137,8 +168,9 @@ def measure(python_path: str | None, path: str, seconds: int, backend: str) -> t
             check=True,
         )
         spent = cpu_seconds(served.process.pid) - before
+        database_spent = postgres_cpu_seconds() - database_before if backend == "postgres" else 0.0
     requests = int(re.search(r"(\d+) requests in", done.stdout).group(1))  # type: ignore[union-attr]
-    return 1e6 * spent / requests, requests / seconds
+    return Measured(1e6 * spent / requests, 1e6 * database_spent / requests, requests / seconds)
 
 
 def main() -> int:
@@ -149,6 +181,7 @@ def main() -> int:
     parser.add_argument("--path", choices=("clicks", "postbacks"), default="clicks")
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=1)
     parser.add_argument(
         "--backend",
         choices=("sqlite", "postgres"),
@@ -159,17 +192,32 @@ def main() -> int:
     bench.ensure_tools()
     with tempfile.TemporaryDirectory(prefix="clicktrail-base-") as tmp:
         base_src = str(extract_src(args.base, Path(tmp)))
-        results: dict[str, list[float]] = {"base": [], "this checkout": []}
+        results: dict[str, list[Measured]] = {"base": [], "this checkout": []}
         for pair in range(1, args.pairs + 1):
             for name, python_path in (("base", base_src), ("this checkout", None)):
-                cpu, rate = measure(python_path, args.path, args.seconds, args.backend)
-                results[name].append(cpu)
-                print(
-                    f"pair {pair}, {name}: {cpu:,.0f} µs CPU per request, {rate:,.0f} requests/s", flush=True
+                measured = measure(python_path, args.path, args.seconds, args.backend, args.workers)
+                results[name].append(measured)
+                database = (
+                    f", PostgreSQL {measured.database_us:,.0f} µs" if args.backend == "postgres" else ""
                 )
-    base, this = statistics.median(results["base"]), statistics.median(results["this checkout"])
-    change = this / base - 1
-    print(f"{args.path}: median {base:,.0f} µs ({args.base}) → {this:,.0f} µs (this checkout): {change:+.0%}")
+                print(
+                    f"pair {pair}, {name}: {measured.server_us:,.0f} µs CPU per request{database},"
+                    f" {measured.rate:,.0f} requests/s",
+                    flush=True,
+                )
+    for what, label in (
+        ("server_us", "server CPU"),
+        ("database_us", "PostgreSQL CPU"),
+        ("rate", "requests/s"),
+    ):
+        if what == "database_us" and args.backend != "postgres":
+            continue
+        base = statistics.median(getattr(each, what) for each in results["base"])
+        this = statistics.median(getattr(each, what) for each in results["this checkout"])
+        print(
+            f"{args.path}, {label}: median {base:,.0f} ({args.base}) → {this:,.0f} (this checkout):"
+            f" {this / base - 1:+.0%}"
+        )
     return 0
 
 

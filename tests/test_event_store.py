@@ -1,5 +1,6 @@
-"""The event tables' bulk insert (straight to the driver, for speed) stores exactly what SQLAlchemy's
-own insert stores: same text for times on SQLite, same integers for money, same booleans."""
+"""The event tables' bulk insert (straight to the driver, for speed; clicks through COPY on
+PostgreSQL) stores exactly what SQLAlchemy's own insert stores: same text for times on SQLite, same
+integers for money, same booleans, same text whatever characters it holds."""
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -12,8 +13,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import insert, select
 from sqlalchemy.dialects import sqlite
+from sqlalchemy.exc import IntegrityError
 
 from clicktrail.config import Settings
+from clicktrail.errors import StorageError
 from clicktrail.storage import event_store
 from clicktrail.storage.database import Database
 from clicktrail.storage.migrate import upgrade
@@ -78,6 +81,68 @@ def test_a_time_range_query_finds_bulk_inserted_rows_at_its_edges(database: Data
             select(clicks.c.click_id).where(clicks.c.created_at >= moment, clicks.c.created_at <= moment)
         ).all()
     assert len(found) == 1
+
+
+# Characters COPY's text format gives a meaning to (tab, newline, backslash, its "\\N" for NULL),
+# quotes, and text beyond ASCII: a visitor's sub IDs and user agent can hold any of them.
+AWKWARD_TEXTS = ["a\tb", "line\nbreak\r", "back\\slash", "\\N", "", "'quoted\" ; --", "Zürich 東京 🎯"]
+
+
+def test_bulk_inserted_clicks_keep_every_character_of_their_text(database: Database) -> None:
+    moment = datetime(2026, 11, 12, 9, 0, tzinfo=UTC)
+    rows = [
+        _click(moment, sub1=text, sub2=None, external_id=text, user_agent=f"Mozilla/5.0 {text}")
+        for text in AWKWARD_TEXTS
+    ]
+    with database.begin() as connection:
+        event_store.insert_clicks(connection, rows)
+    with database.begin() as connection:
+        stored = {row.click_id: row for row in connection.execute(select(clicks))}
+    for row in rows:
+        assert stored[row["click_id"]].sub1 == row["sub1"]
+        assert stored[row["click_id"]].external_id == row["external_id"]
+        assert stored[row["click_id"]].user_agent == row["user_agent"]
+        assert stored[row["click_id"]].sub2 is None
+
+
+def test_a_bulk_insert_that_fails_raises_sqlalchemys_error_and_stores_none_of_the_batch(
+    database: Database,
+) -> None:
+    moment = datetime(2026, 11, 12, 9, 0, tzinfo=UTC)
+    first = _click(moment)
+    with database.begin() as connection:
+        event_store.insert_clicks(connection, [first])
+    batch = [_click(moment), {**first, "sub1": "again"}, _click(moment)]
+    with pytest.raises(IntegrityError), database.begin() as connection:
+        event_store.insert_clicks(connection, batch)
+    with database.begin() as connection:
+        stored = connection.execute(select(clicks.c.click_id, clicks.c.sub1)).all()
+    assert [tuple(row) for row in stored] == [(first["click_id"], None)]
+
+
+def test_a_click_batch_whose_connection_dies_fails_as_unavailable_and_the_next_is_stored(
+    database: Database, backend: str
+) -> None:
+    """What the click writer sees when PostgreSQL drops its connection before the batch's COPY: the
+    batch fails as 'unavailable' (its visitors get a 503), and the next batch is stored."""
+    if backend == "sqlite":
+        pytest.skip("an SQLite file has no connection to lose")
+    moment = datetime(2026, 11, 12, 9, 0, tzinfo=UTC)
+    lost, kept = [_click(moment), _click(moment)], [_click(moment)]
+
+    def lose_the_connection_then_insert(connection: Any) -> None:
+        pid = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+        with database.begin() as other:
+            other.exec_driver_sql("SELECT pg_terminate_backend(%s)", (pid,))
+        event_store.insert_clicks(connection, lost)
+
+    with pytest.raises(StorageError, match="unavailable"):
+        database.stage(lose_the_connection_then_insert)
+    _, commit = database.stage(lambda connection: event_store.insert_clicks(connection, kept))
+    commit()
+    with database.begin() as connection:
+        stored = connection.execute(select(clicks.c.click_id)).scalars().all()
+    assert stored == [kept[0]["click_id"]]
 
 
 @given(

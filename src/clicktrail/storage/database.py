@@ -41,13 +41,11 @@ def pipeline(connection: Connection) -> Iterator[None]:
     A batch of postbacks made ten round trips one after another, and on a 2-core machine shared with
     the server each one also waited to be scheduled (BENCHMARKS.md, "PostgreSQL postbacks in four
     round trips")."""
-    error = connection.dialect.loaded_dbapi.Error
     if connection.dialect.name != "postgresql":
-        try:
+        with as_sqlalchemy_errors(connection):
             yield
-        except error as exc:
-            raise _driver_error(connection, exc) from exc
         return
+    error = connection.dialect.loaded_dbapi.Error
     driver: Any = connection.connection.driver_connection
     failure: Exception | None = None
     try:
@@ -65,11 +63,31 @@ def pipeline(connection: Connection) -> Iterator[None]:
         raise (_driver_error(connection, failure) if isinstance(failure, error) else failure)
 
 
+@contextmanager
+def as_sqlalchemy_errors(connection: Connection) -> Iterator[None]:
+    """Statements run on the driver's own cursor inside raise SQLAlchemy's exception for the driver's
+    error (IntegrityError, OperationalError...), as if they had run through SQLAlchemy."""
+    try:
+        yield
+    except connection.dialect.loaded_dbapi.Error as exc:
+        raise _driver_error(connection, exc) from exc
+
+
 def _driver_error(connection: Connection, exc: Exception) -> Exception:
     """The driver's exception as SQLAlchemy's (IntegrityError, OperationalError...), as a statement
-    run through SQLAlchemy would have raised it."""
+    run through SQLAlchemy would have raised it; a lost connection is invalidated as SQLAlchemy would
+    (otherwise the rollback that follows fails on the dead connection and hides the error)."""
+    driver_error: Any = exc  # the driver's Error class, which only the dialect knows
+    lost = connection.dialect.is_disconnect(driver_error, connection.connection.dbapi_connection, None)
+    if lost:
+        connection.invalidate(exc)
     wrapped = DBAPIError.instance(
-        None, None, exc, connection.dialect.loaded_dbapi.Error, dialect=connection.dialect
+        None,
+        None,
+        exc,
+        connection.dialect.loaded_dbapi.Error,
+        connection_invalidated=lost,
+        dialect=connection.dialect,
     )
     return wrapped if isinstance(wrapped, Exception) else exc
 
