@@ -5,15 +5,15 @@
         [--backend sqlite|postgres] [--workers 1]
 
 Throughput on a shared machine swings with whatever else runs; the CPU a server process spends per
-request does not, much. For each pair this starts `clicktrail serve` (`--workers`, 1 by default; a fresh SQLite file,
-or with `--backend postgres` a fresh PostgreSQL database) from the base commit's `src/` (extracted
-with `git archive` and put first on PYTHONPATH) and then from this checkout, drives each with wrk
-for a few seconds (bench/clicks.lua or bench/postbacks.lua, the latter on clicks made just before),
-and divides the server's CPU time (user + system, every thread, from /proc) by the requests wrk
-completed. With `--backend postgres` it also divides the CPU time of the machine's PostgreSQL
-processes (the server is local: every process named `postgres`) the same way, since work moved from
-the server to the database, or back, shows only there. Prints every pair and the medians.
-127.0.0.1 only.
+request does not, much. For each pair this starts `clicktrail serve` (`--workers`, 1 by default; a
+fresh SQLite file, or with `--backend postgres` a fresh PostgreSQL database) from the base commit's
+`src/` (extracted with `git archive` and put first on PYTHONPATH) and then from this checkout,
+drives each with wrk for a few seconds (bench/clicks.lua or bench/postbacks.lua, the latter on
+clicks made just before), and divides the server's CPU time (user + system, every thread, from
+/proc) by the requests wrk completed. With `--backend postgres` it also divides the CPU time of the
+machine's PostgreSQL processes (the server is local: every process named `postgres`) the same way,
+since work moved from the server to the database, or back, shows only there. Prints every pair and
+the medians. 127.0.0.1 only.
 """
 
 import argparse
