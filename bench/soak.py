@@ -3,8 +3,9 @@ ten minutes (by default), its resident memory sampled as it goes.
 
 Clicks come from `wrk` at a paced rate (a pause per connection) and postbacks on the clicks already
 stored; the server's RSS (every process) is read from /proc every few seconds. The verdict compares
-the RSS after the warm-up with the RSS at the end and the peak: issue 8 asks for no growth beyond
-10% and under 150 MB per worker. Bounded in time, 127.0.0.1 only.
+the workers' RSS after the warm-up with their RSS at the end, and each worker's peak: issue 8 asks
+for no growth beyond 10% and under 150 MB per worker (the whole server's growth is printed too).
+Bounded in time, 127.0.0.1 only.
 
     python bench/soak.py [--seconds 600] [--backend sqlite|postgres] [--workers N]
 """
@@ -74,6 +75,8 @@ def main() -> int:
         directory = Path(tmp)
         path = f"/c/{seed_campaign(url)}"
         server = Server(url, directory, args.workers)
+        # The target is per worker: with one worker, serve is the worker; the report feed is not one.
+        serving = {"worker", "serve"} if server.workers() == 1 else {"worker"}
         try:
             clicks = paced_wrk(
                 server.base_url,
@@ -105,24 +108,28 @@ def main() -> int:
     baseline = next((mb for at, mb in totals if at >= args.warmup), totals[0][1])
     end = totals[-1][1]
     growth = (end - baseline) / baseline
+    # "Flat" is asked of the workers: the report feed grows with the columnar copy it keeps.
+    workers = [(at, sum(mb for role, mb in sizes if role in serving)) for at, sizes in samples]
+    workers_baseline = next((mb for at, mb in workers if at >= args.warmup), workers[0][1])
+    workers_growth = (workers[-1][1] - workers_baseline) / workers_baseline
     peak_per_process = max(max(mb for _, mb in sizes) for _, sizes in samples)
-    # The target is per worker: with one worker, serve is the worker; the report feed is not one.
-    serving = {"worker", "serve"} if (args.workers or 1) == 1 else {"worker"}
     peak_worker = max(max(mb for role, mb in sizes if role in serving) for _, sizes in samples)
     peaks: dict[str, float] = {}
     for _, sizes in samples:
         for role, mb in sizes:
             peaks[role] = max(peaks.get(role, 0.0), mb)
     by_role = ", ".join(f"{role} {mb:.0f} MB" for role, mb in peaks.items())
-    met = growth < 0.10 and peak_worker < 150
+    met = workers_growth < 0.10 and peak_worker < 150
     every = max(1, len(totals) // 20)
     say("RSS over time (s: MB): " + ", ".join(f"{at:.0f}: {mb:.0f}" for at, mb in totals[::every]))
     print(
         f"soak, {args.backend}, {args.seconds} s, clicks paced at 32 connections x {args.click_delay_ms} ms, "
         f"postbacks at 8 x 40 ms; {stored:,} clicks stored\n"
         f"RSS of the server's processes after {args.warmup} s: {baseline:.0f} MB; at the end {end:.0f} MB "
-        f"({growth:+.1%}); largest process at its peak {peak_per_process:.0f} MB; peaks by process: "
-        f"{by_role}. Target (growth under 10%, under 150 MB per worker): {'met' if met else 'NOT met'}"
+        f"({growth:+.1%}); the workers {workers_baseline:.0f} MB, at the end {workers[-1][1]:.0f} MB "
+        f"({workers_growth:+.1%}); largest process at its peak {peak_per_process:.0f} MB; peaks by "
+        f"process: {by_role}. Target (workers growing under 10%, under 150 MB per worker): "
+        f"{'met' if met else 'NOT met'}"
     )
     return 0
 
