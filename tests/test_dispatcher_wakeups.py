@@ -8,10 +8,14 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from clicktrail.catalog.models import CampaignInput, OfferInput, SourceInput
 from clicktrail.config import Settings
 from clicktrail.conversions.intake import RawPostback
+from clicktrail.delivery.wakeup import CHANNEL, QueuedBell
 from clicktrail.storage import delivery_store
+from clicktrail.storage.database import Database
 from clicktrail.types import utc_now
 from clicktrail.web.runtime import Runtime
 from tests.delivery_support import TEMPLATE
@@ -84,3 +88,45 @@ def test_conversions_for_a_paused_source_do_not_make_the_dispatcher_claim_and_ot
     assert claims_while_paused <= 1
     assert lag < 1.0
     assert [call.path for call in partner.calls] == ["/pb"]
+
+
+def _notifications_during_a_burst(url: str, *, delivering: bool) -> int:
+    """NOTIFYs a bell sends while 40 commits ring it over ~0.4 s, counted by a listener of its own."""
+    import psycopg
+
+    database = Database(Settings(database_url=url).sqlalchemy_url)
+    bell = QueuedBell(database, listen=delivering)
+    conninfo = url.replace("postgresql+psycopg://", "postgresql://")
+
+    async def burst() -> int:
+        async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as listener:
+            await listener.execute(f"LISTEN {CHANNEL}")
+            await bell.start()
+            try:
+                for _ in range(40):
+                    bell.ring(frozenset({7}))
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(0.3)  # the last coalesced NOTIFY goes out
+            finally:
+                await bell.stop()
+            return len([n async for n in listener.notifies(timeout=0.5)])
+
+    try:
+        return asyncio.run(burst())
+    finally:
+        database.dispose()
+
+
+def test_a_process_that_delivers_notifies_the_others_a_few_times_a_second_in_a_burst(
+    backend: str, tmp_path: Path
+) -> None:
+    """Its own dispatcher was woken at once; the others only help, so a burst of commits costs them a
+    wake-up every 100 ms. A process that does not deliver (an API-only node) keeps waking them every
+    10 ms: they are the only ones to send its conversions."""
+    if backend == "sqlite":
+        pytest.skip("SQLite has no notification channel: other processes find jobs by polling")
+    with fresh_database(backend, tmp_path) as url:
+        delivering = _notifications_during_a_burst(url, delivering=True)
+        api_only = _notifications_during_a_burst(url, delivering=False)
+    assert 1 <= delivering <= 8
+    assert api_only >= 12

@@ -6,7 +6,11 @@ once instead of at the next poll.
 PostgreSQL, sends `NOTIFY clicktrail_delivery` so the dispatchers of other workers and nodes (which
 `LISTEN` on their own connection) wake too; an API-only node (CLICKTRAIL_DELIVERY_ENABLED=false)
 rings as well. Notifications are coalesced: at most one is in flight per process and they are at least
-`_NOTIFY_EVERY` apart, so a burst of conversions costs a handful of NOTIFYs, not one each.
+`_NOTIFY_EVERY` apart, so a burst of conversions costs a handful of NOTIFYs, not one each. A process
+that delivers too (its own dispatcher is woken directly, at once) waits `_NOTIFY_EVERY_DELIVERING`
+between two: the others only help with what it cannot send, and every notification costs each
+listening process a wake-up. At 100 a second per worker they were 6% of the CPU of a PostgreSQL
+postback run (BENCHMARKS.md, "Fewer notifications from processes that deliver").
 
 A ring names the sources the jobs are for (the payload lists them after the process's token), so a
 dispatcher that knows all of them to be paused by their breakers need not look: in a burst of
@@ -42,7 +46,10 @@ CHANNEL = "clicktrail_delivery"
 LISTENER_NAME = "clicktrail delivery listener"
 NOTIFIER_NAME = "clicktrail delivery notifier"
 _NOTIFY_EVERY = 0.01
-"""Seconds between two NOTIFYs of one process: remote dispatchers gather a burst for longer anyway."""
+"""Seconds between two NOTIFYs of a process that does not deliver (an API-only node): remote
+dispatchers gather a burst for longer anyway."""
+_NOTIFY_EVERY_DELIVERING = 0.1
+"""The same for a process whose own dispatcher delivers (and was woken at once)."""
 _MOST_LISTED = 4000
 """Characters of source IDs in one payload (PostgreSQL takes up to 8,000 bytes); more: "any source"."""
 _RECONNECT_SECONDS = 1.0
@@ -58,6 +65,7 @@ class QueuedBell:
     def __init__(self, database: Database, *, listen: bool) -> None:
         self._conninfo = None if database.is_sqlite else _conninfo(database.engine.url)
         self._listen = listen
+        self._notify_every = _NOTIFY_EVERY_DELIVERING if listen else _NOTIFY_EVERY
         self._me = secrets.token_hex(8)
         """Starts our notifications' payload: the listener skips its own process's (woken directly)."""
         self._subscribers: list[Callable[[frozenset[int] | None], None]] = []
@@ -131,7 +139,7 @@ class QueuedBell:
                 log.warning("could not notify other dispatchers of queued deliveries: %s", exc)
                 await self._close_notify_connection()
                 return
-            await asyncio.sleep(_NOTIFY_EVERY)
+            await asyncio.sleep(self._notify_every)
             if not self._unannounced:
                 return
 
