@@ -105,12 +105,16 @@ def main() -> int:
         finally:
             server.stop()
     totals = [(at, sum(mb for _, mb in sizes)) for at, sizes in samples]
-    baseline = next((mb for at, mb in totals if at >= args.warmup), totals[0][1])
+
+    def after_warmup(series: list[tuple[float, float]]) -> float:
+        return next((mb for at, mb in series if at >= args.warmup), series[0][1])
+
+    baseline = after_warmup(totals)
     end = totals[-1][1]
     growth = (end - baseline) / baseline
     # "Flat" is asked of the workers: the report feed grows with the columnar copy it keeps.
     workers = [(at, sum(mb for role, mb in sizes if role in serving)) for at, sizes in samples]
-    workers_baseline = next((mb for at, mb in workers if at >= args.warmup), workers[0][1])
+    workers_baseline = after_warmup(workers)
     workers_growth = (workers[-1][1] - workers_baseline) / workers_baseline
     peak_per_process = max(max(mb for _, mb in sizes) for _, sizes in samples)
     peak_worker = max(max(mb for role, mb in sizes if role in serving) for _, sizes in samples)

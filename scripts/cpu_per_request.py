@@ -50,6 +50,12 @@ class Served:
     directory: Path
 
 
+def _ticks(stat: Path) -> int:
+    """User + system clock ticks from a /proc .../stat file (the fields after the command's ')')."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system time of the process and its children's threads so far."""
     pids, total = [pid], 0
@@ -57,8 +63,7 @@ def cpu_seconds(pid: int) -> float:
         try:
             pids += [int(child) for child in Path(f"/proc/{each}/task/{each}/children").read_text().split()]
             for task in os.listdir(f"/proc/{each}/task"):
-                fields = Path(f"/proc/{each}/task/{task}/stat").read_text().rsplit(")", 1)[1].split()
-                total += int(fields[11]) + int(fields[12])
+                total += _ticks(Path(f"/proc/{each}/task/{task}/stat"))
         except OSError:
             continue
     return total / os.sysconf("SC_CLK_TCK")
@@ -70,10 +75,8 @@ def postgres_cpu_seconds() -> float:
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             with contextlib.suppress(OSError):
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)
-                if fields[0].endswith("(postgres"):
-                    values = fields[1].split()
-                    total += int(values[11]) + int(values[12])
+                if Path(f"/proc/{entry}/comm").read_text().strip() == "postgres":
+                    total += _ticks(Path(f"/proc/{entry}/stat"))
     return total / os.sysconf("SC_CLK_TCK")
 
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from clicktrail.catalog.models import CampaignInput, OfferInput, SourceInput
@@ -92,14 +93,11 @@ def test_conversions_for_a_paused_source_do_not_make_the_dispatcher_claim_and_ot
 
 def _notifications_during_a_burst(url: str, *, delivering: bool) -> int:
     """NOTIFYs a bell sends while 40 commits ring it over ~0.4 s, counted by a listener of its own."""
-    import psycopg
-
     database = Database(Settings(database_url=url).sqlalchemy_url)
     bell = QueuedBell(database, listen=delivering)
-    conninfo = url.replace("postgresql+psycopg://", "postgresql://")
 
     async def burst() -> int:
-        async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as listener:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as listener:
             await listener.execute(f"LISTEN {CHANNEL}")
             await bell.start()
             try:

@@ -9,8 +9,9 @@ rings as well. Notifications are coalesced: at most one is in flight per process
 `_NOTIFY_EVERY` apart, so a burst of conversions costs a handful of NOTIFYs, not one each. A process
 that delivers too (its own dispatcher is woken directly, at once) waits `_NOTIFY_EVERY_DELIVERING`
 between two: the others only help with what it cannot send, and every notification costs each
-listening process a wake-up. At 100 a second per worker they were 6% of the CPU of a PostgreSQL
-postback run (BENCHMARKS.md, "Fewer notifications from processes that deliver").
+listening process a wake-up. At 100 a second per worker a PostgreSQL postback cost the server
+345 µs of CPU, at 10 a second 315 µs (scripts/cpu_per_request.py; BENCHMARKS.md, "Fewer
+notifications from processes that deliver").
 
 A ring names the sources the jobs are for (the payload lists them after the process's token), so a
 dispatcher that knows all of them to be paused by their breakers need not look: in a burst of

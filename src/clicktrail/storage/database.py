@@ -73,6 +73,19 @@ def as_sqlalchemy_errors(connection: Connection) -> Iterator[None]:
         raise _driver_error(connection, exc) from exc
 
 
+@contextmanager
+def driver_cursor(connection: Connection) -> Iterator[Any]:
+    """The driver's own cursor in `connection`'s transaction, closed afterwards; the driver's errors
+    leave as SQLAlchemy's (as_sqlalchemy_errors). For statements whose SQLAlchemy layer cost more
+    than the statement (event_store's bulk inserts and updates)."""
+    with as_sqlalchemy_errors(connection):
+        cursor = connection.connection.cursor()
+        try:
+            yield cursor
+        finally:
+            cursor.close()
+
+
 def _driver_error(connection: Connection, exc: Exception) -> Exception:
     """The driver's exception as SQLAlchemy's (IntegrityError, OperationalError...), as a statement
     run through SQLAlchemy would have raised it; a lost connection is invalidated as SQLAlchemy would

@@ -23,7 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
-from clicktrail.storage.database import as_sqlalchemy_errors, pipeline
+from clicktrail.storage.database import driver_cursor, pipeline
 from clicktrail.storage.schema import clicks, conversion_status_history, conversions, deliveries, postback_log
 from clicktrail.storage.types import UtcDateTime
 
@@ -36,9 +36,9 @@ def insert_clicks(connection: Connection, rows: Sequence[ClickRow]) -> None:
     """On PostgreSQL through COPY, on SQLite through insert_rows.
 
     Clicks are the one table written in batches of a hundred rows outside a pipeline (COPY cannot run
-    in one). COPY is one statement for the whole batch: per row, it cost psycopg 7-8 µs and the
-    server's backend 7-10 µs, where executemany's insert per row cost ~20 µs on each side; with
-    2 workers clicks went from 12,215 to 14,288/s (BENCHMARKS.md, "PostgreSQL clicks through COPY")."""
+    in one). COPY is one statement for the whole batch instead of a Bind and Execute per row: with
+    2 workers a click cost the server 129 → 108 µs of CPU and PostgreSQL 34 → 17 µs, 10,356 →
+    13,233 clicks/s (scripts/cpu_per_request.py; BENCHMARKS.md, "PostgreSQL clicks through COPY")."""
     if connection.dialect.name == "postgresql":
         copy_rows(connection, clicks, rows)
     else:
@@ -52,31 +52,23 @@ def insert_rows(connection: Connection, table: Table, rows: Sequence[Mapping[str
     SQLAlchemy's compiled insert spent more time preparing each row's parameters than the database
     spent storing it (py-spy and cProfile, BENCHMARKS.md); this applies the same column types'
     conversions, so the stored values are identical, and hands plain tuples to the driver's own
-    cursor's executemany (as select_together reads: SQLAlchemy's execution context around each
-    statement cost a postback batch of five statements 3-5% of its CPU). Errors leave as
-    SQLAlchemy's, as from a statement run through it."""
-    with as_sqlalchemy_errors(connection):
-        cursor = connection.connection.cursor()
-        try:
-            for plan, same_keys in _by_keys(connection.dialect, table, rows):
-                cursor.executemany(plan.insert, [plan.convert(row) for row in same_keys])
-        finally:
-            cursor.close()
+    cursor's executemany (as select_together reads: without SQLAlchemy's execution context around
+    each statement a SQLite postback cost 207 → 199 µs of CPU, scripts/cpu_per_request.py; within
+    the noise on PostgreSQL). Errors leave as SQLAlchemy's, as from a statement run through it."""
+    with driver_cursor(connection) as cursor:
+        for plan, same_keys in _by_keys(connection.dialect, table, rows):
+            cursor.executemany(plan.insert, [plan.convert(row) for row in same_keys])
 
 
 def copy_rows(connection: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
     """insert_rows through PostgreSQL's COPY (text format, every value escaped by psycopg): the same
     values, converted by the same plan, and the driver's errors raised as SQLAlchemy's, as from
     insert_rows. Not inside a pipeline (psycopg refuses COPY there)."""
-    with as_sqlalchemy_errors(connection):
-        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        try:
-            for plan, same_keys in _by_keys(connection.dialect, table, rows):
-                with cursor.copy(plan.copy) as copy:
-                    for row in same_keys:
-                        copy.write_row(plan.convert(row))
-        finally:
-            cursor.close()
+    with driver_cursor(connection) as cursor:
+        for plan, same_keys in _by_keys(connection.dialect, table, rows):
+            with cursor.copy(plan.copy) as copy:
+                for row in same_keys:
+                    copy.write_row(plan.convert(row))
 
 
 RowConverter = Callable[[Mapping[str, Any]], tuple[Any, ...]]
@@ -299,12 +291,8 @@ def set_conversion_statuses(connection: Connection, changes: Sequence[Mapping[st
     executemany on the driver's cursor, the columns' own conversions applied, as insert_rows does)."""
     if changes:
         sql, convert = _status_update_plan(connection.dialect)
-        with as_sqlalchemy_errors(connection):
-            cursor = connection.connection.cursor()
-            try:
-                cursor.executemany(sql, [convert(change) for change in changes])
-            finally:
-                cursor.close()
+        with driver_cursor(connection) as cursor:
+            cursor.executemany(sql, [convert(change) for change in changes])
 
 
 @functools.cache
