@@ -13,12 +13,14 @@ clicks made just before), and divides the server's CPU time (user + system, ever
 /proc) by the requests wrk completed. With `--backend postgres` it also divides the CPU time of the
 machine's PostgreSQL processes (the server is local: every process named `postgres`) the same way,
 since work moved from the server to the database, or back, shows only there. Prints every pair and
-the medians. 127.0.0.1 only.
+the medians, with wrk's p99 (a closed-loop p99 at the maximum rate: it follows the rate and the
+machine's moment more than the code). 127.0.0.1 only.
 """
 
 import argparse
 import contextlib
 import io
+import json
 import os
 import re
 import signal
@@ -144,6 +146,8 @@ class Measured:
     database_us: float
     """PostgreSQL's CPU per request, in µs (0 on SQLite)."""
     rate: float
+    p99_ms: float
+    """wrk's p99 latency (bench/*.lua's BENCH line)."""
 
 
 def measure(python_path: str | None, path: str, seconds: int, backend: str, workers: int) -> Measured:
@@ -173,7 +177,10 @@ def measure(python_path: str | None, path: str, seconds: int, backend: str, work
         spent = cpu_seconds(served.process.pid) - before
         database_spent = postgres_cpu_seconds() - database_before if backend == "postgres" else 0.0
     requests = int(re.search(r"(\d+) requests in", done.stdout).group(1))  # type: ignore[union-attr]
-    return Measured(1e6 * spent / requests, 1e6 * database_spent / requests, requests / seconds)
+    p99_us = json.loads(done.stdout.split("BENCH ", 1)[1].splitlines()[0])["p99_us"]
+    return Measured(
+        1e6 * spent / requests, 1e6 * database_spent / requests, requests / seconds, p99_us / 1000
+    )
 
 
 def main() -> int:
@@ -205,20 +212,23 @@ def main() -> int:
                 )
                 print(
                     f"pair {pair}, {name}: {measured.server_us:,.0f} µs CPU per request{database},"
-                    f" {measured.rate:,.0f} requests/s",
+                    f" {measured.rate:,.0f} requests/s, p99 {measured.p99_ms:.1f} ms",
                     flush=True,
                 )
     for what, label in (
         ("server_us", "server CPU"),
         ("database_us", "PostgreSQL CPU"),
         ("rate", "requests/s"),
+        ("p99_ms", "p99 ms"),
     ):
         if what == "database_us" and args.backend != "postgres":
             continue
+        digits = 1 if what == "p99_ms" else 0
         base = statistics.median(getattr(each, what) for each in results["base"])
         this = statistics.median(getattr(each, what) for each in results["this checkout"])
         print(
-            f"{args.path}, {label}: median {base:,.0f} ({args.base}) → {this:,.0f} (this checkout):"
+            f"{args.path}, {label}: median {base:,.{digits}f} ({args.base}) → {this:,.{digits}f}"
+            " (this checkout):"
             f" {this / base - 1:+.0%}"
         )
     return 0
