@@ -12,13 +12,10 @@ it can be, and only the final commit (the fsync) goes to the thread: for SQLite 
 (BENCHMARKS.md), because a thread doing per-row Python takes the GIL back from the busy loop once per
 row, while a thread waiting on the disk does not hold it.
 
-With `in_flight=2` (PostgreSQL postbacks) a second batch is cut and written while the first waits
-for the server, on a connection and a thread of its own: one batch at a time spent most of its time
-waiting on its ~8 round trips, so 32 clients moved in lockstep (py-spy: the writer's thread busy half
-the time, 77% of that waiting for the server). Rows with the same `key` (a postback's click) are
-never in two batches at once: a row whose key is in a batch still in flight waits for the next
-batch cut after that one ends, so what concerns one click is decided in arrival order, as with one
-batch at a time. SQLite writes one transaction at a time, so it keeps one batch in flight.
+Until 2026-12-06 PostgreSQL postbacks were written in threads, two batches in flight; on the loop,
+one at a time, they cost the server 17% less CPU and their p99 fell by 29% (BENCHMARKS.md, "Session
+of 2026-12-06"): each of a batch's round trips had a thread give the GIL back and take it again from
+the busy loop.
 
 A request is answered only after its row is committed, and the queue is bounded: past the limit new
 rows are refused (the caller answers 503) instead of growing memory without end.
@@ -26,8 +23,7 @@ rows are refused (the caller answers 503) instead of growing memory without end.
 
 import asyncio
 import logging
-from collections import Counter
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -67,24 +63,15 @@ class GroupCommitWriter(Generic[Row, Result]):
         name: str,
         on_loop: bool = False,
         turn: WriteTurn | None = None,
-        in_flight: int = 1,
-        key: Callable[[Row], Hashable] | None = None,
     ) -> None:
-        if in_flight > 1 and (on_loop or turn is not None or key is None):
-            raise ValueError("several batches in flight need a key, and neither on_loop nor a write turn")
         self._commit = commit
         self._batch_size = batch_size
         self._queue_limit = queue_limit
         self._on_loop = on_loop
         self._turn = turn
-        self._in_flight = in_flight
-        self._key = key
-        self._busy: Counter[Hashable] = Counter()
-        """Keys of the rows in batches still in flight (with in_flight > 1)."""
-        self._arrived = asyncio.Event()
         self._waiting: list[tuple[Row, asyncio.Future[Result]]] = []
         self._flusher: asyncio.Task[None] | None = None
-        self._executor = ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix=name)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self.committed = 0
 
     async def write(self, row: Row) -> Result:
@@ -93,59 +80,9 @@ class GroupCommitWriter(Generic[Row, Result]):
             raise Overloaded("too many writes are waiting for the database; retry shortly")
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._waiting.append((row, future))
-        if self._in_flight > 1:  # only a writer with several batches waits on it; clicks never do
-            self._arrived.set()
         if self._flusher is None:
-            self._flusher = asyncio.create_task(
-                self._flush_all() if self._in_flight == 1 else self._flush_concurrently()
-            )
+            self._flusher = asyncio.create_task(self._flush_all())
         return await future
-
-    async def _flush_concurrently(self) -> None:
-        """Keep up to `in_flight` batches writing; cut the next one as soon as a slot is free and a
-        row that may go is waiting."""
-        running: set[asyncio.Task[None]] = set()
-        try:
-            while self._waiting or running:
-                if len(running) < self._in_flight:
-                    batch = self._next_free_batch()
-                    if batch:
-                        running.add(asyncio.create_task(self._write_batch(batch)))
-                        continue
-                self._arrived.clear()
-                arrival = asyncio.create_task(self._arrived.wait())
-                done, _ = await asyncio.wait({*running, arrival}, return_when=asyncio.FIRST_COMPLETED)
-                arrival.cancel()
-                running -= done
-        finally:
-            self._flusher = None
-
-    def _next_free_batch(self) -> list[tuple[Row, "asyncio.Future[Result]"]]:
-        """Up to batch_size waiting rows, in arrival order, leaving those whose key is in flight (and
-        any later row with the same key) for a later batch."""
-        assert self._key is not None
-        batch: list[tuple[Row, asyncio.Future[Result]]] = []
-        held: list[tuple[Row, asyncio.Future[Result]]] = []
-        for position, entry in enumerate(self._waiting):
-            if len(batch) >= self._batch_size:
-                held.extend(self._waiting[position:])
-                break
-            (held if self._busy[self._key(entry[0])] else batch).append(entry)
-        if batch:
-            self._waiting = held
-            self._busy.update(self._key(row) for row, _ in batch)
-        return batch
-
-    async def _write_batch(self, batch: list[tuple[Row, "asyncio.Future[Result]"]]) -> None:
-        try:
-            await self._commit_and_answer(batch)
-        finally:
-            assert self._key is not None
-            for row, _ in batch:
-                key = self._key(row)
-                self._busy[key] -= 1
-                if not self._busy[key]:
-                    del self._busy[key]  # so the counter holds only what is in flight
 
     async def _flush_all(self) -> None:
         try:

@@ -82,12 +82,10 @@ class Runtime:
             batch_size=settings.postback_batch_size,
             queue_limit=settings.postback_queue_limit,
             name="postback-writer",
-            on_loop=self.database.is_sqlite,  # as for clicks; measured: BENCHMARKS.md, "CPU per request"
+            # As for clicks, on both backends: a batch in a thread took the GIL from the loop at every
+            # step of its round trips (BENCHMARKS.md, "CPU per request" and "Session of 2026-12-06").
+            on_loop=True,
             turn=self.database.write_turn(),
-            # PostgreSQL takes a second batch while the first waits on its round trips (storage/batch.py);
-            # a click's postbacks stay in one batch at a time, so they are decided in arrival order.
-            in_flight=1 if self.database.is_sqlite else 2,
-            key=_postback_click,
         )
         # The report feed runs in a process of its own (clicktrail.feeding), not here.
         self.segments = SegmentStore(settings.analytics_path())
@@ -104,11 +102,9 @@ class Runtime:
         return Staged(done, commit)
 
     def _commit_postbacks(self, raws: Sequence[RawPostback]) -> Staged[Outcome]:
-        """Decide and record the batch; on SQLite (written on the loop) the commit is left to the
-        writer's thread, as for clicks."""
-        if self.database.is_sqlite:
-            return Staged(*self.postbacks.stage_batch(raws))
-        return Staged(self.postbacks.handle_batch(raws))
+        """Decide and write the batch on the loop; the commit is left to the writer's thread, as for
+        clicks."""
+        return Staged(*self.postbacks.stage_batch(raws))
 
     @property
     def reports(self) -> "DuckDbReports":
@@ -174,8 +170,3 @@ class Runtime:
             writer.close()
         self.enricher.geo.close()
         self.database.dispose()
-
-
-def _postback_click(raw: RawPostback) -> str:
-    """The click a postback is about, as the intake will read it (IDs are case-insensitive)."""
-    return (raw.params.get("click_id") or "").strip().lower()
