@@ -1,6 +1,7 @@
 -- wrk script for S2S postbacks on existing clicks: a mix of new conversions, repeats (duplicates)
 -- and status changes (updates). Environment: BENCH_CLICK_IDS (a file of click IDs, one a line);
--- BENCH_DELAY_MS (optional: pause per connection between requests, to hold the rate down).
+-- BENCH_DELAY_MS (optional: mean pause per connection between requests, to hold the rate down; drawn
+-- from an exponential distribution, as bench/clicks.lua's: merchants' servers call independently).
 -- Prints one line "BENCH {json}" at the end with latency percentiles and the decisions received.
 local threads = {}
 
@@ -21,7 +22,7 @@ end
 
 local delay_ms = tonumber(os.getenv("BENCH_DELAY_MS") or "")
 if delay_ms then
-  function delay() return delay_ms end
+  function delay() return math.floor(-delay_ms * math.log(1 - math.random()) + 0.5) end
 end
 
 function request()
