@@ -102,6 +102,41 @@ def test_one_batch_is_decided_in_arrival_order(runtime: Runtime) -> None:
     assert sorted(entry.decision for entry in log) == sorted(decision.value for decision in decisions)
 
 
+def test_a_refused_postback_with_control_characters_is_logged_and_its_batch_stored(runtime: Runtime) -> None:
+    """`%00` decodes to NUL, which PostgreSQL refuses in text: logged as it came, such a value failed
+    the whole batch, and every postback in it was answered 503."""
+    click_id = _click(runtime)
+    outcomes = runtime.postbacks.handle_batch(
+        [
+            _postback(click_id=f"{click_id}\x00", event="sa\x00le", txid="t\x00\r\n1"),
+            _postback(click_id="\x00", event="sale", txid="t2"),
+            _postback(click_id=click_id, event="sale", txid="t3"),
+        ]
+    )
+
+    assert [outcome.decision for outcome in outcomes] == [
+        Decision.MALFORMED,
+        Decision.MALFORMED,
+        Decision.ACCEPTED,
+    ]
+    with runtime.database.begin() as connection:
+        log = event_store.list_postbacks(
+            connection,
+            click_id=None,
+            txid=None,
+            decision="malformed",
+            start=None,
+            end=None,
+            before=None,
+            limit=5,
+        )
+    assert {(entry.click_id, entry.event, entry.txid) for entry in log} == {
+        (click_id, "sale", "t1"),  # as it came, without its control characters
+        (None, "sale", "t2"),
+    }
+    assert all("%00" in entry.query for entry in log)
+
+
 def test_a_batch_continues_a_conversion_stored_by_an_earlier_batch(runtime: Runtime) -> None:
     click_id = _click(runtime)
     [accepted] = runtime.postbacks.handle_batch([_postback(click_id=click_id, txid="o-1")])

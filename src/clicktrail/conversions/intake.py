@@ -28,6 +28,7 @@ from clicktrail.ids import ClickIdCodec, InvalidClickId, mint_conversion_id
 from clicktrail.macros import SUB_IDS
 from clicktrail.storage import event_store as store
 from clicktrail.storage.database import Database, pipeline
+from clicktrail.text import clean
 from clicktrail.types import ClickId, Clock, ConversionId, SourceId
 
 _LOGGED_QUERY_MAX = 2000
@@ -248,9 +249,11 @@ class PostbackIntake:
             "method": raw.method,
             "query": _loggable_query(raw.params),
             "ip": raw.ip,
-            "click_id": (click_id or "")[:64] or None,
-            "event": request.event if request else (raw.params.get("event") or "")[:64] or None,
-            "txid": request.txid if request else (raw.params.get("txid") or "")[:255] or None,
+            # Cleaned: a refused postback's raw values may hold NUL, which PostgreSQL refuses in text,
+            # failing the whole batch (every postback in it answered 503) instead of logging this one.
+            "click_id": clean(click_id, 64),
+            "event": request.event if request else clean(raw.params.get("event"), 64),
+            "txid": request.txid if request else clean(raw.params.get("txid"), 255),
             "decision": outcome.decision.value,
             "error": outcome.error,
             "detail": outcome.detail,
