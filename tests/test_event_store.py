@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import insert, select
+from sqlalchemy import Table, delete, insert, select
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -20,7 +20,7 @@ from clicktrail.errors import StorageError
 from clicktrail.storage import event_store
 from clicktrail.storage.database import Database
 from clicktrail.storage.migrate import upgrade
-from clicktrail.storage.schema import clicks
+from clicktrail.storage.schema import clicks, conversions, postback_log
 from clicktrail.storage.types import UtcDateTime
 from tests.support import codec, fresh_database
 
@@ -161,3 +161,76 @@ def test_the_fast_sqlite_time_text_is_the_text_sqlalchemys_own_processors_give(m
     reference = column_type.dialect_impl(dialect).bind_processor(dialect)
     assert reference is not None
     assert event_store.sqlite_utc_text(moment) == reference(moment)
+
+
+def _log_row(moment: datetime, **values: Any) -> dict[str, Any]:
+    return {"received_at": moment, "method": "GET", "query": "click_id=x", "decision": "malformed", **values}
+
+
+def _stored_as_the_driver_reads_them(database: Database, table: Table, order: str) -> list[tuple[Any, ...]]:
+    """Every column but a generated `id`, as the driver returns it (no SQLAlchemy conversion)."""
+    names = ", ".join(column.name for column in table.columns if column.name != "id")
+    with database.begin() as connection:
+        query = f"SELECT {names} FROM {table.name} ORDER BY {order}"  # noqa: S608 (the schema's own names)
+        return [tuple(row) for row in connection.exec_driver_sql(query)]
+
+
+def test_bulk_inserted_postback_log_rows_are_stored_as_sqlalchemys_own_insert_stores_them(
+    database: Database,
+) -> None:
+    """On PostgreSQL the rows travel as one JSON array; whatever the text, time or missing value, the
+    row stored is the one SQLAlchemy's insert stores."""
+    on_the_second = datetime(2026, 11, 12, 9, 0, tzinfo=UTC)
+    with_micros = datetime(2026, 11, 12, 9, 0, 0, 120, tzinfo=timezone(timedelta(hours=2)))
+    rows = [
+        _log_row(on_the_second, event=text, txid=text, detail=f"detail {text}", ip="2001:db8::1", via="pixel")
+        for text in AWKWARD_TEXTS
+    ] + [
+        _log_row(with_micros, click_id=None, event=None, txid=None, ip=None, error="bad_click_id"),
+        _log_row(with_micros, detail='{"json": ["in", "text"]}', conversion_id="01JXYZ"),  # via: default
+    ]
+    with database.begin() as connection:
+        event_store.insert_postback_logs(connection, rows)
+    fast = _stored_as_the_driver_reads_them(database, postback_log, "id")
+    with database.begin() as connection:
+        connection.execute(delete(postback_log))
+        for row in rows:
+            connection.execute(insert(postback_log).values(**row))
+    assert fast == _stored_as_the_driver_reads_them(database, postback_log, "id")
+    assert len(fast) == len(rows)
+
+
+def test_bulk_inserted_conversions_keep_money_booleans_and_defaults_exact(database: Database) -> None:
+    moment = datetime(2026, 11, 12, 9, 0, 0, 999_999, tzinfo=UTC)
+    common = {"created_at": moment, "updated_at": moment, "click_time": moment, "event": "sale"}
+    common |= {"status": "approved", "currency": "EUR", "campaign_id": 1, "offer_id": 2, "source_id": 3}
+    most = Decimal("999999999999.999999")
+    rows = [
+        {**common, "conversion_id": "a", "click_id": "c1", "txid": "t", "revenue": most,
+         "payout": Decimal("0"), "cost": Decimal("0.000001"), "is_bot": True, "sub1": "Zürich 東京 🎯"},
+        {**common, "conversion_id": "b", "click_id": "c2", "txid": "", "revenue": Decimal("12.5"),
+         "payout": Decimal("4.00")},  # cost (the server's default) and is_bot (SQLAlchemy's) left out
+    ]  # fmt: skip
+    with database.begin() as connection:
+        event_store.insert_conversions(connection, rows)
+    fast = _stored_as_the_driver_reads_them(database, conversions, "conversion_id")
+    with database.begin() as connection:
+        connection.execute(delete(conversions))
+        for row in rows:
+            connection.execute(insert(conversions).values(**row))
+    assert fast == _stored_as_the_driver_reads_them(database, conversions, "conversion_id")
+    with database.begin() as connection:
+        stored = event_store.conversions_of_clicks(connection, ["c1", "c2"])
+    assert sorted(row.revenue for row in stored) == [Decimal("12.5"), most]
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
+@given(text=st.text(st.characters(exclude_characters="\x00", exclude_categories=["Cs"]), max_size=300))
+def test_any_text_a_bulk_insert_stores_reads_back_the_same(database: Database, text: str) -> None:
+    """NUL and lone surrogates excepted: PostgreSQL's text holds neither (the intake cleans them out)."""
+    row = _log_row(datetime(2026, 11, 12, 9, 0, tzinfo=UTC), detail=text, txid=text[:255])
+    with database.begin() as connection:
+        connection.execute(delete(postback_log))
+        event_store.insert_postback_logs(connection, [row])
+        stored = connection.execute(select(postback_log.c.detail, postback_log.c.txid)).one()
+    assert tuple(stored) == (text, text[:255])

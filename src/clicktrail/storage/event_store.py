@@ -2,6 +2,7 @@
 
 import collections
 import functools
+import json
 import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -51,13 +52,21 @@ def insert_rows(connection: Connection, table: Table, rows: Sequence[Mapping[str
 
     SQLAlchemy's compiled insert spent more time preparing each row's parameters than the database
     spent storing it (py-spy and cProfile, BENCHMARKS.md); this applies the same column types'
-    conversions, so the stored values are identical, and hands plain tuples to the driver's own
-    cursor's executemany (as select_together reads: without SQLAlchemy's execution context around
-    each statement a SQLite postback cost 207 → 199 µs of CPU, scripts/cpu_per_request.py; within
-    the noise on PostgreSQL). Errors leave as SQLAlchemy's, as from a statement run through it."""
+    conversions, so the stored values are identical, and hands them to the driver's own cursor:
+    on SQLite as plain tuples to executemany, on PostgreSQL as one JSON array for the whole set,
+    which `json_populate_recordset` turns back into rows of the table's own types. In a pipeline,
+    psycopg's executemany sends each row as a statement of its own and flushes the socket after
+    each: a batch of 16 postbacks wrote some 50 rows in 50 sends. Errors leave as SQLAlchemy's, as
+    from a statement run through it."""
+    postgres = connection.dialect.name == "postgresql"
     with driver_cursor(connection) as cursor:
         for plan, same_keys in _by_keys(connection.dialect, table, rows):
-            cursor.executemany(plan.insert, [plan.convert(row) for row in same_keys])
+            if postgres:
+                as_json = plan.convert_for_json
+                records = [dict(zip(plan.names, as_json(row), strict=True)) for row in same_keys]
+                cursor.execute(plan.insert_from_json, (json.dumps(records, ensure_ascii=False),))
+            else:
+                cursor.executemany(plan.insert, [plan.convert(row) for row in same_keys])
 
 
 def copy_rows(connection: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -75,12 +84,18 @@ RowConverter = Callable[[Mapping[str, Any]], tuple[Any, ...]]
 
 
 class _InsertPlan(NamedTuple):
+    names: tuple[str, ...]
+    """The columns, in the order of the statements' column lists."""
     insert: str
     """INSERT … VALUES with one marker per column, for executemany."""
     copy: str
     """COPY … FROM STDIN for the same columns, in the same order."""
+    insert_from_json: str
+    """On PostgreSQL: INSERT … SELECT the same columns FROM a JSON array of objects (one marker)."""
     convert: RowConverter
     """A row's values for those columns, converted as the columns' types would bind them."""
+    convert_for_json: RowConverter
+    """The same, with times as ISO 8601 text, which JSON can carry and PostgreSQL reads back."""
 
 
 def _by_keys(
@@ -113,6 +128,10 @@ def _insert_plan(dialect: Dialect, table: Table, names: tuple[str, ...]) -> _Ins
         f"VALUES ({', '.join([marker] * len(columns))})"
     )
     copy = f"COPY {table.name} ({column_list}) FROM STDIN"
+    insert_from_json = (
+        f"INSERT INTO {table.name} ({column_list}) "  # noqa: S608
+        f"SELECT {column_list} FROM json_populate_recordset(NULL::{table.name}, {marker})"
+    )
     # The dialect's own processors: SQLite stores times as text in SQLAlchemy's format, which
     # `sqlite_utc_text` writes directly (each click has its own time: the two layers of SQLAlchemy's
     # processors were 9 of a click row's 11 µs of conversion).
@@ -133,7 +152,22 @@ def _insert_plan(dialect: Dialect, table: Table, names: tuple[str, ...]) -> _Ins
             converted[index] = process(converted[index])
         return tuple(converted)
 
-    return _InsertPlan(insert, copy, convert)
+    times = [index for index, column in enumerate(columns) if isinstance(column.type, UtcDateTime)]
+    as_text = _remembering(_iso_text)
+
+    def convert_for_json(row: Mapping[str, Any]) -> tuple[Any, ...]:
+        converted = list(convert(row))
+        for index in times:
+            converted[index] = as_text(converted[index])
+        return tuple(converted)
+
+    return _InsertPlan(
+        tuple(column.name for column in columns), insert, copy, insert_from_json, convert, convert_for_json
+    )
+
+
+def _iso_text(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
 
 
 def sqlite_utc_text(value: datetime | None) -> str | None:
