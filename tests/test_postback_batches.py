@@ -150,6 +150,37 @@ def test_a_batch_continues_a_conversion_stored_by_an_earlier_batch(runtime: Runt
     assert {outcome.conversion_id for outcome in later} == {accepted.conversion_id}
 
 
+def test_several_status_changes_of_stored_conversions_in_one_batch_end_at_the_last(runtime: Runtime) -> None:
+    """On PostgreSQL a batch's status changes go in one statement: each conversion must end at its
+    last status, with every change in its history."""
+    first, second = _click(runtime), _click(runtime)
+    stored = runtime.postbacks.handle_batch(
+        [_postback(click_id=first, txid="o-1"), _postback(click_id=second, txid="o-2", status="pending")]
+    )
+    later = runtime.postbacks.handle_batch(
+        [
+            _postback(click_id=first, txid="o-1", status="pending"),
+            _postback(click_id=second, txid="o-2", status="approved"),
+            _postback(click_id=first, txid="o-1", status="rejected"),
+            _postback(click_id=first, txid="o-1", status="chargeback"),
+        ]
+    )
+
+    assert {outcome.decision for outcome in later} == {Decision.UPDATED}
+    ids = [outcome.conversion_id for outcome in stored]
+    assert all(conversion_id is not None for conversion_id in ids)
+    with runtime.database.begin() as connection:
+        now = {row.txid: row.status for row in event_store.conversions_of_clicks(connection, [first, second])}
+        history = event_store.status_history(connection, [str(conversion_id) for conversion_id in ids])
+    assert now == {"o-1": "chargeback", "o-2": "approved"}
+    assert [(row.old_status, row.new_status) for row in history if row.conversion_id == ids[0]] == [
+        (None, "approved"),
+        ("approved", "pending"),
+        ("pending", "rejected"),
+        ("rejected", "chargeback"),
+    ]
+
+
 def test_every_queued_status_gets_its_outbound_postback(runtime: Runtime) -> None:
     click_id = _click(runtime)
     runtime.postbacks.handle_batch(
