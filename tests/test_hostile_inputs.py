@@ -136,3 +136,27 @@ def test_ids_beyond_32_bits_are_refused_in_cursors_and_filters(tracker: Tracker)
     assert tracker.api("GET", "/offers", params={"cursor": big}).status_code == 422
     assert tracker.api("GET", "/clicks", params={"campaign_id": big}).status_code == 400
     assert tracker.api("GET", "/conversions", params={"offer_id": big}).status_code == 400
+
+
+def test_control_characters_get_a_json_reason_on_every_backend_never_a_500(tracker: Tracker) -> None:
+    """A NUL (`%00`) is text SQLite keeps and PostgreSQL refuses: in a name it is refused up front, in a
+    log filter it matches nothing or is refused with the database's reason; never a 500."""
+    before = _stored(tracker)
+    for noun, fields in (
+        ("offers", {"url": "https://m.example/?c={click_id}", "revenue": "1", "payout": "0.5"}),
+        ("sources", {}),
+    ):
+        for name in ("bad\x00name", "line\nbreak"):
+            response = tracker.api("POST", f"/{noun}", json={"name": name, **fields})
+            assert response.status_code == 422, (noun, name, response.text)
+            assert "control characters" in response.json()["fields"]["name"]
+    assert tracker.api("POST", "/sources", json={"name": "Réseau\u00a0👨\u200d👩\u200d👧"}).status_code == 201
+    for path, params in (
+        ("/clicks", {"sub1": "a\x00b"}),
+        ("/conversions", {"sub1": "a\x00b"}),
+        ("/postbacks", {"txid": "t\x00"}),
+    ):
+        response = tracker.api("GET", path, params=params)
+        assert response.status_code in (200, 422), (path, response.text)
+        assert response.json().get("items") == [] or response.json()["error"] == "validation_error"
+    assert _stored(tracker)[1] == before[1]

@@ -1,6 +1,7 @@
 """Offers, sources and campaigns as the API accepts them (validated) and as stored."""
 
 import ipaddress
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -46,7 +47,16 @@ def _money(value: object) -> Decimal:
 MoneyField = Annotated[
     Decimal, BeforeValidator(_money), PlainSerializer(format_money, return_type=str, when_used="json")
 ]
-Name = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+def _printable(value: str) -> str:
+    # Control characters only (category Cc): a no-break space or an emoji's zero-width joiner is fine.
+    if not value.isprintable() and any(unicodedata.category(char) == "Cc" for char in value):
+        raise ValueError("a name holds no control characters (line breaks, tabs, NUL...)")
+    return value
+
+
+Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_printable)]
 RowId = Annotated[int, Field(ge=1, le=2_147_483_647)]
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, insert, select
-from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, DisconnectionError, IntegrityError, OperationalError
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 
-from clicktrail.errors import StorageError
+from clicktrail.errors import StorageError, ValidationFailed
 from clicktrail.storage.schema import meta
 from clicktrail.storage.write_turn import WriteTurn
 
@@ -148,6 +148,13 @@ def _driver_error(connection: Connection, exc: Exception) -> Exception:
     return wrapped if isinstance(wrapped, Exception) else exc
 
 
+def _refused_value(exc: DataError) -> ValidationFailed:
+    """A value the database refused (PostgreSQL: a NUL in text, a number out of range...) that no
+    validation caught before it: the caller's input, so a 422 with the database's reason, not a 500."""
+    reason = str(exc.orig).splitlines()[0] if exc.orig is not None else "invalid value"
+    return ValidationFailed(f"a value the database cannot store: {reason}")
+
+
 class Database:
     def __init__(
         self, url: str, *, pool_size: int = 8, ping_after_rest_seconds: float = PING_AFTER_REST_SECONDS
@@ -183,6 +190,8 @@ class Database:
                 yield connection
         except OperationalError as exc:
             raise StorageError(f"the database is unavailable: {exc.orig}") from exc
+        except DataError as exc:
+            raise _refused_value(exc) from exc
 
     def stage(self, work: Callable[[Connection], T]) -> tuple[T, Callable[[], None]]:
         """Run `work` in a new transaction; return its result and the function that commits it.
