@@ -2,7 +2,7 @@
 PostgreSQL) stores exactly what SQLAlchemy's own insert stores: same text for times on SQLite, same
 integers for money, same booleans, same text whatever characters it holds."""
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Table, delete, insert, select
+from sqlalchemy import Connection, Table, delete, insert, select
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -175,6 +175,24 @@ def _stored_as_the_driver_reads_them(database: Database, table: Table, order: st
         return [tuple(row) for row in connection.exec_driver_sql(query)]
 
 
+def _stored_both_ways(
+    database: Database,
+    table: Table,
+    order: str,
+    bulk_insert: Callable[[Connection, Sequence[dict[str, Any]]], None],
+    rows: Sequence[dict[str, Any]],
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The rows as `bulk_insert` stores them, then (the table emptied) as SQLAlchemy's insert does."""
+    with database.begin() as connection:
+        bulk_insert(connection, rows)
+    ours = _stored_as_the_driver_reads_them(database, table, order)
+    with database.begin() as connection:
+        connection.execute(delete(table))
+        for row in rows:
+            connection.execute(insert(table).values(**row))
+    return ours, _stored_as_the_driver_reads_them(database, table, order)
+
+
 def test_bulk_inserted_postback_log_rows_are_stored_as_sqlalchemys_own_insert_stores_them(
     database: Database,
 ) -> None:
@@ -189,15 +207,11 @@ def test_bulk_inserted_postback_log_rows_are_stored_as_sqlalchemys_own_insert_st
         _log_row(with_micros, click_id=None, event=None, txid=None, ip=None, error="bad_click_id"),
         _log_row(with_micros, detail='{"json": ["in", "text"]}', conversion_id="01JXYZ"),  # via: default
     ]
-    with database.begin() as connection:
-        event_store.insert_postback_logs(connection, rows)
-    fast = _stored_as_the_driver_reads_them(database, postback_log, "id")
-    with database.begin() as connection:
-        connection.execute(delete(postback_log))
-        for row in rows:
-            connection.execute(insert(postback_log).values(**row))
-    assert fast == _stored_as_the_driver_reads_them(database, postback_log, "id")
-    assert len(fast) == len(rows)
+    ours, sqlalchemys = _stored_both_ways(
+        database, postback_log, "id", event_store.insert_postback_logs, rows
+    )
+    assert ours == sqlalchemys
+    assert len(ours) == len(rows)
 
 
 def test_bulk_inserted_conversions_keep_money_booleans_and_defaults_exact(database: Database) -> None:
@@ -211,14 +225,10 @@ def test_bulk_inserted_conversions_keep_money_booleans_and_defaults_exact(databa
         {**common, "conversion_id": "b", "click_id": "c2", "txid": "", "revenue": Decimal("12.5"),
          "payout": Decimal("4.00")},  # cost (the server's default) and is_bot (SQLAlchemy's) left out
     ]  # fmt: skip
-    with database.begin() as connection:
-        event_store.insert_conversions(connection, rows)
-    fast = _stored_as_the_driver_reads_them(database, conversions, "conversion_id")
-    with database.begin() as connection:
-        connection.execute(delete(conversions))
-        for row in rows:
-            connection.execute(insert(conversions).values(**row))
-    assert fast == _stored_as_the_driver_reads_them(database, conversions, "conversion_id")
+    ours, sqlalchemys = _stored_both_ways(
+        database, conversions, "conversion_id", event_store.insert_conversions, rows
+    )
+    assert ours == sqlalchemys
     with database.begin() as connection:
         stored = event_store.conversions_of_clicks(connection, ["c1", "c2"])
     assert sorted(row.revenue for row in stored) == [Decimal("12.5"), most]
