@@ -523,7 +523,7 @@ def table(
         )
         row(f"postbacks, {result.name}", result.postbacks, ratio=False, note=mix)
         row(
-            f"postbacks, {result.name}, paced at {POSTBACK_TARGET_RATE:,}/s",
+            f"postbacks, {result.name}, paced, aimed at {POSTBACK_TARGET_RATE:,}/s",
             result.paced_postbacks,
             ratio=False,
         )
