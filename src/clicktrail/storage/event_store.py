@@ -62,8 +62,7 @@ def insert_rows(connection: Connection, table: Table, rows: Sequence[Mapping[str
     with driver_cursor(connection) as cursor:
         for plan, same_keys in _by_keys(connection.dialect, table, rows):
             if postgres:
-                as_json = plan.convert_for_json
-                records = [dict(zip(plan.names, as_json(row), strict=True)) for row in same_keys]
+                records = [plan.json_record(row) for row in same_keys]
                 cursor.execute(plan.insert_from_json, (json.dumps(records, ensure_ascii=False),))
             else:
                 cursor.executemany(plan.insert, [plan.convert(row) for row in same_keys])
@@ -84,8 +83,6 @@ RowConverter = Callable[[Mapping[str, Any]], tuple[Any, ...]]
 
 
 class _InsertPlan(NamedTuple):
-    names: tuple[str, ...]
-    """The columns, in the order of the statements' column lists."""
     insert: str
     """INSERT … VALUES with one marker per column, for executemany."""
     copy: str
@@ -94,8 +91,9 @@ class _InsertPlan(NamedTuple):
     """On PostgreSQL: INSERT … SELECT the same columns FROM a JSON array of objects (one marker)."""
     convert: RowConverter
     """A row's values for those columns, converted as the columns' types would bind them."""
-    convert_for_json: RowConverter
-    """The same, with times as ISO 8601 text, which JSON can carry and PostgreSQL reads back."""
+    json_record: Callable[[Mapping[str, Any]], dict[str, Any]]
+    """The same values by column name, times as ISO 8601 text (which JSON carries and PostgreSQL
+    reads back), for insert_from_json."""
 
 
 def _by_keys(
@@ -152,18 +150,17 @@ def _insert_plan(dialect: Dialect, table: Table, names: tuple[str, ...]) -> _Ins
             converted[index] = process(converted[index])
         return tuple(converted)
 
-    times = [index for index, column in enumerate(columns) if isinstance(column.type, UtcDateTime)]
+    column_names = [column.name for column in columns]
+    times = [column.name for column in columns if isinstance(column.type, UtcDateTime)]
     as_text = _remembering(_iso_text)
 
-    def convert_for_json(row: Mapping[str, Any]) -> tuple[Any, ...]:
-        converted = list(convert(row))
-        for index in times:
-            converted[index] = as_text(converted[index])
-        return tuple(converted)
+    def json_record(row: Mapping[str, Any]) -> dict[str, Any]:
+        record = dict(zip(column_names, convert(row), strict=True))
+        for name in times:
+            record[name] = as_text(record[name])
+        return record
 
-    return _InsertPlan(
-        tuple(column.name for column in columns), insert, copy, insert_from_json, convert, convert_for_json
-    )
+    return _InsertPlan(insert, copy, insert_from_json, convert, json_record)
 
 
 def _iso_text(value: datetime | None) -> str | None:
