@@ -159,4 +159,6 @@ def test_control_characters_get_a_json_reason_on_every_backend_never_a_500(track
         response = tracker.api("GET", path, params=params)
         assert response.status_code in (200, 422), (path, response.text)
         assert response.json().get("items") == [] or response.json()["error"] == "validation_error"
-    assert _stored(tracker)[1] == before[1]
+    assert _stored(tracker) == before  # the refused offers were not stored
+    sources = tracker.api("GET", "/sources", params={"limit": 1000}).json()["items"]
+    assert not [source["name"] for source in sources if "\x00" in source["name"] or "\n" in source["name"]]
