@@ -23,6 +23,17 @@ from clicktrail.storage.types import Money, UtcDateTime
 
 metadata = MetaData()
 
+
+def key_text(length: int) -> String:
+    """Text that identifies (click and conversion IDs, event names, transaction IDs, states), compared
+    byte by byte on PostgreSQL: under the database's collation (en_US.UTF-8, or even C.UTF-8 before
+    PostgreSQL 17) every comparison in a B-tree goes through the C library's strcoll, which made
+    inserting into a table keyed by such text a third slower (BENCHMARKS.md, "Keys compared byte by
+    byte"). Nothing is sorted by these for people to read; click IDs sort by time in byte order.
+    SQLite compares text byte by byte already (BINARY)."""
+    return String(length).with_variant(String(length, collation="C"), "postgresql")
+
+
 SUB_COLUMNS = tuple(f"sub{n}" for n in range(1, 11))
 SUB_MAX = 255
 
@@ -114,7 +125,7 @@ cost_updates = Table(
 clicks = Table(
     "clicks",
     metadata,
-    Column("click_id", String(32), primary_key=True),
+    Column("click_id", key_text(32), primary_key=True),
     Column("created_at", UtcDateTime, nullable=False),
     Column("campaign_id", Integer, nullable=False),
     Column("offer_id", Integer, nullable=False),
@@ -147,7 +158,7 @@ Index("ix_clicks_campaign_time", clicks.c.campaign_id, clicks.c.created_at)
 lander_clicks = Table(
     "lander_clicks",
     metadata,
-    Column("click_id", String(32), primary_key=True),
+    Column("click_id", key_text(32), primary_key=True),
     Column("created_at", UtcDateTime, nullable=False),
     Column("click_time", UtcDateTime, nullable=False),
     Column("campaign_id", Integer, nullable=False),
@@ -172,12 +183,12 @@ Index("ix_lander_clicks_created_at", lander_clicks.c.created_at)
 conversions = Table(
     "conversions",
     metadata,
-    Column("conversion_id", String(26), primary_key=True),
+    Column("conversion_id", key_text(26), primary_key=True),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
-    Column("click_id", String(32), nullable=False),
-    Column("event", String(64), nullable=False),
-    Column("txid", String(255), nullable=False),
+    Column("click_id", key_text(32), nullable=False),
+    Column("event", key_text(64), nullable=False),
+    Column("txid", key_text(255), nullable=False),
     Column("status", String(16), nullable=False),
     Column("revenue", Money, nullable=False),
     Column("payout", Money, nullable=False),
@@ -214,7 +225,9 @@ conversion_status_history = Table(
     "conversion_status_history",
     metadata,
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
-    Column("conversion_id", String(26), ForeignKey("conversions.conversion_id"), nullable=False, index=True),
+    Column(
+        "conversion_id", key_text(26), ForeignKey("conversions.conversion_id"), nullable=False, index=True
+    ),
     Column("changed_at", UtcDateTime, nullable=False),
     Column("old_status", String(16), nullable=True),
     Column("new_status", String(16), nullable=False),
@@ -229,10 +242,10 @@ postback_log = Table(
     Column("method", String(8), nullable=False),
     Column("query", Text, nullable=False),
     Column("ip", String(45), nullable=True),
-    Column("click_id", String(64), nullable=True, index=True),
+    Column("click_id", key_text(64), nullable=True, index=True),
     Column("event", String(64), nullable=True),
     Column("txid", String(255), nullable=True),
-    Column("decision", String(32), nullable=False, index=True),
+    Column("decision", key_text(32), nullable=False, index=True),
     Column("error", String(64), nullable=True),
     Column("detail", Text, nullable=True),
     Column("conversion_id", String(26), nullable=True),
@@ -245,10 +258,10 @@ deliveries = Table(
     metadata,
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
     Column("created_at", UtcDateTime, nullable=False),
-    Column("conversion_id", String(26), nullable=False, index=True),
-    Column("click_id", String(32), nullable=False, index=True),
+    Column("conversion_id", key_text(26), nullable=False, index=True),
+    Column("click_id", key_text(32), nullable=False, index=True),
     Column("source_id", Integer, nullable=False),
-    Column("status", String(16), nullable=False),
+    Column("status", key_text(16), nullable=False),
     Column("conversion_status", String(16), nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
     Column("next_attempt_at", UtcDateTime, nullable=True),
