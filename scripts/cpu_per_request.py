@@ -2,7 +2,7 @@
 """CPU time per click or per postback, this checkout against an earlier commit, in alternated pairs.
 
     .venv/bin/python scripts/cpu_per_request.py --base 6b82581 [--path clicks|postbacks] [--pairs 3]
-        [--backend sqlite|postgres] [--workers 1]
+        [--backend sqlite|postgres] [--workers 1] [--delay-ms N]
 
 Throughput on a shared machine swings with whatever else runs; the CPU a server process spends per
 request does not, much. For each pair this starts `clicktrail serve` (`--workers`, 1 by default; a
@@ -150,7 +150,9 @@ class Measured:
     """wrk's p99 latency (bench/*.lua's BENCH line)."""
 
 
-def measure(python_path: str | None, path: str, seconds: int, backend: str, workers: int) -> Measured:
+def measure(
+    python_path: str | None, path: str, seconds: int, backend: str, workers: int, delay_ms: int | None
+) -> Measured:
     """CPU per request and requests per second for one server run."""
     with serving(python_path, backend, "clicktrail-cpu-", workers) as served:
         base_url = served.base_url
@@ -166,6 +168,8 @@ def measure(python_path: str | None, path: str, seconds: int, backend: str, work
             bench.some_click_ids(served.database_url, ids, 20_000)
             load["BENCH_CLICK_IDS"] = str(ids)
             script, connections = ROOT / "bench" / "postbacks.lua", 32
+        if delay_ms is not None:
+            load["BENCH_DELAY_MS"] = str(delay_ms)
         before, database_before = cpu_seconds(served.process.pid), postgres_cpu_seconds()
         done = subprocess.run(
             ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script), base_url],
@@ -193,6 +197,12 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument(
+        "--delay-ms",
+        type=int,
+        help="a mean pause per connection between requests (bench/*.lua's BENCH_DELAY_MS): both servers "
+        "get the same offered load below their maximum, and the p99 compared is the p99 at that pace",
+    )
+    parser.add_argument(
         "--backend",
         choices=("sqlite", "postgres"),
         default="sqlite",
@@ -205,7 +215,9 @@ def main() -> int:
         results: dict[str, list[Measured]] = {"base": [], "this checkout": []}
         for pair in range(1, args.pairs + 1):
             for name, python_path in (("base", base_src), ("this checkout", None)):
-                measured = measure(python_path, args.path, args.seconds, args.backend, args.workers)
+                measured = measure(
+                    python_path, args.path, args.seconds, args.backend, args.workers, args.delay_ms
+                )
                 results[name].append(measured)
                 database = (
                     f", PostgreSQL {measured.database_us:,.0f} µs" if args.backend == "postgres" else ""

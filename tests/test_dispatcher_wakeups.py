@@ -3,20 +3,26 @@ all paused by their breakers lets the dispatcher sleep on (their jobs wait for t
 a claim would find nothing to send), while a job for any other source is sent at once."""
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
-from datetime import timedelta
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
+from sqlalchemy import Row, select
 
 from clicktrail.catalog.models import CampaignInput, OfferInput, SourceInput
 from clicktrail.config import Settings
 from clicktrail.conversions.intake import RawPostback
+from clicktrail.delivery.queries import resume_source
 from clicktrail.delivery.wakeup import CHANNEL, QueuedBell
 from clicktrail.storage import delivery_store
 from clicktrail.storage.database import Database
+from clicktrail.storage.schema import deliveries
 from clicktrail.types import utc_now
 from clicktrail.web.runtime import Runtime
 from tests.delivery_support import TEMPLATE
@@ -25,10 +31,19 @@ from tests.stored import stored_clicks
 from tests.support import SECRET_KEY, fresh_database
 
 
-def test_conversions_for_a_paused_source_do_not_make_the_dispatcher_claim_and_others_still_go_at_once(
-    backend: str, tmp_path: Path, receiver: Callable[..., Receiver]
-) -> None:
-    partner = receiver()
+@dataclass
+class _Paused:
+    runtime: Runtime
+    down: int
+    """A source whose breaker is open, its probe an hour away."""
+    probe_at: datetime
+    paused_clicks: list[str]
+    healthy_click: str
+    """A click of a campaign whose source (`partner`, at TEMPLATE) delivers."""
+
+
+@contextlib.contextmanager
+def _one_source_paused(backend: str, tmp_path: Path, partner: Receiver, clicks: int) -> Iterator[_Paused]:
     with fresh_database(backend, tmp_path) as url:
         settings = Settings(
             database_url=url,
@@ -49,21 +64,50 @@ def test_conversions_for_a_paused_source_do_not_make_the_dispatcher_claim_and_ot
         )
         runtime.cache.reload()
         now = utc_now()
+        probe_at = now + timedelta(hours=1)
         with runtime.database.begin() as connection:
             delivery_store.save_breaker(
                 connection,
                 down.id,
                 {"state": "open", "failures": 3, "reason": "answered 503", "opened_at": now,
-                 "probe_at": now + timedelta(hours=1), "updated_at": now},
+                 "probe_at": probe_at, "updated_at": now},
             )  # fmt: skip
-        paused_clicks = stored_clicks(runtime, paused_campaign, 20)
         [healthy_click] = stored_clicks(runtime, healthy_campaign)
+        paused_clicks = stored_clicks(runtime, paused_campaign, clicks)
+        yield _Paused(runtime, down.id, probe_at, paused_clicks, healthy_click)
+
+
+def _convert(runtime: Runtime, click_id: str, txid: str = "t") -> str:
+    [outcome] = runtime.postbacks.handle_batch(
+        [RawPostback("GET", {"click_id": click_id, "event": "sale", "txid": txid}, "203.0.113.9")]
+    )
+    assert outcome.decision.value == "accepted"
+    assert outcome.conversion_id is not None
+    return outcome.conversion_id
+
+
+async def _fresh_claim(runtime: Runtime) -> None:
+    """Wake the dispatcher and wait for the claim: what it read of the breakers is fresh for a second."""
+    before = runtime.dispatcher.claims
+    runtime.dispatcher.wake()
+    while runtime.dispatcher.claims == before:
+        await asyncio.sleep(0.005)
+
+
+def _job_of(runtime: Runtime, conversion_id: str) -> Row[Any]:
+    with runtime.database.begin() as connection:
+        return connection.execute(select(deliveries).where(deliveries.c.conversion_id == conversion_id)).one()
+
+
+def test_conversions_for_a_paused_source_do_not_make_the_dispatcher_claim_and_others_still_go_at_once(
+    backend: str, tmp_path: Path, receiver: Callable[..., Receiver]
+) -> None:
+    partner = receiver()
+    with _one_source_paused(backend, tmp_path, partner, clicks=20) as setup:
+        runtime, paused_clicks, healthy_click = setup.runtime, setup.paused_clicks, setup.healthy_click
 
         def convert(click_id: str) -> None:
-            [outcome] = runtime.postbacks.handle_batch(
-                [RawPostback("GET", {"click_id": click_id, "event": "sale", "txid": "t"}, "203.0.113.9")]
-            )
-            assert outcome.decision.value == "accepted"
+            _convert(runtime, click_id)
 
         async def scenario() -> tuple[int, float]:
             await runtime.start()
@@ -89,6 +133,65 @@ def test_conversions_for_a_paused_source_do_not_make_the_dispatcher_claim_and_ot
     assert claims_while_paused <= 1
     assert lag < 1.0
     assert [call.path for call in partner.calls] == ["/pb"]
+
+
+def test_a_paused_source_s_new_jobs_are_queued_for_its_probe_and_never_written_again_until_then(
+    backend: str, tmp_path: Path, receiver: Callable[..., Receiver]
+) -> None:
+    """The intake queues them for the probe the dispatcher's last claim read; were they queued due
+    now, every claim would defer them again, one more write of each job (BENCHMARKS.md)."""
+    partner = receiver()
+    with _one_source_paused(backend, tmp_path, partner, clicks=5) as setup:
+        runtime = setup.runtime
+
+        async def scenario() -> list[Row[Any]]:
+            await runtime.start()
+            try:
+                conversions = []
+                for click_id in setup.paused_clicks:
+                    await _fresh_claim(runtime)
+                    conversions.append(await asyncio.to_thread(_convert, runtime, click_id))
+                await _fresh_claim(runtime)  # a claim after the last one: it must leave them alone
+                return [_job_of(runtime, conversion) for conversion in conversions]
+            finally:
+                await runtime.stop()
+
+        jobs = asyncio.run(scenario())
+
+    assert [job.status for job in jobs] == ["pending"] * 5  # queued, nothing dropped or sent
+    assert {job.next_attempt_at for job in jobs} == {setup.probe_at}
+    assert all(job.updated_at == job.created_at for job in jobs)
+    assert partner.calls == []
+
+
+def test_jobs_queued_for_a_probe_the_source_no_longer_waits_for_are_sent_after_a_resume(
+    backend: str, tmp_path: Path, receiver: Callable[..., Receiver]
+) -> None:
+    """A resume makes the waiting jobs due; a postback decided on the word of a claim made before the
+    resume can still queue its job for the old probe, an hour away. The next claims make it due."""
+    partner = receiver()
+    with _one_source_paused(backend, tmp_path, partner, clicks=1) as setup:
+        runtime = setup.runtime
+
+        async def scenario() -> tuple[datetime, float]:
+            await runtime.start()
+            try:
+                await _fresh_claim(runtime)
+                resume_source(runtime.database, setup.down, utc_now)
+                conversion = await asyncio.to_thread(_convert, runtime, setup.paused_clicks[0])
+                queued_for = _job_of(runtime, conversion).next_attempt_at
+                sent = time.time()
+                await _fresh_claim(runtime)
+                [call] = await asyncio.to_thread(partner.wait_for_calls, 1, 3)
+                return queued_for, call.at - sent
+            finally:
+                await runtime.stop()
+
+        queued_for, lag = asyncio.run(scenario())
+
+    assert queued_for == setup.probe_at  # the race this guards against did happen
+    assert lag < 1.0
+    assert [call.path for call in partner.calls] == ["/down"]
 
 
 def _notifications_during_a_burst(url: str, *, delivering: bool) -> int:

@@ -83,6 +83,10 @@ def _nobody_to_tell(_sources: frozenset[int]) -> None:
     return None
 
 
+def _never_held(_source: SourceId, _now: datetime) -> datetime | None:
+    return None
+
+
 def _nothing_to_commit() -> None:
     return None
 
@@ -106,6 +110,8 @@ class _Batch:
     clicks: dict[str, Any]
     known: dict[tuple[str, str, str], _Known]
     rules: dict[SourceId, PostbackRule | None] = field(default_factory=dict)
+    due_at: dict[SourceId, datetime] = field(default_factory=dict)
+    """When a source's new jobs come due: now, or its paused deliveries' next probe."""
     new_conversions: list[dict[str, Any]] = field(default_factory=list)
     status_changes: list[dict[str, Any]] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -131,6 +137,7 @@ class PostbackIntake:
         snapshot: Callable[[], CatalogSnapshot],
         clock: Clock,
         delivery_queued: Callable[[frozenset[int]], None] = _nobody_to_tell,
+        held_until: Callable[[SourceId, datetime], datetime | None] = _never_held,
     ) -> None:
         self._db = database
         self._codec = codec
@@ -139,6 +146,9 @@ class PostbackIntake:
         self._delivery_queued = delivery_queued
         """Called (from the committing thread) after a commit that queued outbound postbacks, with the
         sources they are for."""
+        self._held_until = held_until
+        """When a source's deliveries are paused (its circuit breaker open), until when: its jobs are
+        queued for then instead of due now."""
 
     def handle(self, raw: RawPostback) -> Outcome:
         """Decide and record one postback (blocks on the database)."""
@@ -365,6 +375,7 @@ class PostbackIntake:
                 # Another worker may have given the source its URL a moment ago: ask the database.
                 rule = fresh_postback_rule(connection, source_id)
             batch.rules[source_id] = rule
+            batch.due_at[source_id] = self._held_until(source_id, batch.now) or batch.now
         rule = batch.rules[source_id]
         if rule is None or not rule.wants(request.event, request.status.value):
             return
@@ -377,7 +388,7 @@ class PostbackIntake:
                 "status": "pending",
                 "conversion_status": request.status.value,
                 "attempts": 0,
-                "next_attempt_at": batch.now,
+                "next_attempt_at": batch.due_at[source_id],
                 "updated_at": batch.now,
             }
         )

@@ -23,13 +23,13 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Row
 
 from clicktrail.catalog.routes import CatalogSnapshot, PostbackRule, fresh_postback_rule
 from clicktrail.config import Settings
@@ -135,8 +135,11 @@ class Dispatcher:
         self._recorder: asyncio.Task[None] | None = None
         self._paused: tuple[float, dict[int, datetime]] = (0.0, {})
         """When the last claim ran (monotonic) and the sources it found paused, with their probe times."""
+        self._resumed: dict[int, float] = {}
+        """Sources found resumed since an earlier claim, with when that was first seen (monotonic)."""
         self.claims = 0
-        """Claims made so far (each a write transaction): for the tests and an operator's curiosity."""
+        """Claims made so far (each a write transaction), counted once done: for the tests and an
+        operator's curiosity."""
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -155,11 +158,20 @@ class Dispatcher:
 
     def _all_paused(self, sources: frozenset[int]) -> bool:
         """Whether the last claim, a moment ago, found every one of `sources` paused until later."""
+        now = self._clock()
+        return all(self.held_until(source, now) is not None for source in sources)
+
+    def held_until(self, source_id: int, now: datetime) -> datetime | None:
+        """When `source_id`'s next probe goes, if the last claim, a moment ago, found it paused until
+        after `now`. The postback intake queues that source's new jobs for then: a job queued due now
+        had to be deferred by the next claim, one more write of the row and its five indexes, while
+        that claim held SQLite's write turn for 15-40 ms a second and every click and postback waited
+        (BENCHMARKS.md, "Jobs for a paused source"). Safe to call from any thread."""
         claimed_at, paused = self._paused
         if time.monotonic() - claimed_at > _PAUSED_FRESH_SECONDS:
-            return False
-        now = self._clock()
-        return all(source in paused and paused[source] > now for source in sources)
+            return None
+        probe_at = paused.get(source_id)
+        return probe_at if probe_at is not None and probe_at > now else None
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -243,7 +255,6 @@ class Dispatcher:
         now = self._clock()
         lease_until = now + self._config.lease
         token = secrets.token_hex(8)
-        self.claims += 1
         claimed_at = time.monotonic()
         with self._writing() as connection:
             held = store.held_breakers(connection)
@@ -257,6 +268,8 @@ class Dispatcher:
                         ids.append(probe)
                 elif breaker.probe_at is not None and breaker.probe_at > now:
                     store.defer_source(connection, breaker.source_id, breaker.probe_at, now)
+            for source_id in self._resumed_since(held):
+                store.make_source_due(connection, source_id, now)
             if len(ids) < limit:
                 paused = [breaker.source_id for breaker in held]
                 ids += store.claim_due(
@@ -276,6 +289,7 @@ class Dispatcher:
             claimed_at,
             {breaker.source_id: breaker.probe_at for breaker in held if breaker.probe_at is not None},
         )
+        self.claims += 1
         jobs = [
             Job(
                 delivery_id=row.delivery_id,
@@ -288,6 +302,24 @@ class Dispatcher:
             for row in rows
         ]
         return jobs, next_due
+
+    def _resumed_since(self, held: Sequence[Row[Any]]) -> list[int]:
+        """Sources an earlier claim found paused and this one does not, again on every claim until
+        twice _PAUSED_FRESH_SECONDS after the first: postbacks decided on the earlier claim's word may
+        commit jobs queued for the old probe time after the resume made the waiting ones due (a job
+        due late, never lost), and those are made due here. Called in the claim's transaction."""
+        moment = time.monotonic()
+        still = {breaker.source_id for breaker in held}
+        for source_id in self._paused[1]:
+            if source_id not in still:
+                self._resumed.setdefault(source_id, moment)
+        resumed = []
+        for source_id, seen in list(self._resumed.items()):
+            if source_id not in still:
+                resumed.append(source_id)
+            if source_id in still or moment - seen >= 2 * _PAUSED_FRESH_SECONDS:
+                del self._resumed[source_id]  # paused again, or this claim came late enough
+        return resumed
 
     def _fresh_rule(self, source_id: SourceId) -> PostbackRule | None:
         with self._db.begin() as connection:

@@ -75,7 +75,12 @@ class Runtime:
         self.bell = QueuedBell(self.database, listen=settings.delivery_enabled)
         self.bell.subscribe(self.dispatcher.wake)
         self.postbacks = PostbackIntake(
-            self.database, self.codec, lambda: self.cache.snapshot, clock, self.bell.ring
+            self.database,
+            self.codec,
+            lambda: self.cache.snapshot,
+            clock,
+            self.bell.ring,
+            held_until=self.dispatcher.held_until,
         )
         self.postback_writer: GroupCommitWriter[RawPostback, Outcome] = GroupCommitWriter(
             self._commit_postbacks,
