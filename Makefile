@@ -33,9 +33,12 @@ lint: $(INSTALLED) ## ruff, mypy --strict and the import contract
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# Test processes: the tests mostly wait on the servers they start, so 2 suit a 2-core machine.
+PYTEST_WORKERS ?= 2
+
 pytest: $(INSTALLED) ## the test suite only (installs Debian's chromium for the dashboard tests if missing)
 	@scripts/ensure-chromium
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS)
 
 format: $(INSTALLED) ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff format src tests
