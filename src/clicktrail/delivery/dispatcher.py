@@ -164,9 +164,9 @@ class Dispatcher:
     def held_until(self, source_id: int, now: datetime) -> datetime | None:
         """When `source_id`'s next probe goes, if the last claim, a moment ago, found it paused until
         after `now`. The postback intake queues that source's new jobs for then: a job queued due now
-        had to be deferred by the next claim, one more write of the row and its five indexes, while
-        that claim held SQLite's write turn for 15-40 ms a second and every click and postback waited
-        (BENCHMARKS.md, "Jobs for a paused source"). Safe to call from any thread."""
+        had to be deferred by the next claim, one more write of the row and its five indexes, inside
+        the claim's hold on SQLite's write turn, while every click and postback waited (BENCHMARKS.md,
+        "Jobs for a paused source"). Safe to call from any thread."""
         claimed_at, paused = self._paused
         if time.monotonic() - claimed_at > _PAUSED_FRESH_SECONDS:
             return None
