@@ -310,15 +310,15 @@ class Dispatcher:
         due late, never lost), and those are made due here. Called in the claim's transaction."""
         moment = time.monotonic()
         still = {breaker.source_id for breaker in held}
-        for source_id in self._paused[1]:
-            if source_id not in still:
-                self._resumed.setdefault(source_id, moment)
-        resumed = []
-        for source_id, seen in list(self._resumed.items()):
-            if source_id not in still:
-                resumed.append(source_id)
-            if source_id in still or moment - seen >= 2 * _PAUSED_FRESH_SECONDS:
-                del self._resumed[source_id]  # paused again, or this claim came late enough
+        for source_id in self._paused[1].keys() - still:
+            self._resumed.setdefault(source_id, moment)
+        resumed = [source_id for source_id in self._resumed if source_id not in still]
+        # Forgotten once paused again, or after this claim if it came late enough.
+        self._resumed = {
+            source_id: seen
+            for source_id, seen in self._resumed.items()
+            if source_id not in still and moment - seen < 2 * _PAUSED_FRESH_SECONDS
+        }
         return resumed
 
     def _fresh_rule(self, source_id: SourceId) -> PostbackRule | None:

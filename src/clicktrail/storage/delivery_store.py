@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BindParameter,
     Connection,
     Integer,
     Row,
@@ -29,11 +30,15 @@ from clicktrail.storage.schema import conversions, deliveries, delivery_attempts
 PENDING = "pending"
 
 
-def _free(now: datetime) -> Any:
+_Moment = datetime | BindParameter[datetime]
+"""A time, or the bind parameter that stands for one in a statement built once (_sqlite_claim)."""
+
+
+def _free(now: _Moment) -> Any:
     return or_(deliveries.c.locked_until.is_(None), deliveries.c.locked_until < now)
 
 
-def _due(now: datetime) -> Any:
+def _due(now: _Moment) -> Any:
     return and_(deliveries.c.status == PENDING, deliveries.c.next_attempt_at <= now, _free(now))
 
 
@@ -78,7 +83,6 @@ def _sqlite_claim(excluding: bool, one_source: bool) -> Any:
 
     One statement, atomic under SQLite's single writer; `id IN (…)` alone lets it look the chosen
     rows up by rowid instead of scanning every pending one."""
-    now = bindparam("now", type_=deliveries.c.next_attempt_at.type)
     older = deliveries.alias("older")
     in_order = ~exists().where(
         older.c.conversion_id == deliveries.c.conversion_id,
@@ -86,18 +90,14 @@ def _sqlite_claim(excluding: bool, one_source: bool) -> Any:
         older.c.id < deliveries.c.id,
         older.c.status == PENDING,
     )
-    candidates = select(deliveries.c.id).where(
-        deliveries.c.status == PENDING,
-        deliveries.c.next_attempt_at <= now,
-        or_(deliveries.c.locked_until.is_(None), deliveries.c.locked_until < now),
-        in_order,
-    )
-    if excluding:
-        candidates = candidates.where(deliveries.c.source_id.not_in(bindparam("excluded", expanding=True)))
-    if one_source:
-        candidates = candidates.where(deliveries.c.source_id == bindparam("only_source"))
-    candidates = candidates.order_by(deliveries.c.next_attempt_at, deliveries.c.id).limit(
-        bindparam("limit", type_=Integer)
+    candidates = (
+        _candidates(
+            bindparam("now", type_=deliveries.c.next_attempt_at.type),
+            bindparam("excluded", expanding=True) if excluding else None,
+            bindparam("only_source") if one_source else None,
+        )
+        .where(in_order)
+        .limit(bindparam("limit", type_=Integer))
     )
     return (
         update(deliveries)
@@ -114,10 +114,16 @@ _OVERFETCH = 4
 """On PostgreSQL, due jobs locked per job wanted: the in-order check drops some after the lock."""
 
 
-def _candidates(now: datetime, excluded_sources: Collection[int], only_source: int | None) -> Any:
+def _candidates(
+    now: _Moment,
+    excluded_sources: list[int] | BindParameter[Any] | None,
+    only_source: int | BindParameter[int] | None,
+) -> Any:
+    """Due jobs' ids, oldest due first; each argument a value or a bind parameter (None: no such
+    condition)."""
     candidates = select(deliveries.c.id).where(_due(now))
-    if excluded_sources:
-        candidates = candidates.where(deliveries.c.source_id.not_in(list(excluded_sources)))
+    if excluded_sources is not None:
+        candidates = candidates.where(deliveries.c.source_id.not_in(excluded_sources))
     if only_source is not None:
         candidates = candidates.where(deliveries.c.source_id == only_source)
     return candidates.order_by(deliveries.c.next_attempt_at, deliveries.c.id)
@@ -151,7 +157,7 @@ def _claim_due_on_postgresql(
     ids: list[int] = []
     after: tuple[datetime, int] | None = None
     while len(ids) < limit:
-        page = _candidates(now, excluded_sources, only_source).add_columns(
+        page = _candidates(now, list(excluded_sources) or None, only_source).add_columns(
             deliveries.c.conversion_id, deliveries.c.source_id, deliveries.c.next_attempt_at
         )
         if after is not None:
