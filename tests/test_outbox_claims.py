@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, update
+from sqlalchemy import Connection, select, text, update
 
 from clicktrail.catalog.models import CampaignInput, OfferInput, SourceInput
 from clicktrail.config import Settings
@@ -124,3 +124,32 @@ def test_jobs_waiting_behind_older_ones_do_not_keep_a_claimable_job_from_its_tur
     ids = _queue(runtime, [*jobs, ("free", 1, now - timedelta(seconds=1))])
 
     assert _claim(runtime, 1) == [ids[-1]]
+
+
+@pytest.mark.parametrize("reschedule", ["pause", "resume"])
+def test_rescheduling_a_sources_jobs_never_waits_for_one_another_worker_is_changing(
+    runtime: Runtime, backend: str, reschedule: str
+) -> None:
+    """A paused source's waiting jobs are moved to its next probe, a resumed one's made due now, in one
+    statement over many jobs. A job another worker is changing at that moment (finishing an attempt
+    on it) is left to that worker, not waited for: two such statements waiting on each other's rows
+    were a deadlock PostgreSQL broke only after a second, by failing one of the two transactions."""
+    if backend == "sqlite":
+        pytest.skip("SQLite's writers take turns: no two transactions hold rows at once")
+    now = utc_now()
+    later = now + timedelta(hours=1)
+    start, moved_to = (now, later) if reschedule == "pause" else (later, now)
+    ids = _queue(runtime, [(f"c{n}", 1, start) for n in range(4)])
+    with runtime.database.engine.connect() as other_worker, runtime.database.begin() as connection:
+        other_worker.execute(update(deliveries).where(deliveries.c.id == ids[2]).values(attempts=1))
+        source_id = connection.execute(select(deliveries.c.source_id).limit(1)).scalar_one()
+        connection.execute(text("SET LOCAL lock_timeout = '5s'"))  # a wait fails the test, not hangs it
+        if reschedule == "pause":
+            delivery_store.defer_source(connection, source_id, until=moved_to, now=now)
+        else:
+            delivery_store.make_source_due(connection, source_id, now=moved_to)
+        other_worker.commit()
+
+    with runtime.database.begin() as connection:
+        due = dict(connection.execute(select(deliveries.c.id, deliveries.c.next_attempt_at)).all())
+    assert [due[job] == moved_to for job in ids] == [True, True, False, True]

@@ -2,6 +2,7 @@
 in arrival order against what came before it, exactly as if they had arrived one by one."""
 
 import logging
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy
 
 from clicktrail.catalog.models import CampaignInput, OfferInput, SourceInput
 from clicktrail.config import Settings
@@ -244,13 +246,14 @@ def test_a_conversion_another_process_stored_meanwhile_is_a_duplicate_not_an_err
     """Two servers on one PostgreSQL database decide the same postback at once: the one that commits
     second finds the conversion's key taken when its batch is written (on PostgreSQL the batch's
     writes are pipelined, so the error comes at the end of the batch, not at its statement), and
-    decides that postback again: a duplicate of the other's conversion, and the rest of its batch
-    stored as decided."""
+    decides its batch again, in one more transaction (not one per postback: each is a commit while the
+    server waits): that postback is a duplicate of the other's conversion, and the rest of its batch
+    is stored as decided."""
     if backend == "sqlite":
         pytest.skip(
             "SQLite writers take turns (storage/write_turn.py): a batch is read and written in one turn"
         )
-    click_id, other = _click(runtime), _click(runtime)
+    click_id, others = _click(runtime), [_click(runtime) for _ in range(3)]
     other_server = Database(runtime.settings.sqlalchemy_url)
     elsewhere = PostbackIntake(other_server, runtime.codec, lambda: runtime.cache.snapshot, utc_now)
     read = event_store.clicks_and_their_conversions
@@ -264,21 +267,31 @@ def test_a_conversion_another_process_stored_meanwhile_is_a_duplicate_not_an_err
         return found
 
     monkeypatch.setattr(event_store, "clicks_and_their_conversions", read_then_let_the_other_server_commit)
-    with caplog.at_level(logging.WARNING):
-        outcomes = runtime.postbacks.handle_batch(
-            [
-                _postback(click_id=click_id, event="sale", txid="race"),
-                _postback(click_id=other, event="sale", txid="calm"),
-            ]
-        )
+    ours = threading.get_ident()
+    transactions: list[object] = []
+
+    def count_ours(connection: object) -> None:
+        if threading.get_ident() == ours:
+            transactions.append(connection)
+
+    sqlalchemy.event.listen(runtime.database.engine, "begin", count_ours)
+    try:
+        with caplog.at_level(logging.WARNING):
+            outcomes = runtime.postbacks.handle_batch(
+                [_postback(click_id=click_id, event="sale", txid="race")]
+                + [_postback(click_id=other, event="sale", txid="calm") for other in others]
+            )
+    finally:
+        sqlalchemy.event.remove(runtime.database.engine, "begin", count_ours)
 
     other_server.dispose()
     assert caplog.records == []  # an expected race, handled: nothing for the operator to read
     assert raced == [Decision.ACCEPTED]
-    assert [outcome.decision for outcome in outcomes] == [Decision.DUPLICATE, Decision.ACCEPTED]
+    assert [outcome.decision for outcome in outcomes] == [Decision.DUPLICATE] + [Decision.ACCEPTED] * 3
+    assert len(transactions) == 2  # the batch that lost the race, and the batch decided again
     with runtime.database.begin() as connection:
-        stored = event_store.conversions_of_clicks(connection, [click_id, other])
-    assert sorted(row.txid for row in stored) == ["calm", "race"]
+        stored = event_store.conversions_of_clicks(connection, [click_id, *others])
+    assert sorted(row.txid for row in stored) == ["calm"] * 3 + ["race"]
     assert outcomes[0].conversion_id == next(row.conversion_id for row in stored if row.txid == "race")
 
 

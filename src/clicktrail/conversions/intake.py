@@ -159,9 +159,7 @@ class PostbackIntake:
         try:
             return self._record(raws)
         except IntegrityError:
-            # Another process stored one of these conversions between our read and our write. The
-            # whole batch rolled back: decide each postback alone, so only the racing one is redone.
-            return [self._record_alone(raw) for raw in raws]
+            return self._after_a_race(raws)
 
     def refuse(self, raw: RawPostback, decision: Decision, error: str, detail: str) -> Outcome:
         """Log a postback refused before parsing (an oversized or unreadable body)."""
@@ -169,6 +167,19 @@ class PostbackIntake:
         with self._db.begin() as connection:
             store.insert_postback_logs(connection, [self._log_row(raw, outcome, self._clock(), None, None)])
         return outcome
+
+    def _after_a_race(self, raws: Sequence[RawPostback]) -> list[Outcome]:
+        """Another process stored one of these conversions between our read and our write, and the
+        whole batch rolled back (PostgreSQL only: SQLite's writers read and write in one turn). The
+        batch is decided again as a whole: its read now sees that conversion (the failed insert waited
+        for its commit). Deciding each postback in a transaction of its own instead cost a commit per
+        postback of the batch, on the event loop, and was the PostgreSQL postbacks' p99 under load
+        (BENCHMARKS.md, "Session of 2026-12-06 (08:47-)"). Only a batch that loses a second race
+        goes one by one."""
+        try:
+            return self._record(raws)
+        except IntegrityError:
+            return [self._record_alone(raw) for raw in raws]
 
     def _record_alone(self, raw: RawPostback) -> Outcome:
         try:
@@ -185,7 +196,7 @@ class PostbackIntake:
             (outcomes, queued), commit = self._db.stage(lambda connection: self._write(connection, raws))
         except IntegrityError:
             # As in handle_batch; rare (another process raced us), so decided and committed right here.
-            return [self._record_alone(raw) for raw in raws], _nothing_to_commit
+            return self._after_a_race(raws), _nothing_to_commit
 
         def finish() -> None:
             commit()
