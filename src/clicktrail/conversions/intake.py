@@ -173,9 +173,9 @@ class PostbackIntake:
         whole batch rolled back (PostgreSQL only: SQLite's writers read and write in one turn). The
         batch is decided again as a whole: its read now sees that conversion (the failed insert waited
         for its commit). Deciding each postback in a transaction of its own instead cost a commit per
-        postback of the batch, on the event loop, and was the PostgreSQL postbacks' p99 under load
-        (BENCHMARKS.md, "Session of 2026-12-06 (08:47-)"). Only a batch that loses a second race
-        goes one by one."""
+        postback of the batch, on the event loop, while every other request of the worker waited: in
+        `make bench` about ten batches a minute lose such a race (BENCHMARKS.md, "Session of
+        2026-12-06 (08:47-)"). Only a batch that loses a second race goes one by one."""
         try:
             return self._record(raws)
         except IntegrityError:
