@@ -7,12 +7,17 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import text
 
+from clicktrail.config import Settings
 from clicktrail.errors import StorageError
 from clicktrail.storage.batch import GroupCommitWriter, Overloaded, Staged
+from clicktrail.storage.database import Database
 from clicktrail.storage.write_turn import WriteTurn
+from tests.support import SECRET_KEY, fresh_postgres_database
 
 
 def _sqlite_sink(path: Path) -> tuple[list[int], Callable[[Sequence[int]], Staged[None]]]:
@@ -268,3 +273,55 @@ def test_the_turn_is_given_back_when_the_commit_returns_not_when_the_busy_loop_g
     waiting.join(5)
     assert other_took_at[0] < loop_free_at[0], "the other worker's writer waited for this one's loop"
     other_worker.close()
+
+
+@pytest.mark.postgres
+def test_a_cooperative_batch_lets_the_loop_serve_while_postgresql_answers_and_its_errors_stay_in_it() -> None:
+    """A cooperative writer's batch runs its synchronous SQL on the loop; while PostgreSQL takes its
+    time (here `pg_sleep`), the loop runs other work. A database error inside the batch fails that
+    batch's writes and leaves the next batch unharmed."""
+    ticks: list[float] = []
+
+    def sink(database: Database) -> Callable[[Sequence[int]], Staged[int]]:
+        def commit(rows: Sequence[int]) -> Staged[int]:
+            if -1 in rows:
+                _, finish = database.stage(lambda connection: connection.execute(text("SELECT 1/0")))
+                return Staged([0] * len(rows), finish)
+            seven, finish = database.stage(
+                lambda connection: connection.execute(text("SELECT 7 FROM pg_sleep(0.3)")).scalar_one()
+            )
+            return Staged([seven * row for row in rows], finish)
+
+        return commit
+
+    async def tick_until(done: "asyncio.Future[Any]") -> None:
+        while not done.done():
+            ticks.append(time.monotonic())
+            await asyncio.sleep(0.01)
+
+    async def main(database: Database) -> tuple[list[int], StorageError | None, list[int]]:
+        writer: GroupCommitWriter[int, int] = GroupCommitWriter(
+            sink(database), batch_size=10, queue_limit=100, name="t", on_loop=True, cooperative=True
+        )
+        batch = asyncio.gather(*(writer.write(n) for n in (1, 2, 3)))
+        await tick_until(batch)
+        failed: StorageError | None = None
+        try:
+            await writer.write(-1)
+        except StorageError as exc:
+            failed = exc
+        after = await asyncio.gather(writer.write(4))
+        writer.close()
+        return list(await batch), failed, list(after)
+
+    with fresh_postgres_database() as url:
+        database = Database(Settings(database_url=url, secret_key=SECRET_KEY).sqlalchemy_url)
+        try:
+            results, failed, after = asyncio.run(main(database))
+        finally:
+            database.dispose()
+    assert results == [7, 14, 21]
+    assert len(ticks) >= 10  # the loop ran all along the 0.3 s the batch waited for PostgreSQL
+    assert failed is not None
+    assert "division by zero" in str(failed)
+    assert after == [28]

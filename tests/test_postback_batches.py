@@ -9,6 +9,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
+import psycopg
 import pytest
 import sqlalchemy
 
@@ -21,6 +23,7 @@ from clicktrail.storage import delivery_store, event_store
 from clicktrail.storage.database import Database
 from clicktrail.types import utc_now
 from clicktrail.web.runtime import Runtime
+from tests.delivery_support import wait_until
 from tests.stored import stored_clicks
 from tests.support import SECRET_KEY, Tracker, fresh_database
 
@@ -238,6 +241,49 @@ def test_many_identical_postbacks_at_once_make_one_conversion(tracker: Tracker) 
     assert len({answer.json()["conversion_id"] for answer in answers}) == 1
     conversions = tracker.api("GET", "/conversions", params={"click_id": click_id}).json()["items"]
     assert len(conversions) == 1
+
+
+def test_a_postback_waiting_for_a_locked_conversion_does_not_hold_up_the_workers_clicks(
+    tracker: Tracker, backend: str
+) -> None:
+    """On PostgreSQL a batch of postbacks waits for the database without stopping its worker: while
+    one waits for a conversion another transaction holds (another worker's batch, an operator's
+    edit), the same worker (the test server has one) goes on redirecting clicks, and the postback
+    is decided once the conversion is free."""
+    if backend == "sqlite":
+        pytest.skip("SQLite's writers take turns (storage/write_turn.py): no row waits for another")
+    key = tracker.campaign()["key"]
+    click_id = tracker.click(key)
+    assert tracker.postback(click_id=click_id, event="sale", txid="t1", status="pending").status_code == 200
+
+    with (
+        psycopg.connect(tracker.server.database_url) as holder,
+        httpx.Client(base_url=tracker.server.base_url, timeout=30) as merchant,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        holder.execute("SELECT 1 FROM conversions WHERE click_id = %s FOR UPDATE", (click_id,))
+        approval = pool.submit(
+            merchant.get, "/postback", params={"click_id": click_id, "event": "sale", "txid": "t1",
+                                               "status": "approved"}
+        )  # fmt: skip
+        wait_until(
+            lambda: (
+                holder.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock'"
+                ).fetchone()
+                == (1,)
+            ),
+            what="the postback's batch to wait for the locked conversion",
+        )
+        clicks = [tracker.click(key) for _ in range(5)]  # each within the client's 10 s, or an error
+        assert not approval.done()
+        holder.rollback()
+        answer = approval.result(timeout=30)
+
+    assert len(set(clicks)) == 5
+    assert answer.status_code == 200
+    assert answer.json()["result"] == "updated"
 
 
 def test_a_conversion_another_process_stored_meanwhile_is_a_duplicate_not_an_error(

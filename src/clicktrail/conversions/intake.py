@@ -175,7 +175,7 @@ class PostbackIntake:
         for its commit). Deciding each postback in a transaction of its own instead cost a commit per
         postback of the batch, on the event loop, while every other request of the worker waited: in
         `make bench` about ten batches a minute lose such a race (BENCHMARKS.md, "Session of
-        2026-12-06 (08:47-)"). Only a batch that loses a second race goes one by one."""
+        2026-12-06 (08:47 UTC)"). Only a batch that loses a second race goes one by one."""
         try:
             return self._record(raws)
         except IntegrityError:

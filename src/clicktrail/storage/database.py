@@ -11,6 +11,7 @@ from sqlalchemy.exc import DataError, DBAPIError, DisconnectionError, IntegrityE
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 
 from clicktrail.errors import StorageError, ValidationFailed
+from clicktrail.storage import cooperative
 from clicktrail.storage.schema import meta
 from clicktrail.storage.write_turn import WriteTurn
 
@@ -155,6 +156,10 @@ def _refused_value(exc: DataError) -> ValidationFailed:
     return ValidationFailed(f"a value the database cannot store: {reason}")
 
 
+def _cooperative_connection(_dialect: object, _record: object, cargs: Any, cparams: Any) -> Any:
+    return cooperative.connect(*cargs, **cparams)
+
+
 class Database:
     def __init__(
         self, url: str, *, pool_size: int = 8, ping_after_rest_seconds: float = PING_AFTER_REST_SECONDS
@@ -180,6 +185,8 @@ class Database:
                 max_overflow=4,
                 connect_args={"connect_timeout": 5},
             )
+            # Connections that, in a batch run by `cooperative.run_cooperatively`, wait on the loop.
+            event.listen(self.engine, "do_connect", _cooperative_connection)
             _ping_rested_connections(self.engine, ping_after_rest_seconds)
 
     @contextmanager

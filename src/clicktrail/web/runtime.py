@@ -57,6 +57,7 @@ class Runtime:
             queue_limit=settings.click_queue_limit,
             name="click-writer",
             on_loop=True,  # measured on both backends: BENCHMARKS.md, "Comparisons"
+            cooperative=not self.database.is_sqlite,
             turn=self.database.write_turn(),
         )
         self.sender = PostbackSender.from_settings(settings, self.guard)
@@ -90,6 +91,7 @@ class Runtime:
             # As for clicks, on both backends: a batch in a thread took the GIL from the loop at every
             # step of its round trips (BENCHMARKS.md, "CPU per request" and "Session of 2026-12-06").
             on_loop=True,
+            cooperative=not self.database.is_sqlite,
             turn=self.database.write_turn(),
         )
         # The report feed runs in a process of its own (clicktrail.feeding), not here.
@@ -100,15 +102,14 @@ class Runtime:
         self._cap_counter: asyncio.Task[None] | None = None
 
     def _commit_clicks(self, rows: Sequence[dict[str, Any]]) -> Staged[None]:
-        """Insert the batch on the loop; the commit (SQLite's fsync, PostgreSQL's wait for its WAL flush)
-        is left to the writer's thread."""
+        """Insert the batch on the loop; the commit (SQLite's fsync) is left to the writer's thread, or
+        on PostgreSQL waits for the WAL flush on the loop too, cooperatively (storage/batch.py)."""
         done: list[None] = [None] * len(rows)
         _, commit = self.database.stage(lambda connection: event_store.insert_clicks(connection, rows))
         return Staged(done, commit)
 
     def _commit_postbacks(self, raws: Sequence[RawPostback]) -> Staged[Outcome]:
-        """Decide and write the batch on the loop; the commit is left to the writer's thread, as for
-        clicks."""
+        """Decide and write the batch on the loop; the commit as for clicks."""
         return Staged(*self.postbacks.stage_batch(raws))
 
     @property
