@@ -18,11 +18,13 @@ of 2026-12-06"): each of a batch's round trips had a thread give the GIL back an
 the busy loop.
 
 On PostgreSQL (`cooperative`) the batch, commit included, runs on the loop through
-storage/cooperative.py: its round trips give the loop back while they wait, so the worker reads and
-answers other requests meanwhile (a postback batch waiting for a locked conversion no longer stops
-the worker's clicks). At the same offered postback rate the rate achieved rose 10% and the p99 fell
-15%; with clicks and postbacks at once both p99s fell (BENCHMARKS.md, "Session of 2026-12-06
-(08:47 UTC)"). One batch at a time still: two at once made batches smaller and cost 23% more CPU.
+storage/cooperative.py: a round trip that takes more than a few milliseconds gives the loop back
+while it waits, so the worker reads and answers other requests meanwhile (a postback batch waiting
+for a locked conversion no longer stops the worker's clicks), and the commit needs no thread. At the
+same offered postback rate the rate reached rose 18%, the p99 fell 16% and the CPU per postback 13%;
+with clicks and postbacks at once both p99s fell by a fifth or more; the closed-loop maximum fell 4%
+(BENCHMARKS.md, "Session of 2026-12-06 (08:47 UTC)"). One batch at a time still: two at once made
+batches smaller and cost 23% more CPU.
 
 A request is answered only after its row is committed, and the queue is bounded: past the limit new
 rows are refused (the caller answers 503) instead of growing memory without end.
