@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import text
 
@@ -325,3 +326,51 @@ def test_a_cooperative_batch_lets_the_loop_serve_while_postgresql_answers_and_it
     assert failed is not None
     assert "division by zero" in str(failed)
     assert after == [28]
+
+
+@pytest.mark.postgres
+def test_a_connection_lost_while_a_cooperative_batch_waits_fails_that_batch_as_unavailable() -> None:
+    """PostgreSQL drops the batch's connection while the loop waits for its answer (a restart, an
+    idle-in-transaction timeout): the batch's writes fail as 'the database is unavailable' (a 503 the
+    client retries), and the next batch is stored on a fresh connection."""
+
+    def sink(database: Database) -> Callable[[Sequence[int]], Staged[int]]:
+        def commit(rows: Sequence[int]) -> Staged[int]:
+            sleep = "SELECT 7 FROM pg_sleep(30)" if 0 in rows else "SELECT 7"
+            seven, finish = database.stage(lambda connection: connection.execute(text(sleep)).scalar_one())
+            return Staged([seven] * len(rows), finish)
+
+        return commit
+
+    async def main(database: Database, admin: str) -> tuple[StorageError | None, list[int]]:
+        writer: GroupCommitWriter[int, int] = GroupCommitWriter(
+            sink(database), batch_size=10, queue_limit=100, name="t", on_loop=True, cooperative=True
+        )
+        lost = asyncio.ensure_future(writer.write(0))
+        while True:  # the batch waits for its pg_sleep; the loop is free to cut its connection
+            await asyncio.sleep(0.05)
+            with psycopg.connect(admin, autocommit=True) as other:
+                cut = other.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND query LIKE '%pg_sleep(30)%' AND pid <> pg_backend_pid()"
+                ).fetchall()
+            if cut:
+                break
+        failed: StorageError | None = None
+        try:
+            await lost
+        except StorageError as exc:
+            failed = exc
+        after = [await writer.write(1)]
+        writer.close()
+        return failed, after
+
+    with fresh_postgres_database() as url:
+        database = Database(Settings(database_url=url, secret_key=SECRET_KEY).sqlalchemy_url)
+        try:
+            failed, after = asyncio.run(asyncio.wait_for(main(database, url), 20))
+        finally:
+            database.dispose()
+    assert failed is not None
+    assert "the database is unavailable" in str(failed)
+    assert after == [7]

@@ -86,17 +86,20 @@ class CooperativeConnection(psycopg.Connection[Any]):
 
 
 def _ready_within(fileno: int, state: Wait, milliseconds: int) -> Ready:
-    """What `fileno` is ready for of `state`, waiting up to `milliseconds` (blocking)."""
+    """What `fileno` is ready for of `state`, waiting up to `milliseconds` (blocking); a socket that
+    failed or hung up raises OperationalError, as psycopg's own poll-based wait does."""
     poller = select.poll()
     poller.register(
         fileno, (select.POLLIN if state & Wait.R else 0) | (select.POLLOUT if state & Wait.W else 0)
     )
     ready = 0
     for _, events in poller.poll(milliseconds):
-        if events & (select.POLLIN | select.POLLERR | select.POLLHUP):
+        if events & select.POLLIN:
             ready |= Ready.R
         if events & select.POLLOUT:
             ready |= Ready.W
+        if not ready and events & ~(select.POLLIN | select.POLLOUT):
+            raise psycopg.OperationalError("connection socket closed")
     return Ready(ready)
 
 
