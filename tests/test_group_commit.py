@@ -351,8 +351,9 @@ def test_a_connection_lost_while_a_cooperative_batch_waits_fails_that_batch_as_u
             await asyncio.sleep(0.05)
             with psycopg.connect(admin, autocommit=True) as other:
                 cut = other.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database()"
-                    " AND query LIKE '%pg_sleep(30)%' AND pid <> pg_backend_pid()"
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    " AND query LIKE '%pg_sleep(30)%'"
                 ).fetchall()
             if cut:
                 break
