@@ -1,5 +1,6 @@
 """The report feed runs in a process of its own beside the workers: reports fill, a worker that only
-serves clicks never loads DuckDB, and the feed is restarted when it dies and stopped with the server."""
+serves clicks never loads DuckDB, the feed runs at a lower priority than the workers, and it is
+restarted when it dies and stopped with the server."""
 
 import os
 import signal
@@ -46,6 +47,10 @@ def _worker_pids(server: ServerProcess) -> list[int]:
     return spawned or [server.process.pid]
 
 
+def _niceness(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
 def _loads_duckdb(pid: int) -> bool:
     return "duckdb" in Path(f"/proc/{pid}/maps").read_text()
 
@@ -87,7 +92,7 @@ def test_reports_fill_from_the_feed_process_and_workers_load_duckdb_only_to_answ
     server = start_server(f"sqlite:///{tmp_path / 'clicktrail.db'}", tmp_path, workers=workers)
     tracker = Tracker(server)
     try:
-        _one_feed(server)
+        feed = _one_feed(server)
         campaign = tracker.campaign()
         for sub in ("a", "b", "c"):
             tracker.click(campaign["key"], sub1=sub)
@@ -97,6 +102,8 @@ def test_reports_fill_from_the_feed_process_and_workers_load_duckdb_only_to_answ
         workers_pids = _worker_pids(server)
         assert len(workers_pids) == workers
         assert not any(_loads_duckdb(pid) for pid in workers_pids)
+        # The feed steps back for the workers (CLICKTRAIL_ANALYTICS_NICENESS, 10 by default).
+        assert _niceness(feed) == min(_niceness(workers_pids[0]) + 10, 19)
 
         params = {"group_by": "sub1", "campaign_id": str(campaign["id"])}
         body = _report_when(tracker, params, lambda b: b["totals"]["clicks"] == 3)

@@ -156,6 +156,11 @@ def feed(args: argparse.Namespace) -> None:
     from clicktrail.reports.feed import AnalyticsFeed
 
     settings = _settings()
+    # The feed catches up in bursts (after a spike, hundreds of thousands of rows), and on a machine
+    # with as many cores as workers its CPU was the workers' latency: with the feed idle, PostgreSQL's
+    # paced postbacks had a p99 of 11 ms instead of 28-41 (BENCHMARKS.md, "Session of 2026-12-06
+    # (08:47 UTC)"). Reports can wait a few seconds more; a redirect cannot.
+    os.nice(settings.analytics_niceness)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda _sig, _frame: stop.set())

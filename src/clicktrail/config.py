@@ -91,6 +91,13 @@ class Settings(BaseSettings):
     analytics_interval_seconds: float = Field(
         10.0, gt=0, description="CLICKTRAIL_ANALYTICS_INTERVAL_SECONDS: how often the report feed runs"
     )
+    analytics_niceness: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="CLICKTRAIL_ANALYTICS_NICENESS: how far the report feed steps back for the workers "
+        "(the feed process's nice value; 0 keeps the server's)",
+    )
     report_memory_limit: str = Field(
         "256MB", pattern=r"^[0-9]+(MB|GB)$", description="CLICKTRAIL_REPORT_MEMORY_LIMIT: DuckDB's memory cap"
     )
