@@ -22,8 +22,8 @@ storage/cooperative.py: a round trip that takes more than a few milliseconds giv
 while it waits, so the worker reads and answers other requests meanwhile (a postback batch waiting
 for a locked conversion no longer stops the worker's clicks), and the commit needs no thread. At the
 same offered postback rate the rate reached rose 18%, the p99 fell 16% and the CPU per postback 13%;
-with clicks and postbacks at once both p99s fell by a fifth or more; the closed-loop maximum fell 4%
-(BENCHMARKS.md, "Session of 2026-12-06 (08:47 UTC)"). One batch at a time still: two at once made
+the closed-loop maximum fell 4% (scripts/cpu_per_request.py; BENCHMARKS.md, "Session of 2026-12-06
+(08:47 UTC)"). One batch at a time still: two at once made
 batches smaller and cost 23% more CPU.
 
 A request is answered only after its row is committed, and the queue is bounded: past the limit new
@@ -79,7 +79,7 @@ class GroupCommitWriter(Generic[Row, Result]):
         self._cooperative = cooperative
         self._batch_size = batch_size
         self._queue_limit = queue_limit
-        self._on_loop = on_loop
+        self._on_loop = on_loop or cooperative  # a cooperative batch runs on the loop too
         self._turn = turn
         self._waiting: list[tuple[Row, asyncio.Future[Result]]] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -160,10 +160,11 @@ class GroupCommitWriter(Generic[Row, Result]):
             staged = self._commit(rows)  # blocks the loop while the rows are written: see the note
         else:
             staged = await loop.run_in_executor(self._executor, self._commit, rows)
-        if staged.finish is not None and self._cooperative:
-            await run_cooperatively(staged.finish)
-        elif staged.finish is not None:
-            await loop.run_in_executor(self._executor, self._finish_and_give_back, staged.finish)
+        if staged.finish is not None:
+            if self._cooperative:
+                await run_cooperatively(staged.finish)
+            else:
+                await loop.run_in_executor(self._executor, self._finish_and_give_back, staged.finish)
         if len(staged.results) != len(rows):
             raise StorageError(f"a batch of {len(rows)} rows gave {len(staged.results)} results")
         return staged.results

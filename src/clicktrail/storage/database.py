@@ -176,6 +176,7 @@ class Database:
                 url, poolclass=QueuePool, pool_size=pool_size, connect_args={"check_same_thread": False}
             )
             event.listen(self.engine, "connect", _tune_sqlite)
+            self.cooperative = False
         else:
             # Clicks are written from the event loop: a server that cannot be reached must fail the
             # batch (a 503 the client retries) within seconds, not hold the loop for TCP's retries.
@@ -185,8 +186,10 @@ class Database:
                 max_overflow=4,
                 connect_args={"connect_timeout": 5},
             )
-            # Connections that, in a batch run by `cooperative.run_cooperatively`, wait on the loop.
             event.listen(self.engine, "do_connect", _cooperative_connection)
+            self.cooperative = True
+            """Its connections, used in `cooperative.run_cooperatively`, wait for a slow answer through
+            the loop: the batch writers run their batches that way (storage/batch.py)."""
             _ping_rested_connections(self.engine, ping_after_rest_seconds)
 
     @contextmanager

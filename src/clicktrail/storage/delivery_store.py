@@ -45,7 +45,8 @@ def _due(now: _Moment) -> Any:
 def held_breakers(connection: Connection) -> Sequence[Row[Any]]:
     """Breakers that are not closed (a handful at most)."""
     query = select(delivery_breakers).where(delivery_breakers.c.state != "closed")
-    return connection.execute(query.order_by(delivery_breakers.c.source_id)).all()  # locked in this order
+    # In source order: the claim takes their locks (start_probe) in the order it reads them.
+    return connection.execute(query.order_by(delivery_breakers.c.source_id)).all()
 
 
 def claim_due(
@@ -245,12 +246,12 @@ def defer_source(connection: Connection, source_id: int, until: datetime, now: d
     Only jobs that came due since the last claim are touched; make_source_due undoes it on resume."""
     connection.execute(
         update(deliveries)
-        .where(deliveries.c.id.in_(_free_pending_of(source_id, deliveries.c.next_attempt_at < until)))
+        .where(deliveries.c.id.in_(_lockable_pending_of(source_id, deliveries.c.next_attempt_at < until)))
         .values(next_attempt_at=until, updated_at=now)
     )
 
 
-def _free_pending_of(source_id: int, condition: Any) -> Any:
+def _lockable_pending_of(source_id: int, condition: Any) -> Any:
     """The ids of a source's pending jobs that meet `condition`, locked in id order, skipping those
     another transaction holds (PostgreSQL; SQLite's writers take turns).
 
@@ -360,10 +361,10 @@ def save_breaker(connection: Connection, source_id: int, values: Mapping[str, An
 
 def make_source_due(connection: Connection, source_id: int, now: datetime) -> None:
     """A source resumed: its waiting jobs are due now rather than at their backed-off times (those
-    another transaction holds are left to it: _free_pending_of)."""
+    another transaction holds are left to it: _lockable_pending_of)."""
     connection.execute(
         update(deliveries)
-        .where(deliveries.c.id.in_(_free_pending_of(source_id, deliveries.c.next_attempt_at > now)))
+        .where(deliveries.c.id.in_(_lockable_pending_of(source_id, deliveries.c.next_attempt_at > now)))
         .values(next_attempt_at=now, updated_at=now)
     )
 

@@ -57,7 +57,7 @@ class Runtime:
             queue_limit=settings.click_queue_limit,
             name="click-writer",
             on_loop=True,  # measured on both backends: BENCHMARKS.md, "Comparisons"
-            cooperative=not self.database.is_sqlite,
+            cooperative=self.database.cooperative,
             turn=self.database.write_turn(),
         )
         self.sender = PostbackSender.from_settings(settings, self.guard)
@@ -91,7 +91,7 @@ class Runtime:
             # As for clicks, on both backends: a batch in a thread took the GIL from the loop at every
             # step of its round trips (BENCHMARKS.md, "CPU per request" and "Session of 2026-12-06").
             on_loop=True,
-            cooperative=not self.database.is_sqlite,
+            cooperative=self.database.cooperative,
             turn=self.database.write_turn(),
         )
         # The report feed runs in a process of its own (clicktrail.feeding), not here.
