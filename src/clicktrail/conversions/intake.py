@@ -79,6 +79,11 @@ def _query_part(text: str) -> str:
     return text if _PLAIN.fullmatch(text) else quote_plus(text)
 
 
+class LostRace(Exception):
+    """Another transaction changed a conversion this batch read before the batch's write: the batch
+    rolls back and is decided again (PostbackIntake._after_a_race)."""
+
+
 def _nobody_to_tell(_sources: frozenset[int]) -> None:
     return None
 
@@ -123,10 +128,12 @@ class _Batch:
         # On PostgreSQL the five statements go in one round trip (the commit is one more).
         with pipeline(connection):
             store.insert_conversions(connection, self.new_conversions)
-            store.set_conversion_statuses(connection, self.status_changes)
+            applied = store.set_conversion_statuses(connection, self.status_changes)
             store.insert_status_changes(connection, self.history)
             store.insert_deliveries(connection, self.deliveries)
             store.insert_postback_logs(connection, self.logs)
+        if applied() != len(self.status_changes):
+            raise LostRace("another transaction changed a conversion's status since this batch read it")
 
 
 class PostbackIntake:
@@ -158,7 +165,7 @@ class PostbackIntake:
         """Decide and record postbacks in arrival order, in one transaction; one outcome each."""
         try:
             return self._record(raws)
-        except IntegrityError:
+        except (IntegrityError, LostRace):
             return self._after_a_race(raws)
 
     def refuse(self, raw: RawPostback, decision: Decision, error: str, detail: str) -> Outcome:
@@ -169,23 +176,24 @@ class PostbackIntake:
         return outcome
 
     def _after_a_race(self, raws: Sequence[RawPostback]) -> list[Outcome]:
-        """Another process stored one of these conversions between our read and our write, and the
-        whole batch rolled back (PostgreSQL only: SQLite's writers read and write in one turn). The
-        batch is decided again as a whole: its read now sees that conversion (the failed insert waited
-        for its commit). Deciding each postback in a transaction of its own instead cost a commit per
-        postback of the batch, on the event loop, while every other request of the worker waited: in
-        `make bench` about ten batches a minute lose such a race (BENCHMARKS.md, "Session of
-        2026-12-06 (08:47 UTC)"). Only a batch that loses a second race goes one by one."""
+        """Another process stored one of these conversions, or changed one's status, between our read
+        and our write, and the whole batch rolled back (PostgreSQL only: SQLite's writers read and
+        write in one turn). The batch is decided again as a whole: its read now sees that conversion
+        as the other process left it (the failed write waited for its commit). Deciding each
+        postback in a transaction of its own instead cost a commit per postback of the batch, on the
+        event loop, while every other request of the worker waited: in `make bench` about ten
+        batches a minute lose such a race (BENCHMARKS.md, "Session of 2026-12-06 (08:47 UTC)").
+        Only a batch that loses a second race goes one by one."""
         try:
             return self._record(raws)
-        except IntegrityError:
+        except (IntegrityError, LostRace):
             return [self._record_alone(raw) for raw in raws]
 
     def _record_alone(self, raw: RawPostback) -> Outcome:
         try:
             return self._record([raw])[0]
-        except IntegrityError:
-            # The concurrent postback for the same (click, event, txid) committed first: decide again.
+        except (IntegrityError, LostRace):
+            # A concurrent postback for the same conversion committed first: decide again.
             return self._record([raw])[0]
 
     def stage_batch(self, raws: Sequence[RawPostback]) -> tuple[list[Outcome], Callable[[], None]]:
@@ -194,7 +202,7 @@ class PostbackIntake:
         while the loop goes on reading requests. The outcomes hold once the commit returns."""
         try:
             (outcomes, queued), commit = self._db.stage(lambda connection: self._write(connection, raws))
-        except IntegrityError:
+        except (IntegrityError, LostRace):
             # As in handle_batch; rare (another process raced us), so decided and committed right here.
             return self._after_a_race(raws), _nothing_to_commit
 
@@ -315,7 +323,12 @@ class PostbackIntake:
                 existing.row.update(status=request.status.value, updated_at=now)
             else:
                 batch.status_changes.append(
-                    {"id": existing.conversion_id, "status": request.status.value, "updated_at": now}
+                    {
+                        "id": existing.conversion_id,
+                        "status": request.status.value,
+                        "updated_at": now,
+                        "old_status": existing.status,
+                    }
                 )
             self._history(batch, existing.conversion_id, existing.status, request.status, existing.revenue)
             existing.status = request.status.value
