@@ -286,13 +286,15 @@ def test_a_failing_source_is_paused_then_resumes_by_itself_when_a_probe_succeeds
     assert paused["status"] == "pending"  # still queued, nothing dropped
     assert paused["attempts"] == []
 
-    # Its next attempt is the breaker's (current) probe: the dispatcher does not look at it before then.
+    # Every waiting job's next attempt is the breaker's (current) probe: the dispatcher does not look
+    # at them before then, and they all go once a probe succeeds.
     def deferred_to_the_probe() -> bool:
         probe_at = pb.api("GET", f"/sources/{source['id']}/breaker").json()["probe_at"]
-        [job] = [d for d in deliveries_of(pb, source_id=source["id"]) if d["conversion_id"] == later]
-        return bool(job["next_attempt_at"] == probe_at)
+        waiting = [d for d in deliveries_of(pb, source_id=source["id"]) if d["status"] == "pending"]
+        assert later in {d["conversion_id"] for d in waiting}
+        return all(d["next_attempt_at"] == probe_at for d in waiting)
 
-    wait_until(deferred_to_the_probe, what="the paused job deferred to the probe")
+    wait_until(deferred_to_the_probe, what="the paused jobs deferred to the probe")
 
     partner.status = 200
     for conversion in [*conversions, later]:

@@ -3,7 +3,10 @@ circuit breaker and its manual resume."""
 
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
+
+from sqlalchemy import Connection
 
 from clicktrail.delivery.breaker import Breaker, BreakerPolicy
 from clicktrail.delivery.status import DeliveryStatus
@@ -22,13 +25,25 @@ class DeliveryPage:
     next_cursor: str | None
 
 
-def _with_attempts(rows: list[Any], attempts: dict[int, list[Any]]) -> list[dict[str, Any]]:
+def _with_attempts(
+    rows: list[Any], attempts: dict[int, list[Any]], probes: dict[int, datetime]
+) -> list[dict[str, Any]]:
+    """The rows as the API shows them. A paused source's waiting job shows its source's probe as its
+    next attempt: only the probe's job is stored due then, the rest later still (delivery_store's
+    defer_source), but all of them go as soon as a probe succeeds."""
     out = []
     for row in rows:
         values = row._asdict()
         values["attempts_made"] = values.pop("attempts")
+        probe_at = probes.get(row.source_id)
+        if probe_at is not None and row.status == DeliveryStatus.PENDING and row.next_attempt_at is not None:
+            values["next_attempt_at"] = min(row.next_attempt_at, probe_at)
         out.append({**values, "attempts": attempts[row.id]})
     return out
+
+
+def _probes(connection: Connection) -> dict[int, datetime]:
+    return {b.source_id: b.probe_at for b in store.held_breakers(connection) if b.probe_at is not None}
 
 
 def find_deliveries(
@@ -61,8 +76,9 @@ def find_deliveries(
         attempts: dict[int, list[Any]] = defaultdict(list)
         for attempt in store.attempts_of(connection, [row.id for row in page]):
             attempts[attempt.delivery_id].append(attempt)
+        probes = _probes(connection)
     next_cursor = str(page[-1].id) if len(rows) > limit else None
-    return DeliveryPage(_with_attempts(page, attempts), next_cursor)
+    return DeliveryPage(_with_attempts(page, attempts, probes), next_cursor)
 
 
 def get_delivery(database: Database, delivery_id: int) -> dict[str, Any]:
@@ -71,7 +87,8 @@ def get_delivery(database: Database, delivery_id: int) -> dict[str, Any]:
         if row is None:
             raise NotFound(f"no delivery with id {delivery_id}")
         attempts = list(store.attempts_of(connection, [delivery_id]))
-    return _with_attempts([row], {delivery_id: attempts})[0]
+        probes = _probes(connection)
+    return _with_attempts([row], {delivery_id: attempts}, probes)[0]
 
 
 def retry_delivery(database: Database, delivery_id: int, clock: Clock) -> dict[str, Any]:
