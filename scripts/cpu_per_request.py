@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """CPU time per click or per postback, this checkout against an earlier commit, in alternated pairs.
 
-    .venv/bin/python scripts/cpu_per_request.py --base 6b82581 [--path clicks|postbacks] [--pairs 3]
-        [--backend sqlite|postgres] [--workers 1] [--delay-ms N]
+    .venv/bin/python scripts/cpu_per_request.py --base 6b82581 [--path clicks|postbacks|mixed]
+        [--pairs 3] [--backend sqlite|postgres] [--workers 1] [--delay-ms N]
 
 Throughput on a shared machine swings with whatever else runs; the CPU a server process spends per
 request does not, much. For each pair this starts `clicktrail serve` (`--workers`, 1 by default; a
@@ -15,6 +15,10 @@ machine's PostgreSQL processes (the server is local: every process named `postgr
 since work moved from the server to the database, or back, shows only there. Prints every pair and
 the medians, with wrk's p99 (a closed-loop p99 at the maximum rate: it follows the rate and the
 machine's moment more than the code). 127.0.0.1 only.
+
+`--path mixed` sends clicks (128 connections) and postbacks (32) at once, as a tracker gets them,
+each connection pausing `--delay-ms` between requests if given: the CPU is per request of either
+kind, and the p99 of each is printed (a postback batch that holds its worker shows in the clicks').
 """
 
 import argparse
@@ -147,7 +151,9 @@ class Measured:
     """PostgreSQL's CPU per request, in µs (0 on SQLite)."""
     rate: float
     p99_ms: float
-    """wrk's p99 latency (bench/*.lua's BENCH line)."""
+    """wrk's p99 latency (bench/*.lua's BENCH line); the clicks' with `--path mixed`."""
+    postback_p99_ms: float | None = None
+    """With `--path mixed`, the postbacks' p99."""
 
 
 def measure(
@@ -157,33 +163,47 @@ def measure(
     with serving(python_path, backend, "clicktrail-cpu-", workers) as served:
         base_url = served.base_url
         load = {**os.environ, "BENCH_PATH": f"/c/{served.key}"}
-        script, connections = ROOT / "bench" / "clicks.lua", 128
         # A warm-up run first, on either path: the report feed process starts beside the server and
         # spends a second or two of CPU importing DuckDB, which would otherwise land in the measured
         # run of one server and not the other.
         bench.wrk(base_url, 3, 64, 1, str(ROOT / "bench" / "clicks.lua"), load)
         time.sleep(1)
-        if path == "postbacks":
+        wrk = ["wrk", "-t1", "-d", f"{seconds}s"]
+        click_load = {**load, **({"BENCH_DELAY_MS": str(delay_ms)} if delay_ms is not None else {})}
+        loads = [(ROOT / "bench" / "clicks.lua", 128, click_load)] if path != "postbacks" else []
+        if path != "clicks":
             ids = served.directory / "click-ids.txt"
             bench.some_click_ids(served.database_url, ids, 20_000)
-            load["BENCH_CLICK_IDS"] = str(ids)
-            script, connections = ROOT / "bench" / "postbacks.lua", 32
-        if delay_ms is not None:
-            load["BENCH_DELAY_MS"] = str(delay_ms)
+            loads.append((ROOT / "bench" / "postbacks.lua", 32, {**click_load, "BENCH_CLICK_IDS": str(ids)}))
         before, database_before = cpu_seconds(served.process.pid), postgres_cpu_seconds()
-        done = subprocess.run(
-            ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script), base_url],
-            env=load,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
+        running = [
+            subprocess.Popen(
+                [*wrk, f"-c{connections}", "-s", str(script), base_url],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for script, connections, env in loads
+        ]
+        outputs = [process.communicate(timeout=seconds + 30)[0] for process in running]
+        if any(process.returncode for process in running):
+            raise RuntimeError(f"wrk failed:\n{outputs}")
         spent = cpu_seconds(served.process.pid) - before
         database_spent = postgres_cpu_seconds() - database_before if backend == "postgres" else 0.0
-    requests = int(re.search(r"(\d+) requests in", done.stdout).group(1))  # type: ignore[union-attr]
-    p99_us = json.loads(done.stdout.split("BENCH ", 1)[1].splitlines()[0])["p99_us"]
+    requests = 0
+    for out in outputs:
+        completed = re.search(r"(\d+) requests in", out)
+        if completed is None:
+            raise RuntimeError(f"wrk printed no request count:\n{out}")
+        requests += int(completed.group(1))
+    p99s = [json.loads(out.split("BENCH ", 1)[1].splitlines()[0])["p99_us"] / 1000 for out in outputs]
     return Measured(
-        1e6 * spent / requests, 1e6 * database_spent / requests, requests / seconds, p99_us / 1000
+        1e6 * spent / requests,
+        1e6 * database_spent / requests,
+        requests / seconds,
+        p99s[0],
+        p99s[1] if path == "mixed" else None,
     )
 
 
@@ -192,7 +212,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--base", required=True, help="the commit to compare against")
-    parser.add_argument("--path", choices=("clicks", "postbacks"), default="clicks")
+    parser.add_argument("--path", choices=("clicks", "postbacks", "mixed"), default="clicks")
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--workers", type=int, default=1)
@@ -222,20 +242,28 @@ def main() -> int:
                 database = (
                     f", PostgreSQL {measured.database_us:,.0f} µs" if args.backend == "postgres" else ""
                 )
+                postbacks = (
+                    ""
+                    if measured.postback_p99_ms is None
+                    else f", postbacks' p99 {measured.postback_p99_ms:.1f} ms"
+                )
                 print(
                     f"pair {pair}, {name}: {measured.server_us:,.0f} µs CPU per request{database},"
-                    f" {measured.rate:,.0f} requests/s, p99 {measured.p99_ms:.1f} ms",
+                    f" {measured.rate:,.0f} requests/s, p99 {measured.p99_ms:.1f} ms{postbacks}",
                     flush=True,
                 )
     for what, label in (
         ("server_us", "server CPU"),
         ("database_us", "PostgreSQL CPU"),
         ("rate", "requests/s"),
-        ("p99_ms", "p99 ms"),
+        ("p99_ms", "p99 ms" if args.path != "mixed" else "clicks' p99 ms"),
+        ("postback_p99_ms", "postbacks' p99 ms"),
     ):
         if what == "database_us" and args.backend != "postgres":
             continue
-        digits = 1 if what == "p99_ms" else 0
+        if what == "postback_p99_ms" and args.path != "mixed":
+            continue
+        digits = 1 if what.endswith("p99_ms") else 0
         base = statistics.median(getattr(each, what) for each in results["base"])
         this = statistics.median(getattr(each, what) for each in results["this checkout"])
         print(
