@@ -48,7 +48,7 @@ clean: ## remove .venv and build artefacts (keeps ./data)
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache
 
 .PHONY: bench bench-quick bench-soak
-bench: $(INSTALLED) ## benchmark (about 7 min): clicks vs nginx, postbacks, memory, reports at 1M clicks, SQLite and PostgreSQL
+bench: $(INSTALLED) ## benchmark (about 9 min): clicks vs nginx, postbacks, memory, reports at 1M clicks, SQLite and PostgreSQL
 	$(BIN)/python bench/run.py
 
 bench-quick: $(INSTALLED) ## the same benchmark in fewer, shorter runs (under a minute)
