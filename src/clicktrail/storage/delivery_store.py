@@ -88,20 +88,13 @@ def _sqlite_claim(excluding: bool, one_source: bool) -> Any:
 
     One statement, atomic under SQLite's single writer; `id IN (…)` alone lets it look the chosen
     rows up by rowid instead of scanning every pending one."""
-    older = deliveries.alias("older")
-    in_order = ~exists().where(
-        older.c.conversion_id == deliveries.c.conversion_id,
-        older.c.source_id == deliveries.c.source_id,
-        older.c.id < deliveries.c.id,
-        older.c.status == PENDING,
-    )
     candidates = (
         _candidates(
             bindparam("now", type_=deliveries.c.next_attempt_at.type),
             bindparam("excluded", expanding=True) if excluding else None,
             bindparam("only_source") if one_source else None,
         )
-        .where(in_order)
+        .where(_first_of_its_conversion())
         .limit(bindparam("limit", type_=Integer))
     )
     return (
@@ -113,6 +106,28 @@ def _sqlite_claim(excluding: bool, one_source: bool) -> Any:
         )
         .returning(deliveries.c.id)
     )
+
+
+def _first_of_its_conversion() -> Any:
+    """No older job of the same conversion for the same source is pending: this one's turn."""
+    older = deliveries.alias("older")
+    return ~exists().where(
+        older.c.conversion_id == deliveries.c.conversion_id,
+        older.c.source_id == deliveries.c.source_id,
+        older.c.id < deliveries.c.id,
+        older.c.status == PENDING,
+    )
+
+
+def _lease(connection: Connection, ids: Any, lease_until: datetime, token: str) -> list[int]:
+    """Lease the jobs `ids` (a list, or a select of ids) to `token` until `lease_until`."""
+    leased = connection.execute(
+        update(deliveries)
+        .where(deliveries.c.id.in_(ids))
+        .values(locked_until=lease_until, lease_token=token)
+        .returning(deliveries.c.id)
+    )
+    return [row.id for row in leased]
 
 
 _OVERFETCH = 4
@@ -186,15 +201,7 @@ def _claim_due_on_postgresql(
             break
         after = (locked[-1].next_attempt_at, locked[-1].id)
     ids = ids[:limit]
-    if not ids:
-        return []
-    claimed = connection.execute(
-        update(deliveries)
-        .where(deliveries.c.id.in_(ids))
-        .values(locked_until=lease_until, lease_token=token)
-        .returning(deliveries.c.id)
-    )
-    return [row.id for row in claimed]
+    return _lease(connection, ids, lease_until, token) if ids else []
 
 
 def start_probe(
@@ -235,31 +242,19 @@ def _lease_oldest_waiting(
     waited for (this one holds the breaker's row), and so is a job queued after another of its
     conversion's for the source: a source hears a conversion's changes in order. Reads every pending
     job of the source (25 ms at 100,000 on PostgreSQL), once per probe."""
-    older = deliveries.alias("older")
     oldest = (
         select(deliveries.c.id)
         .where(
             deliveries.c.source_id == source_id,
             deliveries.c.status == PENDING,
             _free(now),
-            ~exists().where(
-                older.c.conversion_id == deliveries.c.conversion_id,
-                older.c.source_id == deliveries.c.source_id,
-                older.c.id < deliveries.c.id,
-                older.c.status == PENDING,
-            ),
+            _first_of_its_conversion(),
         )
         .order_by(deliveries.c.id)
         .limit(1)
         .with_for_update(skip_locked=True)
     )
-    leased = connection.execute(
-        update(deliveries)
-        .where(deliveries.c.id.in_(oldest))
-        .values(locked_until=lease_until, lease_token=token)
-        .returning(deliveries.c.id)
-    )
-    return [row.id for row in leased]
+    return _lease(connection, oldest, lease_until, token)
 
 
 def next_due_at(connection: Connection, now: datetime) -> datetime | None:
