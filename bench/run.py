@@ -5,8 +5,8 @@ the same run), the same at about 70% of the maximum rate, postbacks per second o
 peak RSS per server process, the exact check that every 302 wrk received is a stored click, and the
 outbound postback lag (conversion committed -> first attempt to a local receiver at 1,000 conversions
 a second, scripts/delivery_lag.py; not with --quick). All of it on SQLite and on PostgreSQL (when
-one answers at CLICKTRAIL_BENCH_POSTGRES_URL). Figures are medians of several short runs; every run is bounded in
-time and touches 127.0.0.1 only.
+one answers at CLICKTRAIL_BENCH_POSTGRES_URL). Figures are medians of several short runs; every run
+is bounded in time and touches 127.0.0.1 only.
 
     python bench/run.py [--quick] [--runs N] [--seconds S] [--connections C] [--workers N]
 """
