@@ -162,7 +162,7 @@ def test_a_paused_sources_backlog_is_moved_once_not_again_at_every_later_probe(
 ) -> None:
     """While a source is down its breaker probes it every so often, each probe a little later. Its
     backlog waits past the probe (HELD_BEYOND_PROBE), so a later probe moves only the jobs queued
-    since, not the whole backlog again (1.7 s for one such UPDATE in `make bench`, and a backlog
+    since, not the whole backlog again (up to 1.7 s for one such UPDATE on PostgreSQL, and a backlog
     grows while its source is down); the probe takes the oldest waiting job, whenever it is due."""
     now = utc_now()
     first_probe, second_probe = now + timedelta(seconds=30), now + timedelta(seconds=90)

@@ -29,8 +29,8 @@ def _with_attempts(
     rows: list[Any], attempts: dict[int, list[Any]], probes: dict[int, datetime]
 ) -> list[dict[str, Any]]:
     """The rows as the API shows them. A paused source's waiting job shows its source's probe as its
-    next attempt: only the probe's job is stored due then, the rest later still (delivery_store's
-    defer_source), but all of them go as soon as a probe succeeds."""
+    next attempt: it is stored as due later still (delivery_store's defer_source; the probe takes the
+    oldest whenever it is due), but all of them go as soon as a probe succeeds."""
     out = []
     for row in rows:
         values = row._asdict()

@@ -282,11 +282,11 @@ def defer_source(connection: Connection, source_id: int, until: datetime, now: d
 
     Past the probe, by HELD_BEYOND_PROBE: when they waited for the probe itself, every failed probe
     (each one a little later) moved the whole backlog again, and a backlog grows for as long as its
-    source is down: 18 such UPDATEs in two minutes of `make bench` on PostgreSQL, up to 1.7 s each
-    (BENCHMARKS.md, "Session of 2026-12-06 (11:29 UTC)"). Now a later probe moves only the jobs
-    queued since. A resume makes them all due at once (make_source_due); one missed (a worker
-    restarted) leaves them late by HELD_BEYOND_PROBE at most. The API shows them waiting for the
-    probe (delivery/queries.py)."""
+    source is down: 18 such UPDATEs of up to 1.7 s each in PostgreSQL's slow-statement log over two
+    minutes of paced postbacks (BENCHMARKS.md, "Session of 2026-12-06 (11:29 UTC)"). Now a later
+    probe moves only the jobs queued since. A resume makes them all due at once (make_source_due);
+    one missed (a worker restarted) leaves them late by HELD_BEYOND_PROBE at most. The API shows
+    them waiting for the probe (delivery/queries.py)."""
     connection.execute(
         update(deliveries)
         .where(deliveries.c.id.in_(_lockable_pending_of(source_id, deliveries.c.next_attempt_at < until)))

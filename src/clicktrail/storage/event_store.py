@@ -224,8 +224,8 @@ def clicks_and_their_conversions(
     found_clicks, found_conversions = select_together(
         connection,
         [
-            (clicks, ("click_id", *columns), "click_id", click_ids, False),
-            (conversions, _CONVERSION_NAMES, "click_id", click_ids, False),
+            (clicks, ("click_id", *columns), "click_id", click_ids),
+            (conversions, _CONVERSION_NAMES, "click_id", click_ids),
         ],
     )
     return {row.click_id: row for row in found_clicks}, found_conversions
@@ -237,35 +237,31 @@ def select_rows(
     names: tuple[str, ...],
     key: str,
     values: Sequence[Any],
-    *,
-    lock: bool = False,
 ) -> list[Any]:
     """The named columns of the rows whose `key` is one of `values`, as named tuples, read by the
-    driver; `lock`: on PostgreSQL, FOR UPDATE.
+    driver.
 
     Like insert_rows: SQLAlchemy's compiled select (cache key, expanding IN, result metadata) cost
     more per batch of postbacks than the query did; this applies the same column types' result
     conversions, so the values are the ones a Core select gives."""
-    return select_together(connection, [(table, names, key, values, lock)])[0]
+    return select_together(connection, [(table, names, key, values)])[0]
 
 
-Query = tuple[Table, tuple[str, ...], str, Sequence[Any], bool]
-"""For select_together: the table, the names, the key, its values, and whether to lock (select_rows)."""
+Query = tuple[Table, tuple[str, ...], str, Sequence[Any]]
+"""For select_together: the table, the names, the key and its values (select_rows)."""
 
 
 def select_together(connection: Connection, queries: Sequence[Query]) -> list[list[Any]]:
     """select_rows for each query, all sent before any answer is read (on PostgreSQL, one round
     trip: storage/database.py, `pipeline`). The driver's own cursors: SQLAlchemy's result would read
     a pipelined query's description before its answer came, and close it as one with no rows."""
-    plans = [
-        _select_plan(connection.dialect, table, names, key, lock) for table, names, key, _, lock in queries
-    ]
+    plans = [_select_plan(connection.dialect, table, names, key) for table, names, key, _ in queries]
     driver = connection.connection
     with pipeline(connection):
         cursors = []
-        for plan, (_, _, _, values, _) in zip(plans, queries, strict=True):
+        for plan, (_, _, _, values) in zip(plans, queries, strict=True):
             cursor = driver.cursor()
-            cursor.execute(f"{plan.head}{', '.join([plan.marker] * len(values))}{plan.tail}", tuple(values))
+            cursor.execute(f"{plan.head}{', '.join([plan.marker] * len(values))})", tuple(values))
             cursors.append(cursor)
         try:
             return [
@@ -283,12 +279,11 @@ RowMaker = Callable[[Sequence[Any]], Any]
 class _SelectPlan(NamedTuple):
     head: str  # up to the IN list's opening parenthesis
     marker: str
-    tail: str
     make: RowMaker
 
 
 @functools.cache
-def _select_plan(dialect: Dialect, table: Table, names: tuple[str, ...], key: str, lock: bool) -> _SelectPlan:
+def _select_plan(dialect: Dialect, table: Table, names: tuple[str, ...], key: str) -> _SelectPlan:
     columns = [table.c[name] for name in names]  # a KeyError for a name that is not a column
     table.c[key]  # the same check for the key
     # Only the table's own names reach this text (looked up above); every value is bound.
@@ -296,7 +291,6 @@ def _select_plan(dialect: Dialect, table: Table, names: tuple[str, ...], key: st
     # One marker per value, as SQLAlchemy's expanding IN gave (PostgreSQL's `= ANY(array)` measured
     # no better under the postback bench).
     head = f"SELECT {', '.join(names)} FROM {table.name} WHERE {key} IN ("  # noqa: S608
-    tail = ") FOR UPDATE" if lock and dialect.name == "postgresql" else ")"
     processors = [column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns]
     converters = [(index, process) for index, process in enumerate(processors) if process is not None]
     record = collections.namedtuple(f"{table.name}_row", names)  # type: ignore[misc]
@@ -310,7 +304,7 @@ def _select_plan(dialect: Dialect, table: Table, names: tuple[str, ...], key: st
             values[index] = process(values[index])
         return build(values)
 
-    return _SelectPlan(head, marker, tail, make)
+    return _SelectPlan(head, marker, make)
 
 
 def insert_conversions(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
