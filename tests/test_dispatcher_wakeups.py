@@ -5,6 +5,7 @@ a claim would find nothing to send), while a job for any other source is sent at
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -235,3 +236,77 @@ def test_a_process_that_delivers_notifies_the_others_a_few_times_a_second_in_a_b
         api_only = _notifications_during_a_burst(url, delivering=False)
     assert 1 <= delivering <= 8
     assert api_only >= 12
+
+
+def _jobs_of_source(runtime: Runtime, source_id: int) -> list[Row[Any]]:
+    with runtime.database.begin() as connection:
+        return list(connection.execute(select(deliveries).where(deliveries.c.source_id == source_id)).all())
+
+
+async def _until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "not within the time allowed"
+        await asyncio.sleep(0.02)
+
+
+def test_a_paused_sources_due_backlog_is_moved_past_its_probe_a_few_jobs_per_claim_all_at_once(
+    backend: str, tmp_path: Path, receiver: Callable[..., Receiver], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A source that trips again soon after a resume finds its whole backlog due. Each claim moves a
+    limited number of its jobs (the claim holds SQLite's write turn, which every click waits for),
+    and the dispatcher claims again at once until all of them wait past the probe."""
+    monkeypatch.setattr(delivery_store, "MOVED_PER_CLAIM", 3)
+    partner = receiver()
+    with _one_source_paused(backend, tmp_path, partner, clicks=10) as setup:
+        runtime = setup.runtime
+        for click_id in setup.paused_clicks:
+            _convert(runtime, click_id)
+        with runtime.database.begin() as connection:  # made due by a resume, before the source tripped
+            connection.execute(deliveries.update().values(next_attempt_at=utc_now() - timedelta(seconds=1)))
+        held = setup.probe_at + delivery_store.HELD_BEYOND_PROBE
+
+        async def scenario() -> list[Row[Any]]:
+            await runtime.start()
+            try:
+                await _until(
+                    lambda: all(job.next_attempt_at == held for job in _jobs_of_source(runtime, setup.down))
+                )
+                return _jobs_of_source(runtime, setup.down)
+            finally:
+                await runtime.stop()
+
+        jobs = asyncio.run(scenario())
+
+    assert [job.status for job in jobs] == ["pending"] * 10  # nothing sent to the paused source
+    moved_together = Counter(job.updated_at for job in jobs)  # each claim writes its own time
+    assert len(moved_together) >= 4
+    assert max(moved_together.values()) <= 3
+    assert partner.calls == []
+
+
+def test_a_resumed_sources_whole_backlog_is_sent_though_each_claim_makes_only_a_few_jobs_due(
+    backend: str, tmp_path: Path, receiver: Callable[..., Receiver], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resume by hand makes the first few waiting jobs due; the dispatcher, which saw the source
+    paused, makes the rest due over its next claims, and every one is sent."""
+    monkeypatch.setattr(delivery_store, "MOVED_PER_CLAIM", 3)
+    partner = receiver()
+    with _one_source_paused(backend, tmp_path, partner, clicks=10) as setup:
+        runtime = setup.runtime
+
+        async def scenario() -> None:
+            await runtime.start()
+            try:
+                for click_id in setup.paused_clicks:
+                    await asyncio.to_thread(_convert, runtime, click_id)
+                await _fresh_claim(runtime)  # it sees the source paused
+                resume_source(runtime.database, setup.down, utc_now)
+                runtime.dispatcher.wake()
+                await asyncio.to_thread(partner.wait_for_calls, 10, 10)
+            finally:
+                await runtime.stop()
+
+        asyncio.run(scenario())
+
+    assert [call.path for call in partner.calls] == ["/down"] * 10

@@ -195,3 +195,36 @@ def test_a_paused_sources_backlog_is_moved_once_not_again_at_every_later_probe(
     assert [rows[job] for job in waiting] == [(held, now)] * 5  # not written again at the second probe
     assert rows[queued_later] == (second_probe + delivery_store.HELD_BEYOND_PROBE, probed_at)
     assert probe == waiting[0]
+
+
+@pytest.mark.parametrize("reschedule", ["pause", "resume"])
+def test_a_sources_jobs_are_rescheduled_a_limited_number_at_a_time_oldest_first(
+    runtime: Runtime, reschedule: str
+) -> None:
+    """Each call moves at most `limit` jobs and says whether any are left, so a big backlog is moved
+    over several short transactions (the claim that moves it holds SQLite's write turn, which every
+    click waits for) instead of one long one."""
+    now = utc_now()
+    later = now + timedelta(hours=1)
+    start, moved_to = (now, later) if reschedule == "pause" else (later, now)
+    ids = _queue(runtime, [(f"c{n}", 1, start) for n in range(5)])
+    with runtime.database.begin() as connection:
+        source_id = connection.execute(select(deliveries.c.source_id).limit(1)).scalar_one()
+
+    def move() -> tuple[bool, dict[int, datetime]]:
+        with runtime.database.begin() as connection:
+            if reschedule == "pause":
+                left = delivery_store.defer_source(connection, source_id, until=moved_to, now=now, limit=2)
+            else:
+                left = delivery_store.make_source_due(connection, source_id, now=moved_to, limit=2)
+            return left, dict(connection.execute(select(deliveries.c.id, deliveries.c.next_attempt_at)).all())
+
+    # A paused source's jobs wait past the probe (which takes the oldest whenever it is due).
+    expected = moved_to + delivery_store.HELD_BEYOND_PROBE if reschedule == "pause" else moved_to
+    moves = [move() for _ in range(3)]
+    assert [left for left, _ in moves] == [True, True, False]
+    assert [[due[job] == expected for job in ids] for _, due in moves] == [
+        [True, True, False, False, False],
+        [True, True, True, True, False],
+        [True, True, True, True, True],
+    ]

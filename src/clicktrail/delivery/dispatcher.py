@@ -259,6 +259,7 @@ class Dispatcher:
         with self._writing() as connection:
             held = store.held_breakers(connection)
             ids: list[int] = []
+            unmoved = False  # a source's jobs left to reschedule: claim again at once to move them
             for breaker in held:
                 if breaker.probe_at is not None and breaker.probe_at <= now and len(ids) < limit:
                     probe = store.start_probe(
@@ -267,9 +268,11 @@ class Dispatcher:
                     if probe is not None:
                         ids.append(probe)
                 elif breaker.probe_at is not None and breaker.probe_at > now:
-                    store.defer_source(connection, breaker.source_id, breaker.probe_at, now)
+                    unmoved |= store.defer_source(connection, breaker.source_id, breaker.probe_at, now)
             for source_id in self._resumed_since(held):
-                store.make_source_due(connection, source_id, now)
+                if store.make_source_due(connection, source_id, now):
+                    unmoved = True
+                    self._resumed[source_id] = time.monotonic()  # kept until all of them are due
             if len(ids) < limit:
                 paused = [breaker.source_id for breaker in held]
                 ids += store.claim_due(
@@ -284,6 +287,7 @@ class Dispatcher:
             # With every slot filled the loop claims again as soon as one frees: no need to know.
             upcoming = [store.next_due_at(connection, now)] if len(ids) < limit else []
             upcoming += [breaker.probe_at for breaker in held if breaker.probe_at and breaker.probe_at > now]
+            upcoming += [now] if unmoved else []
         next_due = min((moment for moment in upcoming if moment is not None), default=None)
         self._paused = (
             claimed_at,
@@ -305,7 +309,8 @@ class Dispatcher:
 
     def _resumed_since(self, held: Sequence[Row[Any]]) -> list[int]:
         """Sources an earlier claim found paused and this one does not, again on every claim until
-        twice _PAUSED_FRESH_SECONDS after the first: postbacks decided on the earlier claim's word may
+        twice _PAUSED_FRESH_SECONDS after the first (or after the last that left some of the
+        source's jobs to make due: store.MOVED_PER_CLAIM): postbacks decided on the earlier claim's word may
         commit jobs queued for the old probe time after the resume made the waiting ones due (a job
         due late, never lost), and those are made due here. Called in the claim's transaction."""
         moment = time.monotonic()

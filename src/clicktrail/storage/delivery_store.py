@@ -32,6 +32,13 @@ PENDING = "pending"
 HELD_BEYOND_PROBE = timedelta(minutes=10)
 """How much longer than its probe a paused source's backlog waits (defer_source)."""
 
+MOVED_PER_CLAIM = 1000
+"""Most jobs one claim reschedules for a source paused or resumed; the next claim, right after, moves
+the next ones. The claim holds SQLite's write turn, which every worker's clicks and postbacks wait
+for: one UPDATE of a 50,000-job backlog took 363 ms on SQLite and 1.5 s on PostgreSQL (a source
+that trips again soon after a resume finds its whole backlog due); in 51 transactions of 1,000 the
+longest took 23 and 59 ms (BENCHMARKS.md, "Session of 2026-12-06 (14:24 UTC)")."""
+
 
 _Moment = datetime | BindParameter[datetime]
 """A time, or the bind parameter that stands for one in a statement built once (_sqlite_claim)."""
@@ -275,10 +282,14 @@ def next_due_at(connection: Connection, now: datetime) -> datetime | None:
     return min(moments, default=None)
 
 
-def defer_source(connection: Connection, source_id: int, until: datetime, now: datetime) -> None:
+def defer_source(
+    connection: Connection, source_id: int, until: datetime, now: datetime, *, limit: int | None = None
+) -> bool:
     """A paused source's waiting jobs wait past its next probe instead of being due: the claim then
     never reads them (it skipped them one by one, the whole backlog on every claim, while the source
     was down). The probe takes the source's oldest waiting job whenever it is due (start_probe).
+    At most `limit` jobs (MOVED_PER_CLAIM unless given), oldest first; returns True when some are
+    left to move (the next claim moves them: MOVED_PER_CLAIM says why).
 
     Past the probe, by HELD_BEYOND_PROBE: when they waited for the probe itself, every failed probe
     (each one a little later) moved the whole backlog again, and a backlog grows for as long as its
@@ -287,11 +298,17 @@ def defer_source(connection: Connection, source_id: int, until: datetime, now: d
     probe moves only the jobs queued since. A resume makes them all due at once (make_source_due);
     one missed (a worker restarted) leaves them late by HELD_BEYOND_PROBE at most. The API shows
     them waiting for the probe (delivery/queries.py)."""
-    connection.execute(
+    limit = limit or MOVED_PER_CLAIM
+    moved = connection.execute(
         update(deliveries)
-        .where(deliveries.c.id.in_(_lockable_pending_of(source_id, deliveries.c.next_attempt_at < until)))
+        .where(
+            deliveries.c.id.in_(
+                _lockable_pending_of(source_id, deliveries.c.next_attempt_at < until).limit(limit)
+            )
+        )
         .values(next_attempt_at=until + HELD_BEYOND_PROBE, updated_at=now)
     )
+    return moved.rowcount >= limit
 
 
 def _lockable_pending_of(source_id: int, condition: Any) -> Any:
@@ -402,14 +419,23 @@ def save_breaker(connection: Connection, source_id: int, values: Mapping[str, An
     connection.execute(statement)
 
 
-def make_source_due(connection: Connection, source_id: int, now: datetime) -> None:
+def make_source_due(
+    connection: Connection, source_id: int, now: datetime, *, limit: int | None = None
+) -> bool:
     """A source resumed: its waiting jobs are due now rather than at their backed-off times (those
-    another transaction holds are left to it: _lockable_pending_of)."""
-    connection.execute(
+    another transaction holds are left to it: _lockable_pending_of). At most `limit`, oldest first;
+    returns True when some are left (as defer_source)."""
+    limit = limit or MOVED_PER_CLAIM
+    moved = connection.execute(
         update(deliveries)
-        .where(deliveries.c.id.in_(_lockable_pending_of(source_id, deliveries.c.next_attempt_at > now)))
+        .where(
+            deliveries.c.id.in_(
+                _lockable_pending_of(source_id, deliveries.c.next_attempt_at > now).limit(limit)
+            )
+        )
         .values(next_attempt_at=now, updated_at=now)
     )
+    return moved.rowcount >= limit
 
 
 def get_delivery(connection: Connection, delivery_id: int) -> Row[Any] | None:
