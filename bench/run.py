@@ -344,6 +344,12 @@ PACED_TOLERANCE = 0.1
 """How far the paced runs' median rate may land from the rate aimed at before calibrating again."""
 
 
+def paced_runs(args: argparse.Namespace) -> int:
+    """Runs per paced series: 2 with --quick, whose four paced measurements (up to two series each,
+    after a probe) were a third of its minute (57 s in all on 2026-12-06, on a slow AMD EPYC)."""
+    return min(args.runs, 2) if args.quick else args.runs
+
+
 def paced_series(
     run: Callable[[float, float], Run], target: float, connections: int, args: argparse.Namespace
 ) -> Series:
@@ -369,7 +375,7 @@ def paced_series(
         # A cycle that does not grow with the pause (noise) would send the pause anywhere.
         slope = slope if slope > 0.1 else 1.0
         delay = max(0.0001, d1 + (aimed_cycle - c1) / slope)
-        steady = Series([run(round(delay * 1000, 1), args.short) for _ in range(args.runs)])
+        steady = Series([run(round(delay * 1000, 1), args.short) for _ in range(paced_runs(args))])
         achieved = steady.median("rate")
         if not best.runs or abs(achieved / target - 1) < abs(best.median("rate") / target - 1):
             best = steady
@@ -508,7 +514,8 @@ def table(
         f"clicktrail benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {cpu}, {os.cpu_count()} cores, "
         f"{platform.system()} {platform.release()}; load average at the end {os.getloadavg()[0]:.1f} "
         "(other processes share these cores: compare ratios, not absolute rates)",
-        f"medians of {args.runs} runs x {args.seconds} s (70% and postback runs {args.short} s); "
+        f"medians of {args.runs} runs x {args.seconds} s (70% and postback runs {args.short} s, "
+        f"paced series of {paced_runs(args)}); "
         f"wrk -t{args.threads} -c{args.connections} on this machine; every click committed before its 302",
         "",
         f"{'':44}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}{'vs nginx':>10}",
