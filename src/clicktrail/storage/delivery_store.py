@@ -298,15 +298,20 @@ def defer_source(
     probe moves only the jobs queued since. A resume makes them all due at once (make_source_due);
     one missed (a worker restarted) leaves them late by HELD_BEYOND_PROBE at most. The API shows
     them waiting for the probe (delivery/queries.py)."""
+    later = deliveries.c.next_attempt_at < until
+    return _reschedule(connection, source_id, later, until + HELD_BEYOND_PROBE, now, limit)
+
+
+def _reschedule(
+    connection: Connection, source_id: int, condition: Any, due: datetime, now: datetime, limit: int | None
+) -> bool:
+    """Make up to `limit` (MOVED_PER_CLAIM) of the source's pending jobs that meet `condition` due at
+    `due`, oldest first; True when as many as that moved (some may be left)."""
     limit = limit or MOVED_PER_CLAIM
     moved = connection.execute(
         update(deliveries)
-        .where(
-            deliveries.c.id.in_(
-                _lockable_pending_of(source_id, deliveries.c.next_attempt_at < until).limit(limit)
-            )
-        )
-        .values(next_attempt_at=until + HELD_BEYOND_PROBE, updated_at=now)
+        .where(deliveries.c.id.in_(_lockable_pending_of(source_id, condition).limit(limit)))
+        .values(next_attempt_at=due, updated_at=now)
     )
     return moved.rowcount >= limit
 
@@ -425,17 +430,7 @@ def make_source_due(
     """A source resumed: its waiting jobs are due now rather than at their backed-off times (those
     another transaction holds are left to it: _lockable_pending_of). At most `limit`, oldest first;
     returns True when some are left (as defer_source)."""
-    limit = limit or MOVED_PER_CLAIM
-    moved = connection.execute(
-        update(deliveries)
-        .where(
-            deliveries.c.id.in_(
-                _lockable_pending_of(source_id, deliveries.c.next_attempt_at > now).limit(limit)
-            )
-        )
-        .values(next_attempt_at=now, updated_at=now)
-    )
-    return moved.rowcount >= limit
+    return _reschedule(connection, source_id, deliveries.c.next_attempt_at > now, now, now, limit)
 
 
 def get_delivery(connection: Connection, delivery_id: int) -> Row[Any] | None:
