@@ -289,8 +289,11 @@ def test_a_resumed_sources_whole_backlog_is_sent_though_each_claim_makes_only_a_
     backend: str, tmp_path: Path, receiver: Callable[..., Receiver], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A resume by hand makes the first few waiting jobs due; the dispatcher, which saw the source
-    paused, makes the rest due over its next claims, and every one is sent."""
+    paused, makes the rest due over its next claims, and every one is sent. It keeps doing so for as
+    long as jobs are left, not only for the short while after the resume it watches for late jobs
+    (none here, so that only the former can send them all)."""
     monkeypatch.setattr(delivery_store, "MOVED_PER_CLAIM", 3)
+    monkeypatch.setattr(dispatcher, "_PAUSED_FRESH_SECONDS", 0.0)
     partner = receiver()
     with _one_source_paused(backend, tmp_path, partner, clicks=10) as setup:
         runtime = setup.runtime
