@@ -35,9 +35,10 @@ HELD_BEYOND_PROBE = timedelta(minutes=10)
 MOVED_PER_CLAIM = 1000
 """Most jobs one claim reschedules for a source paused or resumed; the next claim, right after, moves
 the next ones. The claim holds SQLite's write turn, which every worker's clicks and postbacks wait
-for: one UPDATE of a 50,000-job backlog took 363 ms on SQLite and 1.5 s on PostgreSQL (a source
+for: one UPDATE of a 50,000-job backlog took 323 ms on SQLite and 1.4 s on PostgreSQL (a source
 that trips again soon after a resume finds its whole backlog due); in 51 transactions of 1,000 the
-longest took 23 and 59 ms (BENCHMARKS.md, "Session of 2026-12-06 (14:24 UTC)")."""
+longest took 25 and 57 ms (scripts/outbox_moves.py; BENCHMARKS.md, "Session of 2026-12-06 (14:24
+UTC)")."""
 
 
 _Moment = datetime | BindParameter[datetime]
