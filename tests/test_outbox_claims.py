@@ -126,6 +126,51 @@ def test_jobs_waiting_behind_older_ones_do_not_keep_a_claimable_job_from_its_tur
     assert _claim(runtime, 1) == [ids[-1]]
 
 
+def test_a_claim_hands_over_its_jobs_with_their_conversions_and_says_when_the_next_comes_due(
+    runtime: Runtime,
+) -> None:
+    """What the dispatcher sends from (on PostgreSQL one statement: the lock, the in-order check, the
+    lease, the conversions and the next due time)."""
+    now = utc_now()
+    retry_at = now + timedelta(minutes=5)
+    ids = _queue(runtime, [("a", 1, now - timedelta(seconds=2)), ("b", 2, now - timedelta(seconds=1)),
+                           ("a", 1, now - timedelta(seconds=3)), ("c", 1, retry_at)])  # fmt: skip
+
+    with runtime.database.begin() as connection:
+        claimed = delivery_store.claim_jobs(
+            connection, now=now, limit=10, lease_until=now + timedelta(seconds=60), token="worker-a"
+        )
+
+    # The second job of "a" waits for the first; "c" is not due for five minutes.
+    assert sorted((job.delivery_id, job.txid, job.conversion_status) for job in claimed.jobs) == [
+        (ids[0], "a", "approved"),
+        (ids[1], "b", "approved"),
+    ]
+    assert {job.lease_token for job in claimed.jobs} == {"worker-a"}
+    assert claimed.next_due == retry_at
+    with runtime.database.begin() as connection:
+        leased = connection.execute(select(deliveries.c.id).where(deliveries.c.lease_token == "worker-a"))
+        assert sorted(row.id for row in leased) == ids[:2]
+
+
+def test_a_claim_reads_past_a_page_of_jobs_waiting_behind_older_ones(runtime: Runtime) -> None:
+    """The claim locks a page of four times the jobs it wants; when every one of them waits behind
+    an older job of its conversion, it reads the next page rather than coming back empty."""
+    now = utc_now()
+    jobs = []
+    for n in range(12):  # the retries come due in an hour; their status changes wait for them
+        jobs += [(f"c{n}", 1, now + timedelta(hours=1)), (f"c{n}", 1, now - timedelta(seconds=60 - n))]
+    ids = _queue(runtime, [*jobs, ("free", 1, now - timedelta(seconds=1)), ("free2", 1, now)])
+
+    with runtime.database.begin() as connection:
+        claimed = delivery_store.claim_jobs(
+            connection, now=now, limit=2, lease_until=now + timedelta(seconds=60), token="worker-a"
+        )
+
+    assert sorted(job.delivery_id for job in claimed.jobs) == ids[-2:]
+    assert claimed.next_due == now + timedelta(hours=1)
+
+
 @pytest.mark.parametrize("reschedule", ["pause", "resume"])
 def test_rescheduling_a_sources_jobs_never_waits_for_one_another_worker_is_changing(
     runtime: Runtime, backend: str, reschedule: str

@@ -266,34 +266,35 @@ class Dispatcher:
         claimed_at = time.monotonic()
         with self._writing() as connection:
             held = store.held_breakers(connection)
-            ids: list[int] = []
+            probes: list[int] = []
             unmoved = False  # a source's jobs left to reschedule: claim again at once to move them
             for breaker in held:
-                if breaker.probe_at is not None and breaker.probe_at <= now and len(ids) < limit:
+                if breaker.probe_at is not None and breaker.probe_at <= now and len(probes) < limit:
                     probe = store.start_probe(
                         connection, breaker.source_id, now=now, probe_until=lease_until, token=token
                     )
                     if probe is not None:
-                        ids.append(probe)
+                        probes.append(probe)
                 elif breaker.probe_at is not None and breaker.probe_at > now:
                     unmoved |= store.defer_source(connection, breaker.source_id, breaker.probe_at, now)
             for source_id in self._resumed_since(held):
                 if store.make_source_due(connection, source_id, now):
                     unmoved = True
                     self._resumed[source_id] = time.monotonic()  # kept until all of them are due
-            if len(ids) < limit:
-                paused = [breaker.source_id for breaker in held]
-                ids += store.claim_due(
+            rows = list(store.jobs(connection, probes)) if probes else []
+            claimed = store.Claimed([], None)
+            if len(probes) < limit:
+                claimed = store.claim_jobs(
                     connection,
                     now=now,
-                    limit=limit - len(ids),
+                    limit=limit - len(probes),
                     lease_until=lease_until,
                     token=token,
-                    excluded_sources=paused,
+                    excluded_sources=[breaker.source_id for breaker in held],
                 )
-            rows = store.jobs(connection, ids) if ids else []
+                rows += claimed.jobs
             # With every slot filled the loop claims again as soon as one frees: no need to know.
-            upcoming = [store.next_due_at(connection, now)] if len(ids) < limit else []
+            upcoming = [claimed.next_due] if len(rows) < limit else []
             upcoming += [breaker.probe_at for breaker in held if breaker.probe_at and breaker.probe_at > now]
             upcoming += [now] if unmoved else []
         next_due = min((moment for moment in upcoming if moment is not None), default=None)
