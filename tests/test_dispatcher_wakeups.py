@@ -89,7 +89,14 @@ def _convert(runtime: Runtime, click_id: str, txid: str = "t") -> str:
 
 
 async def _fresh_claim(runtime: Runtime) -> None:
-    """Wake the dispatcher and wait for the claim: what it read of the breakers is fresh for a second."""
+    """Wake the dispatcher and wait for the claim: what it read of the breakers is fresh for a second.
+
+    Its first claim, at start, is waited for before the wake-up: woken while that one ran, it counted
+    that claim, and the wake-up started another a moment later, after whatever the test did next
+    (on PostgreSQL, since a claim takes one statement, often before a postback read the breakers'
+    state that claim had just refreshed)."""
+    while runtime.dispatcher.claims == 0:
+        await asyncio.sleep(0.005)
     before = runtime.dispatcher.claims
     runtime.dispatcher.wake()
     while runtime.dispatcher.claims == before:
