@@ -133,7 +133,6 @@ class Dispatcher:
         self._sending = asyncio.Semaphore(config.concurrency)
         self._finished_attempts: list[Attempt] = []
         self._recorder: asyncio.Task[None] | None = None
-        self._stopping = False
         self._paused: tuple[float, dict[int, datetime]] = (0.0, {})
         """When the last claim ran (monotonic) and the sources it found paused, with their probe times."""
         self._resumed: dict[int, float] = {}
@@ -143,7 +142,6 @@ class Dispatcher:
         operator's curiosity."""
 
     async def start(self) -> None:
-        self._stopping = False
         self._loop = asyncio.get_running_loop()
         self._wakeup = asyncio.Event()
         self._runner = asyncio.create_task(self._run(), name="delivery-dispatcher")
@@ -177,12 +175,6 @@ class Dispatcher:
 
     async def stop(self) -> None:
         if self._runner is not None:
-            # Also a flag, and a wake-up to see it: Python 3.11's asyncio.wait_for drops a
-            # cancellation that lands in the loop turn its wait ends in (a delivery recorded at
-            # that moment), and the loop then went on claiming while this waited for it forever.
-            self._stopping = True
-            if self._wakeup is not None:
-                self._wakeup.set()
             self._runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._runner
@@ -224,7 +216,7 @@ class Dispatcher:
 
     async def _run(self) -> None:
         assert self._wakeup is not None
-        while not self._stopping:
+        while True:
             self._wakeup.clear()
             free = 2 * self._config.concurrency - len(self._inflight)
             claimed: list[Job] = []
@@ -243,7 +235,11 @@ class Dispatcher:
             if claimed and len(claimed) == free:
                 continue  # there may be more due right now
             try:
-                await asyncio.wait_for(self._wakeup.wait(), wait)
+                # Not asyncio.wait_for: on Python 3.11 it drops a cancellation that lands in the loop
+                # turn its wait ends in (a delivery recorded as the server stops), and stop() then
+                # waited forever for a loop that went on claiming. asyncio.timeout never does.
+                async with asyncio.timeout(wait):
+                    await self._wakeup.wait()
             except TimeoutError:
                 continue
             # Woken (a job queued, an attempt recorded): let a burst gather so that one claim, one
