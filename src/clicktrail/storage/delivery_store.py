@@ -123,10 +123,8 @@ def claim_due(
         parameters["excluded"] = list(excluded_sources)
     if only_source is not None:
         parameters["only_source"] = only_source
-    claimed_ids = connection.execute(
-        _sqlite_claim(bool(excluded_sources), only_source is not None), parameters
-    )
-    return [row.id for row in claimed_ids]
+    claimed = connection.execute(_sqlite_claim(bool(excluded_sources), only_source is not None), parameters)
+    return [row.id for row in claimed]
 
 
 @functools.cache
@@ -137,14 +135,15 @@ def _sqlite_claim(excluding: bool, one_source: bool) -> Any:
 
     One statement, atomic under SQLite's single writer; `id IN (…)` alone lets it look the chosen
     rows up by rowid instead of scanning every pending one."""
-    candidates = (
-        _candidates(
-            bindparam("now", type_=deliveries.c.next_attempt_at.type),
-            bindparam("excluded", expanding=True) if excluding else None,
-            bindparam("only_source") if one_source else None,
-        )
-        .where(_first_of_its_conversion())
-        .limit(bindparam("limit", type_=Integer))
+    candidates = select(deliveries.c.id).where(
+        _due(bindparam("now", type_=deliveries.c.next_attempt_at.type)), _first_of_its_conversion()
+    )
+    if excluding:
+        candidates = candidates.where(deliveries.c.source_id.not_in(bindparam("excluded", expanding=True)))
+    if one_source:
+        candidates = candidates.where(deliveries.c.source_id == bindparam("only_source"))
+    candidates = candidates.order_by(deliveries.c.next_attempt_at, deliveries.c.id).limit(
+        bindparam("limit", type_=Integer)
     )
     return (
         update(deliveries)
@@ -183,21 +182,6 @@ _OVERFETCH = 4
 """On PostgreSQL, due jobs locked per job wanted: the in-order check drops some after the lock."""
 
 
-def _candidates(
-    now: _Moment,
-    excluded_sources: list[int] | BindParameter[Any] | None,
-    only_source: int | BindParameter[int] | None,
-) -> Any:
-    """Due jobs' ids, oldest due first; each argument a value or a bind parameter (None: no such
-    condition)."""
-    candidates = select(deliveries.c.id).where(_due(now))
-    if excluded_sources is not None:
-        candidates = candidates.where(deliveries.c.source_id.not_in(excluded_sources))
-    if only_source is not None:
-        candidates = candidates.where(deliveries.c.source_id == only_source)
-    return candidates.order_by(deliveries.c.next_attempt_at, deliveries.c.id)
-
-
 def _claim_due_on_postgresql(
     connection: Connection,
     now: datetime,
@@ -226,7 +210,8 @@ def _claim_due_on_postgresql(
     outbox's claim on PostgreSQL"). The page is locked first (a CTE, materialised), then the pending
     jobs of its conversions are read, once per page, and the page's jobs kept by looking their ids
     up in that answer (a join there, planned on the same stale statistics as a nested loop over
-    both, took 19 ms a page of 256)."""
+    both, took 19 ms a page of 256: BENCHMARKS.md, "PostgreSQL's claim in one statement";
+    `scripts/claim_times.py --postgres [--explain]` times and shows a claim on a stale table)."""
     # psycopg prepares a statement run five times, and PostgreSQL then switches to a generic plan
     # that cannot see `now`: measured, 258 ms per claim of 64 from a 5,000-job outbox instead of
     # 7 ms. Planned afresh each time, in this transaction only.
