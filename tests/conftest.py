@@ -4,9 +4,11 @@ from typing import Any
 
 import pytest
 
+from clicktrail.config import Settings
+from clicktrail.web.runtime import Runtime
 from tests.delivery_support import DELIVERY_ENV
 from tests.receivers import Receiver
-from tests.support import ServerProcess, Tracker, fresh_database, start_server
+from tests.support import SECRET_KEY, ServerProcess, Tracker, fresh_database, start_server
 
 
 @pytest.fixture(scope="session", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -65,3 +67,15 @@ def receiver() -> Iterator[Callable[..., Receiver]]:
     yield start
     for each in started:
         each.close()
+
+
+@pytest.fixture
+def runtime(backend: str, tmp_path: Path) -> Iterator[Runtime]:
+    """The tracker's services on a fresh, migrated database of `backend`, without a server."""
+    with fresh_database(backend, tmp_path) as url:
+        runtime = Runtime(
+            Settings(database_url=url, secret_key=SECRET_KEY, analytics_dir=tmp_path / "analytics"),
+            migrate=True,
+        )
+        yield runtime
+        runtime.database.dispose()

@@ -2,114 +2,41 @@
 worker holds, and a conversion's jobs for one source one at a time, in the order they were queued
 (a source hears "approved" before "rejected")."""
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta
-from decimal import Decimal
-from pathlib import Path
-from typing import Any
 
 import pytest
-from sqlalchemy import Connection, select, text, update
+from sqlalchemy import select, text, update
 
-from clicktrail.catalog.models import CampaignInput, OfferInput, SourceInput
-from clicktrail.config import Settings
-from clicktrail.storage import delivery_store, event_store
+from clicktrail.storage import delivery_store
 from clicktrail.storage.schema import deliveries
 from clicktrail.types import utc_now
 from clicktrail.web.runtime import Runtime
-from tests.support import SECRET_KEY, fresh_database
-
-
-@pytest.fixture
-def runtime(backend: str, tmp_path: Path) -> Iterator[Runtime]:
-    with fresh_database(backend, tmp_path) as url:
-        runtime = Runtime(
-            Settings(database_url=url, secret_key=SECRET_KEY, analytics_dir=tmp_path / "analytics"),
-            migrate=True,
-        )
-        yield runtime
-        runtime.database.dispose()
-
-
-def _queue(runtime: Runtime, jobs: list[tuple[str, int, datetime]]) -> list[int]:
-    """A conversion per distinct name in `jobs` (name, source, due), then the jobs in that order."""
-    offer = runtime.catalog.create_offer(OfferInput(name="O", url="https://m.example/?c={click_id}"))
-    sources = {
-        source: runtime.catalog.create_source(
-            SourceInput(name=f"S{source}", postback_url="https://n.example/")
-        )
-        for source in sorted({source for _, source, _ in jobs})
-    }
-    campaign = runtime.catalog.create_campaign(
-        CampaignInput(name="C", source_id=sources[min(sources)].id, offer_id=offer.id)
-    )
-    now = utc_now()
-    conversions: dict[str, str] = {}
-    rows: list[dict[str, Any]] = []
-    with runtime.database.begin() as connection:
-        for name, source, due in jobs:
-            if name not in conversions:
-                conversions[name] = _conversion(connection, runtime, campaign, name, now)
-            rows.append(
-                {"created_at": now, "conversion_id": conversions[name], "click_id": f"click-{name}",
-                 "source_id": sources[source].id, "status": "pending", "conversion_status": "approved",
-                 "attempts": 0, "next_attempt_at": due, "updated_at": now}
-            )  # fmt: skip
-        event_store.insert_deliveries(connection, rows)
-        ids = connection.execute(deliveries.select().order_by(deliveries.c.id)).all()
-    return [row.id for row in ids]
-
-
-def _conversion(connection: Connection, runtime: Runtime, campaign: Any, name: str, now: datetime) -> str:
-    event_store.insert_clicks(
-        connection,
-        [{"click_id": f"click-{name}", "created_at": now, "campaign_id": campaign.id,
-          "offer_id": campaign.offer_id, "source_id": campaign.source_id, "is_bot": False,
-          "is_unique": True}],
-    )  # fmt: skip
-    conversion_id = f"conversion-{name}"
-    event_store.insert_conversions(
-        connection,
-        [{"conversion_id": conversion_id, "created_at": now, "updated_at": now, "click_id": f"click-{name}",
-          "event": "sale", "txid": name, "status": "approved", "revenue": Decimal(0), "payout": Decimal(0),
-          "currency": "USD", "cost": Decimal(0), "click_time": now, "campaign_id": campaign.id,
-          "offer_id": campaign.offer_id, "source_id": campaign.source_id, "is_bot": False,
-          "via": "postback"}],
-    )  # fmt: skip
-    return conversion_id
-
-
-def _claim(runtime: Runtime, limit: int, worker: str = "worker-a") -> list[int]:
-    now = utc_now()
-    with runtime.database.begin() as connection:
-        return delivery_store.claim_due(
-            connection, now=now, limit=limit, lease_until=now + timedelta(seconds=60), token=worker
-        )
+from tests.outbox_support import claim, queue_jobs
 
 
 def test_a_conversions_jobs_for_one_source_are_claimed_one_at_a_time_oldest_first(runtime: Runtime) -> None:
     past = utc_now() - timedelta(seconds=10)
-    approved, other_source, rejected, other_conversion = _queue(
+    approved, other_source, rejected, other_conversion = queue_jobs(
         runtime, [("a", 1, past), ("a", 2, past), ("a", 1, past - timedelta(seconds=5)), ("b", 1, past)]
     )
 
     # The "rejected" job is due first, but its conversion's "approved" job for the same source is older.
-    assert sorted(_claim(runtime, 10)) == sorted([approved, other_source, other_conversion])
-    assert _claim(runtime, 10, worker="worker-b") == []  # leased: nobody else takes them
+    assert sorted(claim(runtime, 10)) == sorted([approved, other_source, other_conversion])
+    assert claim(runtime, 10, worker="worker-b") == []  # leased: nobody else takes them
 
     with runtime.database.begin() as connection:
         connection.execute(update(deliveries).where(deliveries.c.id == approved).values(status="delivered"))
-    assert _claim(runtime, 10) == [rejected]
+    assert claim(runtime, 10) == [rejected]
 
 
 def test_a_claim_takes_at_most_its_limit_oldest_due_first_and_none_not_yet_due(runtime: Runtime) -> None:
     now = utc_now()
     jobs = [(f"c{n}", 1, now - timedelta(seconds=n)) for n in range(12)]
-    ids = _queue(runtime, [*jobs, ("later", 1, now + timedelta(hours=1))])
+    ids = queue_jobs(runtime, [*jobs, ("later", 1, now + timedelta(hours=1))])
 
-    first = _claim(runtime, 5)
+    first = claim(runtime, 5)
     assert sorted(first) == sorted(ids[7:12])  # the five due longest
-    second = _claim(runtime, 100)
+    second = claim(runtime, 100)
     assert sorted(second) == sorted(ids[:7])
     assert ids[12] not in first + second
 
@@ -121,9 +48,9 @@ def test_jobs_waiting_behind_older_ones_do_not_keep_a_claimable_job_from_its_tur
     jobs = []
     for n in range(30):
         jobs += [(f"c{n}", 1, now + timedelta(hours=1)), (f"c{n}", 1, now - timedelta(seconds=60 - n))]
-    ids = _queue(runtime, [*jobs, ("free", 1, now - timedelta(seconds=1))])
+    ids = queue_jobs(runtime, [*jobs, ("free", 1, now - timedelta(seconds=1))])
 
-    assert _claim(runtime, 1) == [ids[-1]]
+    assert claim(runtime, 1) == [ids[-1]]
 
 
 def test_a_claim_hands_over_its_jobs_with_their_conversions_and_says_when_the_next_comes_due(
@@ -133,7 +60,7 @@ def test_a_claim_hands_over_its_jobs_with_their_conversions_and_says_when_the_ne
     lease, the conversions and the next due time)."""
     now = utc_now()
     retry_at = now + timedelta(minutes=5)
-    ids = _queue(runtime, [("a", 1, now - timedelta(seconds=2)), ("b", 2, now - timedelta(seconds=1)),
+    ids = queue_jobs(runtime, [("a", 1, now - timedelta(seconds=2)), ("b", 2, now - timedelta(seconds=1)),
                            ("a", 1, now - timedelta(seconds=3)), ("c", 1, retry_at)])  # fmt: skip
 
     with runtime.database.begin() as connection:
@@ -160,7 +87,7 @@ def test_a_claim_reads_past_a_page_of_jobs_waiting_behind_older_ones(runtime: Ru
     jobs = []
     for n in range(12):  # the retries come due in an hour; their status changes wait for them
         jobs += [(f"c{n}", 1, now + timedelta(hours=1)), (f"c{n}", 1, now - timedelta(seconds=60 - n))]
-    ids = _queue(runtime, [*jobs, ("free", 1, now - timedelta(seconds=1)), ("free2", 1, now)])
+    ids = queue_jobs(runtime, [*jobs, ("free", 1, now - timedelta(seconds=1)), ("free2", 1, now)])
 
     with runtime.database.begin() as connection:
         claimed = delivery_store.claim_jobs(
@@ -184,7 +111,7 @@ def test_rescheduling_a_sources_jobs_never_waits_for_one_another_worker_is_chang
     now = utc_now()
     later = now + timedelta(hours=1)
     start, moved_to = (now, later) if reschedule == "pause" else (later, now)
-    ids = _queue(runtime, [(f"c{n}", 1, start) for n in range(4)])
+    ids = queue_jobs(runtime, [(f"c{n}", 1, start) for n in range(4)])
     with runtime.database.engine.connect() as other_worker, runtime.database.begin() as connection:
         other_worker.execute(update(deliveries).where(deliveries.c.id == ids[2]).values(attempts=1))
         source_id = connection.execute(select(deliveries.c.source_id).limit(1)).scalar_one()
@@ -212,7 +139,7 @@ def test_a_paused_sources_backlog_is_moved_once_not_again_at_every_later_probe(
     now = utc_now()
     first_probe, second_probe = now + timedelta(seconds=30), now + timedelta(seconds=90)
     backlog = [(f"c{n}", 1, now - timedelta(seconds=10 - n)) for n in range(5)]
-    ids = _queue(runtime, [*backlog, ("queued-later", 1, first_probe)])  # by the intake, for the probe
+    ids = queue_jobs(runtime, [*backlog, ("queued-later", 1, first_probe)])  # by the intake, for the probe
     *waiting, queued_later = ids
     with runtime.database.begin() as connection:
         source_id = connection.execute(select(deliveries.c.source_id).limit(1)).scalar_one()
@@ -252,7 +179,7 @@ def test_a_sources_jobs_are_rescheduled_a_limited_number_at_a_time_oldest_first(
     now = utc_now()
     later = now + timedelta(hours=1)
     start, moved_to = (now, later) if reschedule == "pause" else (later, now)
-    ids = _queue(runtime, [(f"c{n}", 1, start) for n in range(5)])
+    ids = queue_jobs(runtime, [(f"c{n}", 1, start) for n in range(5)])
     with runtime.database.begin() as connection:
         source_id = connection.execute(select(deliveries.c.source_id).limit(1)).scalar_one()
 

@@ -347,10 +347,13 @@ class Dispatcher:
         for attempt in finished:
             attempts.append(self._attempt_row(attempt))
             results.append(self._result_values(attempt, now))
+        answers: dict[SourceId, list[AttemptResult]] = {}
+        for attempt in finished:
+            if attempt.result.outcome is not AttemptOutcome.BLOCKED:  # says nothing of its health
+                answers.setdefault(attempt.job.source_id, []).append(attempt.result)
         with self._writing() as connection:
-            store.insert_attempts(connection, attempts)
-            ours = store.finish(connection, results)
-            self._update_breakers(connection, [(a.job.source_id, a.result) for a in finished], now)
+            ours, breakers = store.record_attempts(connection, attempts, results, answers)
+            self._update_breakers(connection, answers, breakers, now)
         if ours < len(finished):
             log.warning("%s delivery attempts ended after their leases ran out", len(finished) - ours)
 
@@ -395,16 +398,14 @@ class Dispatcher:
     def _update_breakers(
         self,
         connection: Connection,
-        answered: list[tuple[SourceId, AttemptResult]],
+        answers: dict[SourceId, list[AttemptResult]],
+        breakers: Sequence[Any],
         now: datetime,
     ) -> None:
-        """Apply a batch's answers to each source's breaker, in the order they came. A source whose
-        breaker is closed and clean and which only answered needs no write (the usual case)."""
-        answers: dict[SourceId, list[AttemptResult]] = {}
-        for source_id, result in answered:
-            if result.outcome is not AttemptOutcome.BLOCKED:  # says nothing of the receiver's health
-                answers.setdefault(source_id, []).append(result)
-        current = {row.source_id: row for row in store.breakers_of(connection, answers)}
+        """Apply a batch's answers (by source, in the order they came) to each source's breaker, read
+        unlocked in `breakers`. A source whose breaker is closed and clean and which only answered
+        needs no write (the usual case); the others are read again, locked."""
+        current = {row.source_id: row for row in breakers}
         for source_id in sorted(answers):
             row = current.get(source_id)
             clean = row is None or (row.state == BreakerState.CLOSED and row.failures == 0)

@@ -1,7 +1,7 @@
 """The database handle: one SQLAlchemy engine for SQLite or PostgreSQL, tuned for each."""
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -115,6 +115,25 @@ def as_sqlalchemy_errors(connection: Connection) -> Iterator[None]:
         yield
     except connection.dialect.loaded_dbapi.Error as exc:
         raise _driver_error(connection, exc) from exc
+
+
+def counted_executemany(connection: Connection, sql: str, rows: Sequence[Any]) -> Callable[[], int]:
+    """`sql` run for each of `rows` on the driver's own cursor (its errors leave as SQLAlchemy's);
+    returns the function that counts the rows the statements changed, to call once they have been
+    answered (after the pipeline they run in)."""
+    with as_sqlalchemy_errors(connection):
+        # Not closed until counted: psycopg counts a pipelined executemany's rows as its answers are
+        # read, and a cursor closed before then reports only those read so far.
+        cursor = connection.connection.cursor()
+        cursor.executemany(sql, rows)
+
+    def changed() -> int:
+        try:
+            return max(int(cursor.rowcount), 0)
+        finally:
+            cursor.close()
+
+    return changed
 
 
 @contextmanager

@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
-from clicktrail.storage.database import as_sqlalchemy_errors, driver_cursor, pipeline
+from clicktrail.storage.database import counted_executemany, driver_cursor, pipeline
 from clicktrail.storage.schema import clicks, conversion_status_history, conversions, deliveries, postback_log
 from clicktrail.storage.types import UtcDateTime
 
@@ -329,19 +329,7 @@ def set_conversion_statuses(
     if not changes:
         return lambda: 0
     sql, convert = _status_update_plan(connection.dialect)
-    with as_sqlalchemy_errors(connection):
-        # Not closed until counted: psycopg counts a pipelined executemany's rows as its answers are
-        # read, and a cursor closed before then reports only those read so far.
-        cursor = connection.connection.cursor()
-        cursor.executemany(sql, [convert(change) for change in changes])
-
-    def applied() -> int:
-        try:
-            return max(int(cursor.rowcount), 0)
-        finally:
-            cursor.close()
-
-    return applied
+    return counted_executemany(connection, sql, [convert(change) for change in changes])
 
 
 @functools.cache
