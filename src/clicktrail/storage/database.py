@@ -108,6 +108,23 @@ def pipeline(connection: Connection) -> Iterator[None]:
 
 
 @contextmanager
+def unprepared(connection: Connection) -> Iterator[None]:
+    """On PostgreSQL, statements run inside are never prepared by psycopg (which prepares one run five
+    times on a connection), so PostgreSQL plans each with its values rather than switching to a
+    generic plan. psycopg decides this in the client: no round trip."""
+    if connection.dialect.name != "postgresql":
+        yield
+        return
+    driver: Any = connection.connection.driver_connection
+    threshold = driver.prepare_threshold
+    driver.prepare_threshold = None
+    try:
+        yield
+    finally:
+        driver.prepare_threshold = threshold
+
+
+@contextmanager
 def as_sqlalchemy_errors(connection: Connection) -> Iterator[None]:
     """Statements run on the driver's own cursor inside raise SQLAlchemy's exception for the driver's
     error (IntegrityError, OperationalError...), as if they had run through SQLAlchemy."""

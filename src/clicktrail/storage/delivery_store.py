@@ -26,7 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from clicktrail.storage.database import counted_executemany, pipeline
+from clicktrail.storage.database import counted_executemany, pipeline, unprepared
 from clicktrail.storage.event_store import insert_rows, select_rows
 from clicktrail.storage.schema import conversions, deliveries, delivery_attempts, delivery_breakers
 
@@ -214,10 +214,6 @@ def _claim_due_on_postgresql(
     up in that answer (a join there, planned on the same stale statistics as a nested loop over
     both, took 19 ms a page of 256: BENCHMARKS.md, "PostgreSQL's claim in one statement";
     `scripts/claim_times.py --postgres [--explain]` times and shows a claim on a stale table)."""
-    # psycopg prepares a statement run five times, and PostgreSQL then switches to a generic plan
-    # that cannot see `now`: measured, 258 ms per claim of 64 from a 5,000-job outbox instead of
-    # 7 ms. Planned afresh each time, in this transaction only.
-    connection.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
     page_size = _OVERFETCH * limit
     parameters: dict[str, Any] = {
         "now": now,
@@ -235,7 +231,12 @@ def _claim_due_on_postgresql(
         page_statement = _postgresql_claim_page(
             bool(excluded_sources), only_source is not None, "after_id" in parameters
         )
-        rows = connection.execute(page_statement, parameters).all()
+        # psycopg prepares a statement run five times, and PostgreSQL then switches to a generic
+        # plan that cannot see `now`: measured, 258 ms per claim of 64 from a 5,000-job outbox
+        # instead of 7 ms. Never prepared, it is planned with its values each time (where a SET
+        # LOCAL plan_cache_mode cost a round trip of its own).
+        with unprepared(connection):
+            rows = connection.execute(page_statement, parameters).all()
         page = rows[0]  # one row at least, with the page's own figures (the jobs are left-joined)
         leased += [row for row in rows if row.delivery_id is not None]
         if len(leased) >= limit or page.locked_count < page_size:
