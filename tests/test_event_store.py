@@ -123,8 +123,9 @@ def test_a_bulk_insert_that_fails_raises_sqlalchemys_error_and_stores_none_of_th
 def test_a_click_batch_whose_connection_dies_fails_as_unavailable_and_the_next_is_stored(
     database: Database, backend: str
 ) -> None:
-    """What the click writer sees when PostgreSQL drops its connection before the batch's COPY: the
-    batch fails as 'unavailable' (its visitors get a 503), and the next batch is stored."""
+    """What the click writer sees when PostgreSQL drops its connection before the batch's COPY (run
+    as its own transaction: Database.run_alone): the batch fails as 'unavailable' (its visitors get
+    a 503), and the next batch is stored."""
     if backend == "sqlite":
         pytest.skip("an SQLite file has no connection to lose")
     moment = datetime(2026, 11, 12, 9, 0, tzinfo=UTC)
@@ -137,12 +138,39 @@ def test_a_click_batch_whose_connection_dies_fails_as_unavailable_and_the_next_i
         event_store.insert_clicks(connection, lost)
 
     with pytest.raises(StorageError, match="unavailable"):
-        database.stage(lose_the_connection_then_insert)
-    _, commit = database.stage(lambda connection: event_store.insert_clicks(connection, kept))
-    commit()
+        database.run_alone(lose_the_connection_then_insert)
+    database.run_alone(lambda connection: event_store.insert_clicks(connection, kept))
     with database.begin() as connection:
         stored = connection.execute(select(clicks.c.click_id)).scalars().all()
     assert stored == [kept[0]["click_id"]]
+
+
+def test_a_click_batch_run_as_its_own_transaction_is_stored_whole_or_not_at_all(database: Database) -> None:
+    """On PostgreSQL a click batch is one COPY outside BEGIN … COMMIT (Database.run_alone; on SQLite
+    a transaction as any other): a row the database refuses (a click ID stored before) fails the
+    whole batch, none of it stored, and the connection goes back to the pool ready for the next."""
+    moment = datetime(2026, 11, 12, 9, 0, tzinfo=UTC)
+    first = _click(moment)
+    batch = [_click(moment), dict(first)]
+    database.run_alone(lambda connection: event_store.insert_clicks(connection, [first]))
+
+    with pytest.raises(IntegrityError):
+        database.run_alone(lambda connection: event_store.insert_clicks(connection, batch))
+    later = _click(moment)
+    database.run_alone(lambda connection: event_store.insert_clicks(connection, [later]))
+
+    def write_then_fail() -> None:
+        with database.begin() as connection:
+            event_store.insert_clicks(connection, [_click(moment)])
+            raise RuntimeError("the rest of the work failed")
+
+    # The pooled connection is back in a transaction's hands: what a failed one wrote is undone.
+    with pytest.raises(RuntimeError):
+        write_then_fail()
+
+    with database.begin() as connection:
+        stored = connection.execute(select(clicks.c.click_id)).scalars().all()
+    assert sorted(stored) == sorted([first["click_id"], later["click_id"]])
 
 
 @given(

@@ -102,9 +102,13 @@ class Runtime:
         self._cap_counter: asyncio.Task[None] | None = None
 
     def _commit_clicks(self, rows: Sequence[dict[str, Any]]) -> Staged[None]:
-        """Insert the batch on the loop; the commit (SQLite's fsync) is left to the writer's thread, or
-        on PostgreSQL waits for the WAL flush on the loop too, cooperatively (storage/batch.py)."""
+        """Insert the batch on the loop; the commit (SQLite's fsync) is left to the writer's thread.
+        On PostgreSQL the batch is one COPY, run as its own transaction (run_alone): it answers once
+        committed, with the WAL flushed, and the loop waits for it cooperatively (storage/batch.py)."""
         done: list[None] = [None] * len(rows)
+        if not self.database.is_sqlite:
+            self.database.run_alone(lambda connection: event_store.insert_clicks(connection, rows))
+            return Staged(done)
         _, commit = self.database.stage(lambda connection: event_store.insert_clicks(connection, rows))
         return Staged(done, commit)
 
