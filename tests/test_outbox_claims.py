@@ -5,10 +5,10 @@ worker holds, and a conversion's jobs for one source one at a time, in the order
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import delete, select, text, update
 
 from clicktrail.storage import delivery_store
-from clicktrail.storage.schema import deliveries
+from clicktrail.storage.schema import conversions, deliveries
 from clicktrail.types import utc_now
 from clicktrail.web.runtime import Runtime
 from tests.outbox_support import claim, queue_jobs
@@ -96,6 +96,34 @@ def test_a_claim_reads_past_a_page_of_jobs_waiting_behind_older_ones(runtime: Ru
 
     assert sorted(job.delivery_id for job in claimed.jobs) == ids[-2:]
     assert claimed.next_due == now + timedelta(hours=1)
+
+
+def test_a_job_whose_conversion_is_gone_ends_dead_saying_why_instead_of_being_leased_for_ever(
+    runtime: Runtime,
+) -> None:
+    """A conversion deleted by hand (or by a purge that left the outbox behind) leaves nothing to fill
+    its postback from: its job is not sent, and ends, rather than coming back at every lease's end."""
+    past = utc_now() - timedelta(seconds=5)
+    orphan, kept = queue_jobs(runtime, [("gone", 1, past), ("kept", 1, past)])
+    with runtime.database.begin() as connection:
+        connection.execute(delete(conversions).where(conversions.c.conversion_id == "conversion-gone"))
+
+    now = utc_now()
+    with runtime.database.begin() as connection:
+        claimed = delivery_store.claim_jobs(
+            connection, now=now, limit=10, lease_until=now + timedelta(seconds=60), token="worker-a"
+        )
+
+    assert [job.delivery_id for job in claimed.jobs] == [kept]
+    with runtime.database.begin() as connection:
+        row = connection.execute(select(deliveries).where(deliveries.c.id == orphan)).one()
+    assert (row.status, row.last_error, row.lease_token) == ("dead", delivery_store.ORPHANED, None)
+    later = now + timedelta(minutes=5)  # past the lease: nothing of it comes back
+    with runtime.database.begin() as connection:
+        again = delivery_store.claim_jobs(
+            connection, now=later, limit=10, lease_until=later + timedelta(seconds=60), token="worker-b"
+        )
+    assert [job.delivery_id for job in again.jobs] == [kept]
 
 
 def test_a_claim_is_planned_with_its_values_however_often_a_connection_runs_it(

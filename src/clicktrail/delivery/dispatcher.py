@@ -277,7 +277,7 @@ class Dispatcher:
                 if store.make_source_due(connection, source_id, now):
                     unmoved = True
                     self._resumed[source_id] = time.monotonic()  # kept until all of them are due
-            rows = list(store.jobs(connection, probes)) if probes else []
+            rows = list(store.jobs(connection, probes, now=now)) if probes else []
             claimed = store.Claimed([], None)
             if len(probes) < limit:
                 claimed = store.claim_jobs(

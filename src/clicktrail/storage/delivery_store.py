@@ -3,6 +3,7 @@ deliveries back. Claims use `FOR UPDATE SKIP LOCKED` on PostgreSQL; SQLite seria
 claim (one UPDATE … RETURNING) is atomic by itself."""
 
 import functools
+import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
@@ -29,6 +30,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from clicktrail.storage.database import counted_executemany, pipeline, unprepared
 from clicktrail.storage.event_store import insert_rows, select_rows
 from clicktrail.storage.schema import conversions, deliveries, delivery_attempts, delivery_breakers
+
+log = logging.getLogger(__name__)
 
 PENDING = "pending"
 
@@ -86,7 +89,7 @@ def claim_jobs(
         leased, next_due = _claim_due_on_postgresql(
             connection, now, limit, lease_until, token, excluded_sources, None
         )
-        # As `jobs` reads them: a job whose conversion is gone is leased but not sent.
+        _end_orphans(connection, [row.delivery_id for row in leased if row.conversion_id is None], now)
         return Claimed([row for row in leased if row.conversion_id is not None], next_due)
     next_due = next_due_at(connection, now)  # before the lease, as PostgreSQL's statement sees it
     ids = claim_due(
@@ -97,7 +100,7 @@ def claim_jobs(
         token=token,
         excluded_sources=excluded_sources,
     )
-    return Claimed(list(jobs(connection, ids)) if ids else [], next_due)
+    return Claimed(list(jobs(connection, ids, now=now)) if ids else [], next_due)
 
 
 def claim_due(
@@ -456,8 +459,9 @@ def _lockable_pending_of(source_id: int, condition: Any) -> Any:
     )
 
 
-def jobs(connection: Connection, ids: Sequence[int]) -> Sequence[Row[Any]]:
-    """Claimed jobs with their conversions (the macro values)."""
+def jobs(connection: Connection, ids: Sequence[int], *, now: datetime) -> Sequence[Row[Any]]:
+    """Claimed jobs with their conversions (the macro values). A job whose conversion is gone is
+    not among them: it ends (_end_orphans)."""
     query = (
         select(
             deliveries.c.id.label("delivery_id"),
@@ -471,7 +475,27 @@ def jobs(connection: Connection, ids: Sequence[int]) -> Sequence[Row[Any]]:
         .join(conversions, conversions.c.conversion_id == deliveries.c.conversion_id)
         .where(deliveries.c.id.in_(list(ids)))
     )
-    return connection.execute(query).all()
+    found = connection.execute(query).all()
+    if len(found) < len(ids):
+        _end_orphans(connection, sorted(set(ids) - {row.delivery_id for row in found}), now)
+    return found
+
+
+ORPHANED = "its conversion no longer exists"
+
+
+def _end_orphans(connection: Connection, ids: Sequence[int], now: datetime) -> None:
+    """Claimed jobs whose conversion row is gone (deleted by hand, or by a purge that left the
+    outbox behind) have nothing to fill a postback's macros from: they end dead, saying why, rather
+    than being leased, left unsent and leased again when the lease runs out, for ever."""
+    if not ids:
+        return
+    log.warning("%s delivery jobs dead: %s", len(ids), ORPHANED)
+    connection.execute(
+        update(deliveries)
+        .where(deliveries.c.id.in_(list(ids)))
+        .values(status="dead", last_error=ORPHANED, locked_until=None, lease_token=None, updated_at=now)
+    )
 
 
 class Recorded(NamedTuple):
