@@ -14,7 +14,7 @@ import psycopg
 import pytest
 import sqlalchemy
 
-from clicktrail.catalog.models import CampaignInput, OfferInput, SourceInput
+from clicktrail.catalog.models import CampaignInput, OfferInput, SourceInput, SourcePatch
 from clicktrail.config import Settings
 from clicktrail.conversions.decision import Decision
 from clicktrail.conversions.intake import PostbackIntake, RawPostback
@@ -200,6 +200,65 @@ def test_every_queued_status_gets_its_outbound_postback(runtime: Runtime) -> Non
             connection, click_id=click_id, source_id=None, status=None, before=None, limit=10
         )
     assert sorted(job.conversion_status for job in jobs) == ["approved", "rejected"]
+
+
+def _source_without_a_postback_url(runtime: Runtime) -> tuple[int, str]:
+    """A second source, wanting no outbound postbacks, its campaign and a click on it; the worker's
+    snapshot reloaded after."""
+    offer = runtime.catalog.list_offers(limit=1)[0]
+    source = runtime.catalog.create_source(SourceInput(name="No postbacks"))
+    campaign = runtime.catalog.create_campaign(
+        CampaignInput(name="C2", source_id=source.id, offer_id=offer.id)
+    )
+    runtime.cache.reload()
+    [click_id] = stored_clicks(runtime, campaign)
+    return source.id, click_id
+
+
+def test_a_source_given_its_postback_url_on_another_worker_a_moment_ago_is_sent_the_conversion(
+    runtime: Runtime,
+) -> None:
+    """This worker's snapshot does not know the URL yet (its reload comes a moment later): the batch
+    sees the catalog changed since and asks the database, so the conversion is not left unsent."""
+    source_id, click_id = _source_without_a_postback_url(runtime)
+    runtime.catalog.patch_source(  # as through another worker's API: this snapshot is not reloaded
+        source_id, SourcePatch(postback_url="https://net2.example/pb?c={click_id}")
+    )
+
+    [outcome] = runtime.postbacks.handle_batch([_postback(click_id=click_id, txid="late-url")])
+
+    assert outcome.decision is Decision.ACCEPTED
+    with runtime.database.begin() as connection:
+        jobs = delivery_store.list_deliveries(
+            connection, click_id=click_id, source_id=source_id, status=None, before=None, limit=10
+        )
+    assert [job.conversion_id for job in jobs] == [outcome.conversion_id]
+
+
+def test_a_batch_for_a_source_without_a_postback_url_does_not_ask_the_database_for_it(
+    runtime: Runtime,
+) -> None:
+    """With the catalog as the snapshot knows it, the snapshot's word that a source wants no
+    postbacks is good: asking the database again cost every such batch one more round trip."""
+    source_id, click_id = _source_without_a_postback_url(runtime)
+    statements: list[str] = []
+
+    def remember(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    sqlalchemy.event.listen(runtime.database.engine, "before_cursor_execute", remember)
+    try:
+        [outcome] = runtime.postbacks.handle_batch([_postback(click_id=click_id, txid="no-url")])
+    finally:
+        sqlalchemy.event.remove(runtime.database.engine, "before_cursor_execute", remember)
+
+    assert outcome.decision is Decision.ACCEPTED
+    assert not [statement for statement in statements if "FROM sources" in statement]
+    with runtime.database.begin() as connection:
+        jobs = delivery_store.list_deliveries(
+            connection, click_id=click_id, source_id=source_id, status=None, before=None, limit=10
+        )
+    assert jobs == []
 
 
 def test_a_staged_batch_is_stored_and_announced_only_when_its_commit_runs(runtime: Runtime) -> None:

@@ -27,7 +27,7 @@ from clicktrail.errors import NotFound, ValidationFailed
 from clicktrail.ids import ALPHABET
 from clicktrail.storage import catalog_store as store
 from clicktrail.storage.database import Database
-from clicktrail.storage.schema import campaigns, landers, offers, sources
+from clicktrail.storage.schema import CATALOG_VERSION, campaigns, landers, offers, sources
 from clicktrail.types import CampaignId, Clock, OfferId, SourceId
 
 CAMPAIGN_KEY_LENGTH = 10
@@ -102,7 +102,7 @@ class Catalog:
             raise ValidationFailed(f"postback_url: {problem}", {"postback_url": problem})
 
     def _bump(self, connection: Connection) -> None:
-        self._db.set_meta_value(connection, store.CATALOG_VERSION, store.new_version())
+        self._db.set_meta_value(connection, CATALOG_VERSION, store.new_version())
 
     def _create(self, table: Table, values: dict[str, Any], noun: str, actor: Actor) -> Row[Any]:
         now = self._clock()

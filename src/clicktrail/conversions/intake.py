@@ -112,6 +112,8 @@ class _Batch:
 
     now: datetime
     snapshot: CatalogSnapshot
+    snapshot_current: bool
+    """The catalog has not changed since the snapshot was loaded (its version, read by the batch)."""
     clicks: dict[str, Any]
     known: dict[tuple[str, str, str], _Known]
     rules: dict[SourceId, PostbackRule | None] = field(default_factory=dict)
@@ -229,18 +231,18 @@ class PostbackIntake:
         parsed = [self._parse(raw) for raw in raws]
         click_ids = list({click_id for _, click_id, _ in parsed if click_id is not None})
         outcomes: list[Outcome] = []
-        found_clicks, found_conversions = store.clicks_and_their_conversions(
-            connection, click_ids, _CLICK_COLUMNS
-        )
+        reads = store.clicks_and_their_conversions(connection, click_ids, _CLICK_COLUMNS)
+        snapshot = self._snapshot()
         batch = _Batch(
             now=now,
-            snapshot=self._snapshot(),
-            clicks=found_clicks,
+            snapshot=snapshot,
+            snapshot_current=reads.catalog_version == snapshot.version,
+            clicks=reads.clicks,
             known={
                 (row.click_id, row.event, row.txid): _Known(
                     ConversionId(row.conversion_id), row.status, row.revenue
                 )
-                for row in found_conversions
+                for row in reads.conversions
             },
         )
         for raw, (request, click_id, refusal) in zip(raws, parsed, strict=True):
@@ -395,8 +397,10 @@ class PostbackIntake:
         source_id = SourceId(click.source_id)
         if source_id not in batch.rules:
             rule = batch.snapshot.postback_rules.get(source_id)
-            if rule is None:
+            if rule is None and not batch.snapshot_current:
                 # Another worker may have given the source its URL a moment ago: ask the database.
+                # Not when the catalog is as the snapshot knows it: a source without a postback URL
+                # (many want none) cost every batch one more round trip.
                 rule = fresh_postback_rule(connection, source_id)
             batch.rules[source_id] = rule
             batch.due_at[source_id] = self._held_until(source_id, batch.now) or batch.now

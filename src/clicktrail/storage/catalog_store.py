@@ -6,9 +6,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, Table, insert, select, update
 
-from clicktrail.storage.schema import campaigns, cost_updates, landers, meta, offers, sources
-
-CATALOG_VERSION = "catalog_version"
+from clicktrail.storage.schema import CATALOG_VERSION, campaigns, cost_updates, landers, meta, offers, sources
 
 
 def new_version() -> str:

@@ -25,7 +25,15 @@ from sqlalchemy import (
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from clicktrail.storage.database import counted_executemany, driver_cursor, pipeline
-from clicktrail.storage.schema import clicks, conversion_status_history, conversions, deliveries, postback_log
+from clicktrail.storage.schema import (
+    CATALOG_VERSION,
+    clicks,
+    conversion_status_history,
+    conversions,
+    deliveries,
+    meta,
+    postback_log,
+)
 from clicktrail.storage.types import UtcDateTime
 
 ClickRow = Mapping[str, Any]
@@ -213,22 +221,33 @@ def conversions_of_clicks(connection: Connection, click_ids: Sequence[str]) -> S
     return select_rows(connection, conversions, _CONVERSION_NAMES, "click_id", click_ids)
 
 
+class BatchReads(NamedTuple):
+    clicks: dict[str, Any]
+    """The clicks found, by ID, with the columns asked for (as attributes: `row.offer_id`)."""
+    conversions: Sequence[Any]
+    """Every conversion of those clicks, as conversions_of_clicks reads it."""
+    catalog_version: str | None
+    """The catalog's version as stored now: a snapshot of this version knows every source's rule."""
+
+
 def clicks_and_their_conversions(
     connection: Connection, click_ids: Sequence[str], columns: Sequence[str]
-) -> tuple[dict[str, Any], Sequence[Any]]:
-    """The clicks found among `click_ids` (their ID and `columns`, as attributes: `row.offer_id`) by
-    ID, and every conversion of them as conversions_of_clicks reads it: on PostgreSQL both queries
-    in one round trip."""
-    if not click_ids:
-        return {}, []
-    found_clicks, found_conversions = select_together(
+) -> BatchReads:
+    """What a postback batch reads first, on PostgreSQL in one round trip: the clicks found among
+    `click_ids` (their ID and `columns`), every conversion of them, and the catalog's version."""
+    found_clicks, found_conversions, version = select_together(
         connection,
         [
             (clicks, ("click_id", *columns), "click_id", click_ids),
             (conversions, _CONVERSION_NAMES, "click_id", click_ids),
+            (meta, ("value",), "name", [CATALOG_VERSION]),
         ],
     )
-    return {row.click_id: row for row in found_clicks}, found_conversions
+    return BatchReads(
+        {row.click_id: row for row in found_clicks},
+        found_conversions,
+        str(version[0].value) if version else None,
+    )
 
 
 def select_rows(

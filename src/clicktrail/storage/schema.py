@@ -43,6 +43,8 @@ meta = Table(
     Column("name", String(64), primary_key=True),
     Column("value", Text, nullable=False),
 )
+CATALOG_VERSION = "catalog_version"
+"""The meta row every catalog change rewrites, in its own transaction: workers watch it to reload."""
 
 offers = Table(
     "offers",
