@@ -266,17 +266,24 @@ class Database:
         return result, commit
 
     def run_alone(self, work: Callable[[Connection], T]) -> T:
-        """Run `work`, one statement, as its own transaction, committed on return. On PostgreSQL
-        outside BEGIN … COMMIT (autocommit): the server commits the statement before it answers, so
-        its answer says it is durable, two round trips sooner. On SQLite (where an executemany is
-        many statements) a transaction as `begin` makes. Failures leave as StorageError, as from
-        stage."""
+        """Run `work`, one statement, as its own transaction, committed on return (`alone`)."""
+        with self.alone() as connection:
+            return work(connection)
+
+    @contextmanager
+    def alone(self) -> Iterator[Connection]:
+        """A connection on which each statement is a transaction of its own, committed before it
+        answers: on PostgreSQL outside BEGIN … COMMIT (autocommit), so its answer says it is
+        durable, and a block of statements each atomic by itself saves the two round trips. On
+        SQLite (where an executemany is many statements) one transaction for the block, as `begin`
+        makes. Failures leave as StorageError, as from stage."""
         try:
             with self.engine.connect() as connection:
                 if self.is_sqlite:
                     with connection.begin():
-                        return work(connection)
-                return work(connection.execution_options(isolation_level="AUTOCOMMIT"))
+                        yield connection
+                else:
+                    yield connection.execution_options(isolation_level="AUTOCOMMIT")
         except OperationalError as exc:
             raise StorageError(f"the database is unavailable: {exc.orig}") from exc
 
