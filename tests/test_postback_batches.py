@@ -202,6 +202,21 @@ def test_every_queued_status_gets_its_outbound_postback(runtime: Runtime) -> Non
     assert sorted(job.conversion_status for job in jobs) == ["approved", "rejected"]
 
 
+def test_a_batch_in_which_no_postback_names_a_well_formed_click_is_decided_and_logged(
+    runtime: Runtime,
+) -> None:
+    """Nothing to look up but the catalog's version: every postback is refused as malformed (a
+    400 for the merchant), none as a database failure."""
+    outcomes = runtime.postbacks.handle_batch([_postback(click_id="x"), _postback(txid="no-click")])
+
+    assert [outcome.decision for outcome in outcomes] == [Decision.MALFORMED, Decision.MALFORMED]
+    with runtime.database.begin() as connection:
+        log = event_store.list_postbacks(
+            connection, click_id=None, txid=None, decision=None, start=None, end=None, before=None, limit=10
+        )
+    assert [entry.decision for entry in log] == ["malformed", "malformed"]
+
+
 def _source_without_a_postback_url(runtime: Runtime) -> tuple[int, str]:
     """A second source, wanting no outbound postbacks, its campaign and a click on it; the worker's
     snapshot reloaded after."""

@@ -235,18 +235,22 @@ def clicks_and_their_conversions(
 ) -> BatchReads:
     """What a postback batch reads first, on PostgreSQL in one round trip: the clicks found among
     `click_ids` (their ID and `columns`), every conversion of them, and the catalog's version."""
-    found_clicks, found_conversions, version = select_together(
+    version: Query = (meta, ("value",), "name", [CATALOG_VERSION])
+    if not click_ids:  # a batch of postbacks none of which names a well-formed click (`IN ()`: no SQL)
+        [found_version] = select_together(connection, [version])
+        return BatchReads({}, [], str(found_version[0].value) if found_version else None)
+    found_clicks, found_conversions, found_version = select_together(
         connection,
         [
             (clicks, ("click_id", *columns), "click_id", click_ids),
             (conversions, _CONVERSION_NAMES, "click_id", click_ids),
-            (meta, ("value",), "name", [CATALOG_VERSION]),
+            version,
         ],
     )
     return BatchReads(
         {row.click_id: row for row in found_clicks},
         found_conversions,
-        str(version[0].value) if version else None,
+        str(found_version[0].value) if found_version else None,
     )
 
 
