@@ -376,7 +376,7 @@ def test_a_conversion_another_process_stored_meanwhile_is_a_duplicate_not_an_err
     click_id, others = _click(runtime), [_click(runtime) for _ in range(3)]
     other_server = Database(runtime.settings.sqlalchemy_url)
     elsewhere = PostbackIntake(other_server, runtime.codec, lambda: runtime.cache.snapshot, utc_now)
-    read = event_store.clicks_and_their_conversions
+    read = event_store.postback_batch_reads
     raced: list[Decision] = []
     first_read = [True]
 
@@ -386,7 +386,7 @@ def test_a_conversion_another_process_stored_meanwhile_is_a_duplicate_not_an_err
             raced.append(elsewhere.handle(_postback(click_id=click_id, event="sale", txid="race")).decision)
         return found
 
-    monkeypatch.setattr(event_store, "clicks_and_their_conversions", read_then_let_the_other_server_commit)
+    monkeypatch.setattr(event_store, "postback_batch_reads", read_then_let_the_other_server_commit)
     ours = threading.get_ident()
     transactions: list[object] = []
 
@@ -438,7 +438,7 @@ def test_a_status_another_process_changed_meanwhile_is_decided_from_its_new_valu
     )
     other_server = Database(impatient.render_as_string(hide_password=False))
     elsewhere = PostbackIntake(other_server, runtime.codec, lambda: runtime.cache.snapshot, utc_now)
-    read = event_store.clicks_and_their_conversions
+    read = event_store.postback_batch_reads
     raced: list[Decision] = []
     first_read = [True]
     approval = _postback(click_id=click_id, event="sale", txid="t1", status="approved")
@@ -449,7 +449,7 @@ def test_a_status_another_process_changed_meanwhile_is_decided_from_its_new_valu
             raced.append(elsewhere.handle(approval).decision)
         return found
 
-    monkeypatch.setattr(event_store, "clicks_and_their_conversions", read_then_let_the_other_server_commit)
+    monkeypatch.setattr(event_store, "postback_batch_reads", read_then_let_the_other_server_commit)
     with caplog.at_level(logging.WARNING):
         outcomes = runtime.postbacks.handle_batch(
             [approval, _postback(click_id=other, event="sale", txid="calm", status="approved")]
@@ -492,7 +492,7 @@ def test_a_batch_whose_database_connection_dies_mid_batch_fails_whole_and_the_ne
         pytest.skip("an SQLite file has no connection to lose")
     click_id = _click(runtime)
     admin = Database(runtime.settings.sqlalchemy_url)
-    read = event_store.clicks_and_their_conversions
+    read = event_store.postback_batch_reads
     cut = [True]
 
     def read_then_lose_the_connection(connection: Any, *args: Any) -> Any:
@@ -503,7 +503,7 @@ def test_a_batch_whose_database_connection_dies_mid_batch_fails_whole_and_the_ne
                 other.exec_driver_sql("SELECT pg_terminate_backend(%s)", (pid,))
         return found
 
-    monkeypatch.setattr(event_store, "clicks_and_their_conversions", read_then_lose_the_connection)
+    monkeypatch.setattr(event_store, "postback_batch_reads", read_then_lose_the_connection)
     with pytest.raises(StorageError, match="unavailable"):
         runtime.postbacks.handle_batch([_postback(click_id=click_id, event="sale", txid="cut")])
     admin.dispose()

@@ -231,7 +231,7 @@ class PostbackIntake:
         parsed = [self._parse(raw) for raw in raws]
         click_ids = list({click_id for _, click_id, _ in parsed if click_id is not None})
         outcomes: list[Outcome] = []
-        reads = store.clicks_and_their_conversions(connection, click_ids, _CLICK_COLUMNS)
+        reads = store.postback_batch_reads(connection, click_ids, _CLICK_COLUMNS)
         snapshot = self._snapshot()
         batch = _Batch(
             now=now,

@@ -230,7 +230,7 @@ class BatchReads(NamedTuple):
     """The catalog's version as stored now: a snapshot of this version knows every source's rule."""
 
 
-def clicks_and_their_conversions(
+def postback_batch_reads(
     connection: Connection, click_ids: Sequence[str], columns: Sequence[str]
 ) -> BatchReads:
     """What a postback batch reads first, on PostgreSQL in one round trip: the clicks found among
