@@ -235,22 +235,19 @@ def postback_batch_reads(
 ) -> BatchReads:
     """What a postback batch reads first, on PostgreSQL in one round trip: the clicks found among
     `click_ids` (their ID and `columns`), every conversion of them, and the catalog's version."""
-    version: Query = (meta, ("value",), "name", [CATALOG_VERSION])
-    if not click_ids:  # a batch of postbacks none of which names a well-formed click (`IN ()`: no SQL)
-        [found_version] = select_together(connection, [version])
-        return BatchReads({}, [], str(found_version[0].value) if found_version else None)
-    found_clicks, found_conversions, found_version = select_together(
-        connection,
-        [
-            (clicks, ("click_id", *columns), "click_id", click_ids),
-            (conversions, _CONVERSION_NAMES, "click_id", click_ids),
-            version,
-        ],
+    lookups: list[Query] = [
+        (clicks, ("click_id", *columns), "click_id", click_ids),
+        (conversions, _CONVERSION_NAMES, "click_id", click_ids),
+    ]
+    # A batch none of whose postbacks names a well-formed click looks nothing up (`IN ()` is no SQL).
+    *found, version = select_together(
+        connection, [*(lookups if click_ids else []), (meta, ("value",), "name", [CATALOG_VERSION])]
     )
+    found_clicks, found_conversions = found or ([], [])
     return BatchReads(
         {row.click_id: row for row in found_clicks},
         found_conversions,
-        str(found_version[0].value) if found_version else None,
+        str(version[0].value) if version else None,
     )
 
 
