@@ -14,10 +14,8 @@ whether a claim's plan still holds up. Touches 127.0.0.1 only.
 """
 
 import argparse
-import os
 import statistics
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -27,11 +25,10 @@ from sqlalchemy import Connection, insert, text
 
 from clicktrail.storage import delivery_store
 from clicktrail.storage.database import Database
-from clicktrail.storage.migrate import upgrade
 from clicktrail.storage.schema import conversions, deliveries
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.support import fresh_database  # a fresh database per backend, as the tests make
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scratch_database import add_postgres_option, scratch_database
 
 
 def _fill(database: Database, jobs: int, now: datetime) -> None:
@@ -84,19 +81,12 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--jobs", type=int, default=4000)
-    parser.add_argument("--postgres", action="store_true", help="use CLICKTRAIL_TEST_POSTGRES_URL's server")
+    add_postgres_option(parser)
     parser.add_argument("--explain", action="store_true", help="PostgreSQL's plan of the first claim")
     args = parser.parse_args()
-    if args.postgres and not os.environ.get("CLICKTRAIL_TEST_POSTGRES_URL"):
-        parser.error("--postgres needs CLICKTRAIL_TEST_POSTGRES_URL")
     if args.explain and not args.postgres:
         parser.error("--explain is PostgreSQL's (auto_explain)")
-    with (
-        tempfile.TemporaryDirectory(prefix="clicktrail-claims-") as tmp,
-        fresh_database("postgres" if args.postgres else "sqlite", Path(tmp)) as url,
-    ):
-        database = Database(url)
-        upgrade(database.engine)
+    with scratch_database(parser, args.postgres, "clicktrail-claims-") as database:
         now = datetime.now(UTC)
         _fill(database, args.jobs, now)
         print(f"{'PostgreSQL' if args.postgres else 'SQLite'}, {args.jobs:,} due jobs, claims of 64 (ms)")
@@ -108,7 +98,6 @@ def main() -> int:
             spent, claimed = _claims(database, now, token, explain)
             each = ", ".join(f"{ms:.1f}" for ms in spent)
             print(f"{label}: {each} (median {statistics.median(spent):.1f}); {claimed} jobs claimed")
-        database.dispose()
     return 0
 
 

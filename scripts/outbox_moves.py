@@ -14,10 +14,8 @@ longest transaction is the stall a trip or a resume causes. Touches 127.0.0.1 on
 """
 
 import argparse
-import os
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -27,11 +25,10 @@ from sqlalchemy import Connection, insert
 
 from clicktrail.storage import delivery_store
 from clicktrail.storage.database import Database
-from clicktrail.storage.migrate import upgrade
 from clicktrail.storage.schema import deliveries
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.support import fresh_database  # a fresh database per backend, as the tests make
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scratch_database import add_postgres_option, scratch_database
 
 SOURCE = 1
 LEASE = "outbox-moves"
@@ -68,17 +65,10 @@ def main() -> int:
     )
     parser.add_argument("--jobs", type=int, default=50_000)
     parser.add_argument("--per-claim", type=int, default=delivery_store.MOVED_PER_CLAIM)
-    parser.add_argument("--postgres", action="store_true", help="use CLICKTRAIL_TEST_POSTGRES_URL's server")
+    add_postgres_option(parser)
     args = parser.parse_args()
-    if args.postgres and not os.environ.get("CLICKTRAIL_TEST_POSTGRES_URL"):
-        parser.error("--postgres needs CLICKTRAIL_TEST_POSTGRES_URL")
     limit = args.per_claim or EVERYTHING
-    with (
-        tempfile.TemporaryDirectory(prefix="clicktrail-outbox-") as tmp,
-        fresh_database("postgres" if args.postgres else "sqlite", Path(tmp)) as url,
-    ):
-        database = Database(url)
-        upgrade(database.engine)
+    with scratch_database(parser, args.postgres, "clicktrail-outbox-") as database:
         now = datetime.now(UTC)
         _fill(database, args.jobs, now)
         probe_at, resumed_at = now + timedelta(seconds=30), now + timedelta(seconds=1)
@@ -108,7 +98,6 @@ def main() -> int:
                 f"{name}: {len(spent)} transaction(s), longest {max(spent):.1f} ms, "
                 f"median {statistics.median(spent):.1f} ms, total {sum(spent):.0f} ms"
             )
-        database.dispose()
     return 0
 
 
