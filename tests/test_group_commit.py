@@ -122,6 +122,81 @@ def test_past_the_queue_limit_writes_are_refused_not_buffered() -> None:
     asyncio.run(main())
 
 
+class _Told:
+    """A waiter that is not a future: it records what the writer tells it, and can fail when told."""
+
+    def __init__(self, log: list[tuple[int, object]], row: int, *, fails: bool = False) -> None:
+        self._log, self._row, self._fails = log, row, fails
+        self.told = False
+
+    def done(self) -> bool:
+        return self.told
+
+    def set_result(self, result: object) -> None:
+        self.told = True
+        self._log.append((self._row, result))
+        if self._fails:
+            raise RuntimeError("the waiter's own failure")
+
+    def set_exception(self, exception: BaseException) -> None:
+        self.told = True
+        self._log.append((self._row, exception))
+        if self._fails:
+            raise RuntimeError("the waiter's own failure")
+
+
+def test_a_submitted_rows_waiter_is_told_after_its_commit_even_when_another_waiter_fails() -> None:
+    """The click's direct path hands the writer a waiter of its own instead of awaiting a future: it
+    hears its row's result only once the batch is committed, and a waiter that fails when told (a bug
+    in one answer) leaves no other waiter of its batch, or of the next, unanswered."""
+    committed: list[list[int]] = []
+
+    def commit(rows: Sequence[int]) -> Staged[str]:
+        committed.append(list(rows))
+        return Staged([f"stored {row}" for row in rows])
+
+    async def main() -> list[tuple[int, object]]:
+        told: list[tuple[int, object]] = []
+        writer: GroupCommitWriter[int, str] = GroupCommitWriter(
+            commit, batch_size=10, queue_limit=100, name="t"
+        )
+        for row in range(4):
+            writer.submit(row, _Told(told, row, fails=row == 1))
+        assert told == []
+        assert committed == []
+        await writer.drain()
+        writer.submit(4, _Told(told, 4))
+        await writer.drain()
+        writer.close()
+        return told
+
+    told = asyncio.run(main())
+    assert committed == [[0, 1, 2, 3], [4]]
+    assert told == [(row, f"stored {row}") for row in range(5)]
+
+
+def test_a_failed_batch_tells_each_submitted_waiter_its_error_and_a_full_queue_refuses_at_once() -> None:
+    def broken(rows: Sequence[int]) -> Staged[None]:
+        raise StorageError("the disk is full")
+
+    async def main() -> list[tuple[int, object]]:
+        told: list[tuple[int, object]] = []
+        writer: GroupCommitWriter[int, None] = GroupCommitWriter(
+            broken, batch_size=10, queue_limit=2, name="t"
+        )
+        writer.submit(0, _Told(told, 0, fails=True))
+        writer.submit(1, _Told(told, 1))
+        with pytest.raises(Overloaded):
+            writer.submit(2, _Told(told, 2))  # refused when submitted, never queued or told
+        await writer.drain()
+        writer.close()
+        return told
+
+    told = asyncio.run(main())
+    assert [row for row, _ in told] == [0, 1]
+    assert all(isinstance(error, StorageError) and "disk is full" in str(error) for _, error in told)
+
+
 def test_each_write_gets_its_own_rows_result_in_order() -> None:
     def doubled(rows: Sequence[int]) -> Staged[int]:
         return Staged([row * 2 for row in rows])

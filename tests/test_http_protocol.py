@@ -4,6 +4,7 @@ pipelining) still gets every answer, complete and in request order."""
 
 import asyncio
 import socket
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -11,8 +12,10 @@ import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.server import ServerState
 
-from clicktrail.web.protocol import EdgeProtocol
-from tests.support import ServerProcess, Tracker
+from clicktrail.config import Settings
+from clicktrail.storage.database import Database
+from clicktrail.web.protocol import DirectHandler, EdgeProtocol, Reply
+from tests.support import ServerProcess, Tracker, fresh_database, start_server
 
 
 def _connect(server: ServerProcess) -> socket.socket:
@@ -143,6 +146,39 @@ def test_a_post_to_the_postback_url_between_pipelined_gets_is_answered_in_its_tu
     assert answers[0][0] == 302
     assert (answers[1][0], b'"accepted"' in answers[1][2]) == (200, True)
     assert (answers[2][0], b'"duplicate"' in answers[2][2]) == (200, True)
+
+
+def test_clicks_past_the_queue_limit_are_answered_503_in_their_turn_and_only_redirected_ones_stored(
+    tmp_path: Path,
+) -> None:
+    """With one click allowed to wait for the commit, the first of five pipelined clicks (read in one
+    go) is queued and the other four are refused at once: each answered in its turn with a 503 the
+    visitor's browser may retry, and none of them stored; the connection stays usable."""
+    with fresh_database("sqlite", tmp_path) as url:
+        server = start_server(url, tmp_path, extra_env={"CLICKTRAIL_CLICK_QUEUE_LIMIT": "1"})
+        try:
+            tracker = Tracker(server)
+            key = tracker.campaign()["key"]
+            tracker.close()
+            with _connect(server) as sock:
+                sock.sendall(
+                    "".join(f"GET /c/{key}?sub1=n{n} HTTP/1.1\r\nHost: t\r\n\r\n" for n in range(5)).encode()
+                )
+                answers = _read_answers(sock, 5)
+                sock.sendall(f"GET /c/{key}?sub1=after HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+                answers += _read_answers(sock, 1)
+        finally:
+            assert server.stop() == 0, server.log()
+        database = Database(Settings(database_url=url).sqlalchemy_url)
+        with database.begin() as connection:
+            stored = {row[0] for row in connection.exec_driver_sql("SELECT sub1 FROM clicks")}
+        database.dispose()
+    assert [status for status, _, _ in answers] == [302, 503, 503, 503, 503, 302]
+    for _, headers, body in answers[1:5]:
+        assert headers["retry-after"] == "1"
+        assert b"try again" in body
+        assert headers["content-length"] == str(len(body))
+    assert stored == {"n0", "after"}
 
 
 class _App:
@@ -333,4 +369,77 @@ def test_edge_handlers_that_wait_yield_answer_at_once_or_fail_are_answered_in_re
     assert bodies == [b"released", b"at once", b"yielded", b"THREADED"]
     assert answers[4].startswith(b"500 ")
     assert len(answers) == 5  # a failure closes the connection, as before
+    assert transport.closed
+
+
+class _DirectApp(_App):
+    """`_App` whose edge routes also have a direct handler (as the click's is)."""
+
+    def __init__(self, answer: ASGIApp, direct: DirectHandler, *, edge: str) -> None:
+        super().__init__(answer, edge=edge)
+        self._direct = direct
+
+    def edge_direct(self, path: str) -> DirectHandler | None:
+        return self._direct if path.startswith(self._edge) else None
+
+
+def test_direct_handlers_that_answer_later_at_once_decline_or_fail_are_answered_in_request_order() -> None:
+    """A direct handler (the click's: no task, its answer given when the group commit is done) may
+    answer later from a loop callback or at once, leave the request to the route's ASGI handler, or
+    fail: every answer leaves whole, in request order, a HEAD without its body, nothing while the
+    first is still waiting, and a failure is a 500 that closes the connection in its turn."""
+    loop = asyncio.new_event_loop()
+    later: list[Reply] = []
+
+    def direct(scope: Scope, reply: Reply) -> bool:
+        path = scope["path"]
+        if path == "/c/asgi":
+            return False
+        if path == "/c/fail":
+            raise ValueError("before answering")
+        body = path.encode()
+        headers = [(b"content-length", str(len(body)).encode()), (b"x-direct", b"yes")]
+        if path.startswith("/c/later"):
+            later.append(lambda status, _, __: reply(status, headers, body))
+        else:
+            reply(200, headers, body)
+        return True
+
+    async def answer(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"4")]})
+        await send({"type": "http.response.body", "body": b"asgi"})
+
+    config = uvicorn.Config(_DirectApp(answer, direct, edge="/c/"), log_level="critical", lifespan="off")
+    requests = [
+        ("GET", "/c/later-1"),
+        ("GET", "/c/now"),
+        ("GET", "/c/asgi"),
+        ("HEAD", "/c/later-2"),
+        ("GET", "/c/now"),
+        ("GET", "/c/fail"),
+        ("GET", "/other"),
+    ]
+    transport = _Transport()
+    try:
+        protocol = EdgeProtocol(config=config, server_state=ServerState(), app_state={}, _loop=loop)
+        protocol.connection_made(transport)
+        data = b"".join(f"{method} {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode() for method, path in requests)
+        loop.call_soon(protocol.data_received, data)
+        loop.run_until_complete(asyncio.sleep(0.05))
+        assert transport.written == b""  # the first waits for its callback
+        assert len(later) == 2
+        for reply in reversed(later):  # the second is ready first: it must still wait its turn
+            loop.call_soon(reply, 200, (), b"")
+            loop.run_until_complete(asyncio.sleep(0.01))
+        loop.run_until_complete(asyncio.sleep(0.05))
+        protocol.connection_lost(None)
+    finally:
+        loop.close()
+    answers = transport.written.split(b"HTTP/1.1 ")[1:]
+    heads_and_bodies = [answer.split(b"\r\n\r\n", 1) for answer in answers]
+    assert [body for _, body in heads_and_bodies[:5]] == [b"/c/later-1", b"/c/now", b"asgi", b"", b"/c/now"]
+    assert b"x-direct: yes" in heads_and_bodies[3][0]
+    assert b"content-length: 10" in heads_and_bodies[3][0]
+    assert answers[5].startswith(b"500 ")
+    assert len(answers) == 6  # the failure closed the connection: the last request is not answered
     assert transport.closed

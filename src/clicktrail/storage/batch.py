@@ -28,6 +28,10 @@ batches smaller and cost 23% more CPU.
 
 A request is answered only after its row is committed, and the queue is bounded: past the limit new
 rows are refused (the caller answers 503) instead of growing memory without end.
+
+A caller either awaits `write`, or hands `submit` a `Waiter` of its own that the writer calls with the
+row's result: the click's lean path answers from there, without a task, a coroutine chain or a future
+per click (web/protocol.py).
 """
 
 import asyncio
@@ -35,7 +39,7 @@ import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from clicktrail.errors import StorageError
 from clicktrail.storage.cooperative import run_cooperatively
@@ -43,6 +47,7 @@ from clicktrail.storage.write_turn import WriteTurn
 
 Row = TypeVar("Row")
 Result = TypeVar("Result")
+Result_contra = TypeVar("Result_contra", contravariant=True)
 log = logging.getLogger(__name__)
 
 # With `on_loop`, how many loop turns a flush waits at most for more rows before it writes: enough
@@ -63,6 +68,18 @@ class Staged(Generic[Result]):
     finish: Callable[[], None] | None = None
 
 
+class Waiter(Protocol[Result_contra]):
+    """Told a row's fate once: its result after the commit, or the error that failed its batch. An
+    asyncio.Future is one; so is an object that answers the request itself."""
+
+    def done(self) -> bool:
+        """True once told (a future also when cancelled): the writer then tells it nothing more."""
+
+    def set_result(self, result: Result_contra, /) -> None: ...
+
+    def set_exception(self, exception: BaseException, /) -> None: ...
+
+
 class GroupCommitWriter(Generic[Row, Result]):
     def __init__(
         self,
@@ -81,20 +98,25 @@ class GroupCommitWriter(Generic[Row, Result]):
         self._queue_limit = queue_limit
         self._on_loop = on_loop or cooperative  # a cooperative batch runs on the loop too
         self._turn = turn
-        self._waiting: list[tuple[Row, asyncio.Future[Result]]] = []
+        self._waiting: list[tuple[Row, Waiter[Result]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self.committed = 0
 
     async def write(self, row: Row) -> Result:
         """Return `row`'s result once it is committed; raise StorageError if it could not be."""
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self.submit(row, future)
+        return await future
+
+    def submit(self, row: Row, waiter: Waiter[Result]) -> None:
+        """Queue `row`; `waiter` is told its result once it is committed, or the StorageError that
+        failed it, from the event loop. Raises Overloaded (nothing queued) past the queue limit."""
         if len(self._waiting) >= self._queue_limit:
             raise Overloaded("too many writes are waiting for the database; retry shortly")
-        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        self._waiting.append((row, future))
+        self._waiting.append((row, waiter))
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush_all())
-        return await future
 
     async def _flush_all(self) -> None:
         try:
@@ -122,7 +144,7 @@ class GroupCommitWriter(Generic[Row, Result]):
             if self._turn is not None:
                 self._turn.give_back()
 
-    async def _commit_and_answer(self, batch: list[tuple[Row, "asyncio.Future[Result]"]]) -> None:
+    async def _commit_and_answer(self, batch: list[tuple[Row, Waiter[Result]]]) -> None:
         try:
             results = await self._commit_batch([row for row, _ in batch])
         except Exception as exc:
@@ -132,25 +154,31 @@ class GroupCommitWriter(Generic[Row, Result]):
             )
         else:
             self.committed += len(batch)
-            for (_, future), result in zip(batch, results, strict=True):
-                if not future.done():
-                    future.set_result(result)
+            for (_, waiter), result in zip(batch, results, strict=True):
+                if not waiter.done():
+                    try:
+                        waiter.set_result(result)
+                    except Exception:  # a waiter's own failure must not keep the rest unanswered
+                        log.exception("a waiter failed on its committed row's result")
 
     async def _take_turn(self) -> None:
         """With a WriteTurn, wait for it in the writer's thread: the loop goes on filling the batch."""
         if self._turn is not None and not self._turn.try_take():
             await asyncio.get_running_loop().run_in_executor(self._executor, self._turn.take)
 
-    def _next_batch(self) -> list[tuple[Row, "asyncio.Future[Result]"]]:
+    def _next_batch(self) -> list[tuple[Row, Waiter[Result]]]:
         batch = self._waiting[: self._batch_size]
         del self._waiting[: self._batch_size]
         return batch
 
     @staticmethod
-    def _fail(batch: Sequence[tuple[Row, "asyncio.Future[Result]"]], error: StorageError) -> None:
-        for _, future in batch:
-            if not future.done():
-                future.set_exception(error)
+    def _fail(batch: Sequence[tuple[Row, Waiter[Result]]], error: StorageError) -> None:
+        for _, waiter in batch:
+            if not waiter.done():
+                try:
+                    waiter.set_exception(error)
+                except Exception:
+                    log.exception("a waiter failed on its batch's error")
 
     async def _commit_batch(self, rows: list[Row]) -> Sequence[Result]:
         loop = asyncio.get_running_loop()

@@ -12,6 +12,7 @@ from clicktrail.web.edge import Edge
 from clicktrail.web.landing import PREFIX as LANDER_PREFIX
 from clicktrail.web.landing import LanderEdge
 from clicktrail.web.lead import LeadEdge
+from clicktrail.web.protocol import DirectHandler
 from clicktrail.web.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,10 @@ class ClicktrailApp:
         if path == LANDER_PREFIX or path.startswith(LANDER_PREFIX + "/"):
             return self._landers.click
         return self._fixed_paths.get(path)
+
+    def edge_direct(self, path: str) -> DirectHandler | None:
+        """The click's direct handler, tried before `edge_handler`'s on the lean path (web/protocol.py)."""
+        return self._edge.click_now if path.startswith("/c/") else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]

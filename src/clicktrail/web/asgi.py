@@ -25,6 +25,14 @@ def joined_header(scope: Scope, name: bytes) -> str | None:
     return ", ".join(values) if values else None
 
 
+def response_headers(
+    body: bytes, content_type: bytes, extra: Headers = (), cache: tuple[bytes, bytes] = NO_STORE
+) -> list[tuple[bytes, bytes]]:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), cache]
+    headers.extend(extra)
+    return headers
+
+
 async def respond(
     send: Send,
     status: int,
@@ -35,8 +43,7 @@ async def respond(
     head: bool = False,
     cache: tuple[bytes, bytes] = NO_STORE,
 ) -> None:
-    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), cache]
-    headers.extend(extra)
+    headers = response_headers(body, content_type, extra, cache)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": b"" if head else body})
 

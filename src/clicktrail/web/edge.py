@@ -9,6 +9,7 @@ import asyncio
 import json
 import logging
 from dataclasses import replace
+from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
@@ -29,9 +30,11 @@ from clicktrail.web.asgi import (
     respond,
     respond_error,
     respond_json,
+    response_headers,
 )
 from clicktrail.web.client_ip import client_ip
 from clicktrail.web.errors import DECISION_STATUS, status_for
+from clicktrail.web.protocol import Reply
 from clicktrail.web.ratelimit import RateLimiter
 from clicktrail.web.runtime import Runtime
 
@@ -41,6 +44,8 @@ _NOT_FOUND_PAGE = (
     b"<!doctype html><meta charset=utf-8><title>Link not found</title>"
     b"<h1>Link not found</h1><p>This tracking link does not exist or was mistyped.</p>"
 )
+_BUSY_PAGE = b"<!doctype html><title>Busy</title><p>Please try again in a moment.</p>"
+_BUSY_HEADERS = response_headers(_BUSY_PAGE, b"text/html; charset=utf-8", [(b"retry-after", b"1")])
 _MAX_KEY = 64
 CLICK_COOKIE = "ct_cid"
 CLICK_COOKIE_SECONDS = 90 * 24 * 3600
@@ -91,12 +96,12 @@ class Edge:
             route = self.route(key)
         return route
 
-    async def record_click(
-        self, route: Route, request: ClickRequest, *, redirected: bool = True
-    ) -> tuple[ClickId, Route, str]:
-        """Enrich the visit, choose its offer, store the click; return its ID, the chosen route and the
-        visitor ID once committed. `redirected=False` (direct tracking: the visitor is already on the
-        merchant's page) shows no lander. Raises StorageError."""
+    def _prepare_click(
+        self, route: Route, request: ClickRequest, redirected: bool
+    ) -> tuple[dict[str, Any], ClickId, Route, str]:
+        """Enrich the visit and choose its offer: the click's row, its ID, the chosen route and the
+        visitor ID. `redirected=False` (direct tracking: the visitor is already on the merchant's
+        page) shows no lander."""
         now = self._rt.clock()
         click_id = self._rt.codec.mint(now)
         visitor = self._rt.enricher.enrich(
@@ -106,8 +111,16 @@ class Edge:
             route = route.for_visit(visit_of(request, visitor, now), visitor.visitor_id, self._rt.caps, now)
         if route.lander is not None and not redirected:
             route = replace(route, lander=None)
-        await self._rt.clicks.write(click_row(request, route, click_id, now, visitor))
-        return click_id, route, visitor.visitor_id
+        return click_row(request, route, click_id, now, visitor), click_id, route, visitor.visitor_id
+
+    async def record_click(
+        self, route: Route, request: ClickRequest, *, redirected: bool = True
+    ) -> tuple[ClickId, Route, str]:
+        """Enrich the visit, choose its offer, store the click; return its ID, the chosen route and the
+        visitor ID once committed. Raises StorageError."""
+        row, click_id, route, visitor_id = self._prepare_click(route, request, redirected)
+        await self._rt.clicks.write(row)
+        return click_id, route, visitor_id
 
     def click_request(self, scope: Scope, key: str, referrer: str | None = None) -> ClickRequest:
         return parse_click_request(
@@ -146,6 +159,39 @@ class Edge:
             )
         return wait > 0
 
+    def click_now(self, scope: Scope, reply: Reply) -> bool:
+        """The click's direct path (web/protocol.py): the click is prepared here and queued for the
+        group commit, which answers it (302, or 503 if it could not be stored) through `reply`. False
+        for what `click` answers instead: the rate limit, another method, a key the catalog's
+        snapshot does not hold (the catalog may have to be read again, or it is a 404)."""
+        method = scope["method"]
+        if self._cap is not None or method not in ("GET", "HEAD"):
+            return False
+        key = scope["path"][3:]
+        route = self.route(key)
+        if route is None:
+            return False
+        request = self.click_request(scope, key)
+        row, click_id, route, visitor_id = self._prepare_click(route, request, True)
+        answer = _ClickAnswer(self, reply, request, route, click_id, visitor_id)
+        try:
+            self._rt.clicks.submit(row, answer)
+        except StorageError as exc:
+            answer.set_exception(exc)
+        return True
+
+    def redirect_headers(
+        self, request: ClickRequest, route: Route, click_id: ClickId, visitor_id: str
+    ) -> list[tuple[bytes, bytes]]:
+        """A stored click's 302: the redirect and the tracker's two cookies."""
+        location = redirect_url(request, route, click_id)
+        extra = [
+            (b"location", location.encode("latin-1")),
+            self.click_cookie(click_id),
+            self.visitor_cookie(visitor_id),
+        ]
+        return response_headers(b"", b"text/plain", extra)
+
     async def click(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._cap is not None and await self.capped(scope, send):
             return
@@ -163,17 +209,13 @@ class Edge:
         try:
             click_id, route, visitor_id = await self.record_click(route, request)
         except StorageError as exc:
-            page = b"<!doctype html><title>Busy</title><p>Please try again in a moment.</p>"
             log.warning("click not stored, answering 503: %s", exc.detail)
-            await respond(send, 503, page, b"text/html; charset=utf-8", [(b"retry-after", b"1")], head=head)
+            await send({"type": "http.response.start", "status": 503, "headers": _BUSY_HEADERS})
+            await send({"type": "http.response.body", "body": b"" if head else _BUSY_PAGE})
             return
-        location = redirect_url(request, route, click_id)
-        headers = [
-            (b"location", location.encode("latin-1")),
-            self.click_cookie(click_id),
-            self.visitor_cookie(visitor_id),
-        ]
-        await respond(send, 302, b"", b"text/plain", headers, head=head)
+        headers = self.redirect_headers(request, route, click_id, visitor_id)
+        await send({"type": "http.response.start", "status": 302, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
 
     async def postback(
         self,
@@ -244,6 +286,43 @@ class Edge:
 
     async def health(self, scope: Scope, receive: Receive, send: Send) -> None:
         await respond_json(send, 200, {"status": "ok"}, head=scope["method"] == "HEAD")
+
+
+class _ClickAnswer:
+    """Answers a click of the direct path once the group commit has told its fate (a Waiter)."""
+
+    __slots__ = ("_click_id", "_edge", "_reply", "_request", "_route", "_visitor_id")
+
+    def __init__(
+        self,
+        edge: Edge,
+        reply: Reply,
+        request: ClickRequest,
+        route: Route,
+        click_id: ClickId,
+        visitor_id: str,
+    ) -> None:
+        self._edge = edge
+        self._reply: Reply | None = reply
+        self._request = request
+        self._route = route
+        self._click_id = click_id
+        self._visitor_id = visitor_id
+
+    def done(self) -> bool:
+        return self._reply is None
+
+    def set_result(self, result: None) -> None:
+        reply, self._reply = self._reply, None
+        if reply is not None:
+            edge, click_id = self._edge, self._click_id
+            reply(302, edge.redirect_headers(self._request, self._route, click_id, self._visitor_id), b"")
+
+    def set_exception(self, exception: BaseException) -> None:
+        reply, self._reply = self._reply, None
+        if reply is not None:
+            log.warning("click not stored, answering 503: %s", exception)
+            reply(503, _BUSY_HEADERS, _BUSY_PAGE)
 
 
 def _body_params(content_type: str, body: bytes) -> dict[str, str] | None:

@@ -9,6 +9,11 @@ the few scope keys those handlers read (method, path, query string, headers, cli
 handler as one task and writes its answer in one piece. Everything else (the API, the dashboard,
 bodies, upgrades) goes through the parent class untouched.
 
+A route may also have a direct handler (the click's), tried first: a plain call that starts the work
+and answers through a callback when it is done (for a click, when the group commit has stored it),
+so the request costs no task, no chain of coroutines and no future. It hands anything it does not
+answer that way (a key not in the catalog's snapshot, the rate limit) to the route's ASGI handler.
+
 Answers leave in request order on a connection: edge answers queue behind each other, a pipelined
 non-edge request waits behind them in uvicorn's own pipeline, and an edge request that arrives while
 a non-edge one is still being answered takes the ordinary path.
@@ -17,6 +22,8 @@ a non-edge one is still being answered takes the ordinary path.
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, Protocol
 from urllib.parse import unquote
 
@@ -38,7 +45,20 @@ _INTERNAL_ERROR = (
 )
 
 
+class Reply(Protocol):
+    def __call__(self, status: int, headers: Sequence[tuple[bytes, bytes]], body: bytes) -> None:
+        """The whole answer at once: status, headers (without the server's Date and Server) and body."""
+
+
+DirectHandler = Callable[[Scope, Reply], bool]
+"""Starts answering a request without a task of its own and calls the Reply once, then or later, from
+the event loop; returns False, having done nothing, to leave the request to the route's ASGI handler."""
+
+
 class EdgeRouter(Protocol):
+    """The application's edge routes. It may also have `edge_direct(path) -> DirectHandler | None`:
+    for an edge route's path, the direct handler tried first, if the route has one."""
+
     def edge_handler(self, path: str) -> ASGIApp | None:
         """The handler answering `path` on the lean path, or None for the ASGI application."""
 
@@ -62,9 +82,10 @@ _BUSY = _Busy()
 
 
 class _Answer:
-    """Collects one handler's two ASGI messages into the bytes of its HTTP answer."""
+    """One request's answer on its way out: the bytes of the whole HTTP answer once `ready`. An ASGI
+    handler's two messages reach it through `send`; a direct handler calls it with the answer whole."""
 
-    __slots__ = ("chunks", "complete", "data", "head", "keep_alive", "prefix")
+    __slots__ = ("chunks", "complete", "data", "head", "keep_alive", "notify", "prefix", "ready")
 
     def __init__(self, prefix: bytes, head: bool, keep_alive: bool) -> None:
         self.prefix = prefix
@@ -72,31 +93,35 @@ class _Answer:
         self.keep_alive = keep_alive
         self.chunks: list[bytes] = []
         self.complete = False
-        self.data = b""
-        """The whole answer once the handler is done."""
+        self.ready = False
+        self.data: bytes | None = b""
+        """The whole answer once ready; None when its task was cancelled (the connection closes)."""
+        self.notify: Callable[[], None] | None = None
+        """Called when a direct handler's answer becomes ready later (the protocol writes what is ready)."""
+
+    def _head(self, status: int, headers: Sequence[tuple[bytes, bytes]]) -> bytes:
+        fields = [name + b": " + value for name, value in headers]
+        block = b"\r\n".join(fields)
+        # One count per character over the joined block, not four searches per header: a line
+        # break inside a name or value shows as one more than the separators put there.
+        if fields and (block.count(b"\r") != len(fields) - 1 or block.count(b"\n") != len(fields) - 1):
+            raise RuntimeError("a header with a line break")
+        return b"".join(
+            (
+                STATUS_LINE[status],
+                self.prefix,
+                block,
+                b"\r\n" if fields else b"",
+                b"" if self.keep_alive else b"connection: close\r\n",
+                b"\r\n",
+            )
+        )
 
     async def send(self, message: Message) -> None:
         if not self.chunks:
             if message["type"] != "http.response.start":
                 raise RuntimeError(f"expected http.response.start, got {message['type']}")
-            fields = [name + b": " + value for name, value in message.get("headers", ())]
-            block = b"\r\n".join(fields)
-            # One count per character over the joined block, not four searches per header: a line
-            # break inside a name or value shows as one more than the separators put there.
-            if fields and (block.count(b"\r") != len(fields) - 1 or block.count(b"\n") != len(fields) - 1):
-                raise RuntimeError("a header with a line break")
-            self.chunks.append(
-                b"".join(
-                    (
-                        STATUS_LINE[message["status"]],
-                        self.prefix,
-                        block,
-                        b"\r\n" if fields else b"",
-                        b"" if self.keep_alive else b"connection: close\r\n",
-                        b"\r\n",
-                    )
-                )
-            )
+            self.chunks.append(self._head(message["status"], message.get("headers", ())))
             return
         if message["type"] != "http.response.body" or self.complete:
             raise RuntimeError(f"unexpected {message['type']} on the edge path")
@@ -109,13 +134,35 @@ class _Answer:
     async def receive(self) -> Message:
         return _EMPTY_REQUEST
 
+    def reply(self, status: int, headers: Sequence[tuple[bytes, bytes]], body: bytes) -> None:
+        """A direct handler's answer (the Reply it was given); the first call counts."""
+        if self.ready:
+            return
+        try:
+            head = self._head(status, headers)
+        except Exception:
+            log.exception("a direct edge answer could not be written")
+            self.fail()
+        else:
+            self.data = head if self.head else head + body
+            self.ready = True
+        if self.notify is not None:
+            self.notify()
+
+    def fail(self) -> None:
+        """A 500 that closes the connection, in this answer's turn."""
+        self.data, self.keep_alive, self.ready = _INTERNAL_ERROR, False, True
+
 
 class EdgeProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._router = _find_router(self.app)
-        self._native: tuple[ASGIApp, Scope, bool] | None = None
-        self._answers: deque[tuple[asyncio.Task[None], _Answer]] = deque()
+        self._direct_for: Callable[[str], DirectHandler | None] | None = getattr(
+            self._router, "edge_direct", None
+        )
+        self._native: tuple[ASGIApp, Scope, bool, DirectHandler | None] | None = None
+        self._answers: deque[_Answer] = deque()
         self._close_when_answered = False
         self._prefix_for: list[tuple[bytes, bytes]] | None = None
         self._prefix = b""
@@ -157,7 +204,8 @@ class EdgeProtocol(HttpToolsProtocol):
                         "client": self.client,
                     }
                     keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
-                    self._native = (handler, scope, keep_alive)
+                    direct = self._direct_for(path) if self._direct_for is not None else None
+                    self._native = (handler, scope, keep_alive, direct)
                     return
         self._begin_uvicorn_scope()
         if self._answers:
@@ -173,15 +221,33 @@ class EdgeProtocol(HttpToolsProtocol):
         if self._native is None:
             super().on_message_complete()
             return
-        handler, scope, keep_alive = self._native
+        handler, scope, keep_alive, direct = self._native
         self._native = None
         answer = _Answer(self._default_headers(), scope["method"] == "HEAD", keep_alive)
-        task = self.loop.create_task(self._answer(handler, scope, answer))
-        self.tasks.add(task)
-        self._answers.append((task, answer))
-        task.add_done_callback(self._answered)
+        self._answers.append(answer)
+        if direct is None or not self._answer_directly(direct, scope, answer):
+            task = self.loop.create_task(self._answer(handler, scope, answer))
+            self.tasks.add(task)
+            task.add_done_callback(partial(self._task_done, answer))
         if len(self._answers) >= _MAX_QUEUED:
             self.flow.pause_reading()
+
+    def _answer_directly(self, direct: DirectHandler, scope: Scope, answer: _Answer) -> bool:
+        """Start `direct`; False if it left the request to the ASGI handler. An answer it gives at once
+        is written from the loop's next turn, not from inside the parser's callback."""
+        try:
+            taken = direct(scope, answer.reply)
+        except Exception:
+            log.exception("edge request %s %s failed", scope["method"], scope["path"])
+            answer.fail()
+            taken = True
+        if not taken:
+            return False
+        if answer.ready:
+            self.loop.call_soon(self._write_ready)
+        else:
+            answer.notify = self._write_ready
+        return True
 
     async def _answer(self, handler: ASGIApp, scope: Scope, answer: _Answer) -> None:
         try:
@@ -190,17 +256,23 @@ class EdgeProtocol(HttpToolsProtocol):
                 raise RuntimeError("the handler returned without completing its answer")
         except Exception:
             log.exception("edge request %s %s failed", scope["method"], scope["path"])
-            answer.data, answer.keep_alive = _INTERNAL_ERROR, False
+            answer.fail()
             return
-        answer.data = b"".join(answer.chunks)
+        answer.data, answer.ready = b"".join(answer.chunks), True
 
-    def _answered(self, task: "asyncio.Task[None]") -> None:
+    def _task_done(self, answer: _Answer, task: "asyncio.Task[None]") -> None:
         self.tasks.discard(task)
-        while self._answers and self._answers[0][0].done():
-            done, answer = self._answers.popleft()
+        if task.cancelled():  # only at a forced exit: the connection closes in this answer's turn
+            answer.data, answer.ready = None, True
+        self._write_ready()
+
+    def _write_ready(self) -> None:
+        """Write the answers that are ready, in request order, up to the first still in progress."""
+        while self._answers and self._answers[0].ready:
+            answer = self._answers.popleft()
             if self.transport.is_closing():
                 continue
-            if done.cancelled():  # only at a forced exit
+            if answer.data is None:
                 self.transport.close()
                 continue
             self.transport.write(answer.data)
