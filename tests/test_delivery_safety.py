@@ -194,18 +194,21 @@ def test_two_workers_deliver_each_conversion_once(
 def test_a_job_that_waited_for_a_sending_slot_too_long_for_its_lease_is_given_back_not_sent_twice(
     backend: str, tmp_path: Path, receiver: Callable[..., Receiver]
 ) -> None:
-    # One postback at a time, each answered after 0.9 s; an attempt may take 1.1 s and a lease lasts
-    # 1.3 s. The dispatcher claims a second job while the first is being sent: by the time the slot is
-    # free, an attempt could outlast that job's lease, and a poll (every 50 ms) would claim it again
-    # and send it a second time meanwhile. It must give the job back and claim it afresh instead.
+    # One postback at a time, each answered after 0.9 s; an attempt may take 1.6 s and a lease lasts
+    # 1.7 s. The dispatcher claims a second job while the first is being sent: by the time the slot is
+    # free (0.9 s on), an attempt could outlast that job's lease, and a poll (every 50 ms) would claim
+    # it again once its lease ends (1.7 s) while it is still being sent (until 1.8 s), and send it a
+    # second time. It must give the job back and claim it afresh instead. The margins leave a loaded
+    # machine room: 0.6 s between the receiver's answer and the read timeout (a timed-out attempt is
+    # rightly sent again), 0.8 s for the first job's attempt to be recorded within its lease.
     partner = receiver(delay=0.9)
     env = {
         **DELIVERY_ENV,
         "CLICKTRAIL_DELIVERY_CONCURRENCY": "1",
         "CLICKTRAIL_DELIVERY_POLL_SECONDS": "0.05",
         "CLICKTRAIL_DELIVERY_CONNECT_TIMEOUT": "0.1",
-        "CLICKTRAIL_DELIVERY_READ_TIMEOUT": "1.0",
-        "CLICKTRAIL_DELIVERY_LEASE_SECONDS": "1.3",
+        "CLICKTRAIL_DELIVERY_READ_TIMEOUT": "1.5",
+        "CLICKTRAIL_DELIVERY_LEASE_SECONDS": "1.7",
     }
     with fresh_database(backend, tmp_path) as url:
         server = start_server(url, tmp_path, extra_env=env)
