@@ -20,7 +20,7 @@ from clicktrail.cli import MOST_AUTO_WORKERS
 from clicktrail.config import Settings
 from clicktrail.storage.database import Database
 from clicktrail.web.app import COLLECTION_THRESHOLD, collect_garbage_less_often
-from tests.support import Tracker, fresh_database, start_server
+from tests.support import Tracker, free_port, fresh_database, start_server
 from tests.test_durability import HalfSentPostback
 
 
@@ -274,6 +274,51 @@ def test_first_start_prints_a_token_once_and_a_ready_tracking_link(tmp_path: Pat
         assert httpx.get(f"{server.base_url}/api/v1/offers", headers=old_auth).status_code == 401
     finally:
         server.stop()
+
+
+def test_the_printed_tracking_link_answers_the_moment_it_is_printed(tmp_path: Path) -> None:
+    """`make run` prints a ready tracking link: a script that follows it as soon as it appears (as the
+    README invites) gets its 302, not a refused connection from workers still starting. The token,
+    shown once, is printed before the server starts listening, so a server that fails to start
+    cannot take it with it."""
+    port = free_port()
+    env = {**os.environ, "CLICKTRAIL_DATABASE_URL": f"sqlite:///{tmp_path / 'clicktrail.db'}"}
+    env = {
+        name: value
+        for name, value in env.items()
+        if name not in ("CLICKTRAIL_ADMIN_TOKEN", "CLICKTRAIL_SECRET_KEY")
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "clicktrail.cli",
+        "serve",
+        "--demo",
+        "--port",
+        str(port),
+        "--workers",
+        "2",
+    ]
+    process = subprocess.Popen(
+        command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    try:
+        assert process.stdout is not None
+        printed: list[str] = []
+        for line in process.stdout:
+            printed.append(line)
+            if line.startswith("tracking link: "):
+                link = line.split(": ", 1)[1].strip()
+                status = httpx.get(link).status_code  # at once: no retry, no wait
+                break
+        else:
+            raise AssertionError(f"no tracking link printed: {printed}")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+    assert status == 302
+    token_line = next(number for number, line in enumerate(printed) if line.startswith("admin token (shown"))
+    assert token_line < len(printed) - 1
 
 
 def test_a_bad_setting_is_a_one_line_error_not_a_traceback(tmp_path: Path) -> None:

@@ -6,11 +6,13 @@ costs a process 20 to 45 MB resident, Alembic ~8 MB."""
 
 import argparse
 import getpass
+import http.client
 import json
 import os
 import signal
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -118,13 +120,15 @@ def serve(args: argparse.Namespace) -> None:
         print(f"admin token (shown once, keep it): {installation.new_admin_token}")
     elif settings.admin_token is None:
         print("admin token: printed on first start; `clicktrail tokens reset` makes a new one")
-    if campaigns:
-        print(f"tracking link: {settings.public_url}/c/{campaigns[0].key}?sub1=test")
-    print(
+    sys.stdout.flush()  # the token first: shown once, it must not wait for a server that may not start
+    links = [f"tracking link: {settings.public_url}/c/{campaigns[0].key}?sub1=test"] if campaigns else []
+    links.append(
         f"postback URL:  {settings.public_url}/postback"
         "?click_id={click_id}&event=sale&payout={amount}&txid={order_id}"
     )
-    sys.stdout.flush()
+    threading.Thread(
+        target=_print_once_listening, args=(args.host, args.port, links), name="ready-links", daemon=True
+    ).start()
 
     # The report feed runs in a process of its own: its DuckDB and its batches of CSV stay out of
     # the workers (their memory, and the GIL the click path needs).
@@ -147,6 +151,31 @@ def serve(args: argparse.Namespace) -> None:
         timeout_graceful_shutdown=15,
         log_level=args.log_level,
     )
+
+
+_READY_WAIT_SECONDS = 60.0
+
+
+def _print_once_listening(host: str, port: int, lines: Sequence[str]) -> None:
+    """Print `lines` once the server answers /health on `host`:`port`, so that a link printed is a
+    link that answers: the workers start listening a second or two after the command prints its
+    token, and a script that followed the link at once was refused. Prints nothing if the server
+    never answers (its own error says why)."""
+    local = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+    deadline = time.monotonic() + _READY_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        # http.client, not urllib: no HTTP_PROXY setting may send this to a proxy.
+        connection = http.client.HTTPConnection(local, port, timeout=1)
+        try:
+            connection.request("GET", "/health")
+            if connection.getresponse().status == 200:
+                print("\n".join(lines), flush=True)
+                return
+        except (OSError, http.client.HTTPException):
+            pass  # not listening yet
+        finally:
+            connection.close()
+        time.sleep(0.05)
 
 
 def feed(args: argparse.Namespace) -> None:
