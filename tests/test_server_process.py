@@ -222,10 +222,14 @@ def test_with_several_workers_sigterm_refuses_new_connections_at_once_and_drains
 
 
 def _serve_briefly(tmp_path: Path, env: dict[str, str]) -> str:
-    """Start `clicktrail serve --demo` in tmp_path, wait until it listens, stop it; return its output."""
+    """Start `clicktrail serve --demo` in tmp_path, wait until it listens and has printed its links
+    (once it answers: a moment after /health first does), stop it; return its output."""
     server = start_server(
         f"sqlite:///{tmp_path / 'data' / 'clicktrail.db'}", tmp_path, extra_env=env, args=("--demo",)
     )
+    deadline = time.monotonic() + 30
+    while "postback URL:" not in server.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
     server.stop()
     return server.log()
 
