@@ -12,9 +12,12 @@ import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.server import ServerState
 
+from clicktrail.catalog.models import CampaignInput, OfferInput, SourceInput
 from clicktrail.config import Settings
 from clicktrail.storage.database import Database
+from clicktrail.web.app import ClicktrailApp
 from clicktrail.web.protocol import DirectHandler, EdgeProtocol, Reply
+from clicktrail.web.runtime import Runtime
 from tests.support import ServerProcess, Tracker, fresh_database, start_server
 
 
@@ -443,3 +446,51 @@ def test_direct_handlers_that_answer_later_at_once_decline_or_fail_are_answered_
     assert answers[5].startswith(b"500 ")
     assert len(answers) == 6  # the failure closed the connection: the last request is not answered
     assert transport.closed
+
+
+def test_a_click_on_the_tracker_is_answered_without_a_task_and_an_unknown_key_with_one(
+    runtime: Runtime,
+) -> None:
+    """The tracker wires its click route's direct handler: a click whose key the catalog's snapshot
+    holds is stored and answered 302 with no task started for it (the group commit answers it), and
+    a key the snapshot does not hold goes to the route's ASGI handler (a task: it may reload the
+    catalog in a thread), which answers 404."""
+    offer = runtime.catalog.create_offer(OfferInput(name="O", url="https://m.example/?c={click_id}"))
+    source = runtime.catalog.create_source(SourceInput(name="S"))
+    campaign = runtime.catalog.create_campaign(
+        CampaignInput(name="C", source_id=source.id, offer_id=offer.id)
+    )
+    app = ClicktrailApp(runtime)
+    config = uvicorn.Config(app, log_level="critical", lifespan="off")
+    loop = asyncio.new_event_loop()
+
+    async def scenario() -> tuple[list[int], list[bytes]]:
+        await runtime.start()
+        state = ServerState()
+        tasks, written = [], []
+        for key in (campaign.key, "nosuchkey"):
+            protocol = EdgeProtocol(config=config, server_state=state, app_state={}, _loop=loop)
+            transport = _Transport()
+            protocol.connection_made(transport)
+            protocol.data_received(f"GET /c/{key}?sub1=direct HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+            tasks.append(len(state.tasks))
+            for _ in range(200):
+                if transport.written:
+                    break
+                await asyncio.sleep(0.01)
+            written.append(transport.written)
+            protocol.connection_lost(None)
+        await runtime.stop()
+        return tasks, written
+
+    try:
+        tasks, written = loop.run_until_complete(scenario())
+    finally:
+        loop.close()
+    assert tasks == [0, 1]
+    assert written[0].startswith(b"HTTP/1.1 302 ")
+    assert b"location: https://m.example/?c=" in written[0]
+    assert written[1].startswith(b"HTTP/1.1 404 ")
+    with runtime.database.begin() as connection:
+        stored = connection.exec_driver_sql("SELECT sub1 FROM clicks").scalars().all()
+    assert stored == ["direct"]
