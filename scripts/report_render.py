@@ -35,6 +35,9 @@ def main() -> int:
     parser.add_argument("--conversions", type=int, default=300_000)
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
+    if not CHROMIUM.exists():
+        print(f"report page: not run (no Chromium at {CHROMIUM}: scripts/ensure-chromium installs Debian's)")
+        return 1
     with tempfile.TemporaryDirectory() as temporary:
         directory = Path(temporary)
         started = time.monotonic()
