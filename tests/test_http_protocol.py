@@ -3,6 +3,7 @@ web/protocol.py, everything else by uvicorn's ASGI cycle, and a connection mixin
 pipelining) still gets every answer, complete and in request order."""
 
 import asyncio
+import json
 import socket
 from pathlib import Path
 from typing import Any
@@ -182,6 +183,41 @@ def test_clicks_past_the_queue_limit_are_answered_503_in_their_turn_and_only_red
         assert b"try again" in body
         assert headers["content-length"] == str(len(body))
     assert stored == {"n0", "after"}
+
+
+def test_postbacks_past_the_queue_limit_are_answered_503_in_their_turn_and_only_accepted_ones_stored(
+    tmp_path: Path,
+) -> None:
+    """The postback's direct path keeps the queue's bound: with one postback allowed to wait for the
+    commit, the first of five pipelined postbacks is queued and the other four are refused at once,
+    each answered in its turn with a 503 and a JSON reason the merchant's server retries on, none of
+    them stored; the connection stays usable and a retry is accepted."""
+    with fresh_database("sqlite", tmp_path) as url:
+        server = start_server(url, tmp_path, extra_env={"CLICKTRAIL_POSTBACK_QUEUE_LIMIT": "1"})
+        try:
+            tracker = Tracker(server)
+            key = tracker.campaign()["key"]
+            click_id = tracker.click(key)
+            tracker.close()
+            postback = f"GET /postback?click_id={click_id}&event=sale&txid=n{{}} HTTP/1.1\r\nHost: t\r\n\r\n"
+            with _connect(server) as sock:
+                sock.sendall("".join(postback.format(n) for n in range(5)).encode())
+                answers = _read_answers(sock, 5)
+                sock.sendall(postback.format(1).encode())  # a refused one, sent again
+                answers += _read_answers(sock, 1)
+        finally:
+            assert server.stop() == 0, server.log()
+        database = Database(Settings(database_url=url).sqlalchemy_url)
+        with database.begin() as connection:
+            stored = {row[0] for row in connection.exec_driver_sql("SELECT txid FROM conversions")}
+        database.dispose()
+    assert [status for status, _, _ in answers] == [200, 503, 503, 503, 503, 200]
+    for _, headers, body in answers[1:5]:
+        assert headers["content-type"] == "application/json"
+        assert headers["content-length"] == str(len(body))
+        assert json.loads(body)["error"] == "overloaded"
+    assert json.loads(answers[5][2])["result"] == "accepted"
+    assert stored == {"n0", "n1"}
 
 
 class _App:
@@ -448,13 +484,14 @@ def test_direct_handlers_that_answer_later_at_once_decline_or_fail_are_answered_
     assert transport.closed
 
 
-def test_a_click_on_the_tracker_is_answered_without_a_task_and_an_unknown_key_with_one(
+def test_clicks_and_postbacks_on_the_tracker_are_answered_without_a_task_and_the_rest_with_one(
     runtime: Runtime,
 ) -> None:
-    """The tracker wires its click route's direct handler: a click whose key the catalog's snapshot
-    holds is stored and answered 302 with no task started for it (the group commit answers it), and
-    a key the snapshot does not hold goes to the route's ASGI handler (a task: it may reload the
-    catalog in a thread), which answers 404."""
+    """The tracker wires its click and postback routes' direct handlers: a click whose key the
+    catalog's snapshot holds is stored and answered 302 with no task started for it (the group commit
+    answers it), and so is a GET postback (200 with its decision, once committed). A key the snapshot
+    does not hold goes to the route's ASGI handler (a task: it may reload the catalog in a thread),
+    which answers 404, and so does a HEAD postback, which that handler refuses with a 405."""
     offer = runtime.catalog.create_offer(OfferInput(name="O", url="https://m.example/?c={click_id}"))
     source = runtime.catalog.create_source(SourceInput(name="S"))
     campaign = runtime.catalog.create_campaign(
@@ -467,12 +504,14 @@ def test_a_click_on_the_tracker_is_answered_without_a_task_and_an_unknown_key_wi
     async def scenario() -> tuple[list[int], list[bytes]]:
         await runtime.start()
         state = ServerState()
-        tasks, written = [], []
-        for key in (campaign.key, "nosuchkey"):
+        tasks: list[int] = []
+        written: list[bytes] = []
+
+        async def ask(request: str) -> bytes:
             protocol = EdgeProtocol(config=config, server_state=state, app_state={}, _loop=loop)
             transport = _Transport()
             protocol.connection_made(transport)
-            protocol.data_received(f"GET /c/{key}?sub1=direct HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+            protocol.data_received(f"{request} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
             tasks.append(len(state.tasks))
             for _ in range(200):
                 if transport.written:
@@ -480,6 +519,13 @@ def test_a_click_on_the_tracker_is_answered_without_a_task_and_an_unknown_key_wi
                 await asyncio.sleep(0.01)
             written.append(transport.written)
             protocol.connection_lost(None)
+            return transport.written
+
+        clicked = await ask(f"GET /c/{campaign.key}?sub1=direct")
+        await ask("GET /c/nosuchkey")
+        click_id = clicked.split(b"location: https://m.example/?c=", 1)[1].split(b"\r\n", 1)[0].decode()
+        await ask(f"GET /postback?click_id={click_id}&event=sale&txid=t1&payout=3")
+        await ask(f"HEAD /postback?click_id={click_id}&event=sale&txid=t2&payout=3")
         await runtime.stop()
         return tasks, written
 
@@ -487,10 +533,14 @@ def test_a_click_on_the_tracker_is_answered_without_a_task_and_an_unknown_key_wi
         tasks, written = loop.run_until_complete(scenario())
     finally:
         loop.close()
-    assert tasks == [0, 1]
+    assert tasks == [0, 1, 0, 1]
     assert written[0].startswith(b"HTTP/1.1 302 ")
-    assert b"location: https://m.example/?c=" in written[0]
     assert written[1].startswith(b"HTTP/1.1 404 ")
+    assert written[2].startswith(b"HTTP/1.1 200 ")
+    assert b'{"result":"accepted","conversion_id":"' in written[2]
+    assert written[3].startswith(b"HTTP/1.1 405 ")
     with runtime.database.begin() as connection:
         stored = connection.exec_driver_sql("SELECT sub1 FROM clicks").scalars().all()
+        converted = connection.exec_driver_sql("SELECT txid, revenue FROM conversions").all()
     assert stored == ["direct"]
+    assert [tuple(row) for row in converted] == [("t1", 3_000_000)]  # revenue in micros

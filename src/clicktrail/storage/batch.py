@@ -30,8 +30,8 @@ A request is answered only after its row is committed, and the queue is bounded:
 rows are refused (the caller answers 503) instead of growing memory without end.
 
 A caller either awaits `write`, or hands `submit` a `Waiter` of its own that the writer calls with the
-row's result: the click's lean path answers from there, without a task, a coroutine chain or a future
-per click (web/protocol.py).
+row's result: the click's and the postback's direct paths answer from there, without a task, a
+coroutine chain or a future per request (web/protocol.py).
 """
 
 import asyncio

@@ -47,8 +47,11 @@ class ClicktrailApp:
         return self._fixed_paths.get(path)
 
     def edge_direct(self, path: str) -> DirectHandler | None:
-        """The click's direct handler, tried before `edge_handler`'s on the lean path (web/protocol.py)."""
-        return self._edge.click_now if path.startswith("/c/") else None
+        """The direct handler of the click's and the postback's routes, tried before `edge_handler`'s
+        on the lean path (web/protocol.py)."""
+        if path.startswith("/c/"):
+            return self._edge.click_now
+        return self._edge.postback_now if path == "/postback" else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]

@@ -235,35 +235,42 @@ class Edge:
         try:
             outcome = await self.decide_postback(scope, receive, via)
         except StorageError as exc:
-            await respond_error(send, status_for(exc.code), exc.code, exc.detail, extra=extra)
-            return
-        status = DECISION_STATUS[outcome.decision]
-        if outcome.recorded:
-            answer = {"result": outcome.decision.value, "conversion_id": outcome.conversion_id}
-            await respond(send, status, _encode_answer(answer).encode(), b"application/json", extra)
+            status, body = _storage_error_answer(exc)
         else:
-            await respond_json(
-                send,
-                status,
-                {
-                    "error": outcome.error or outcome.decision.value,
-                    "decision": outcome.decision.value,
-                    "detail": outcome.detail or "",
-                },
-                extra=extra,
-            )
+            status, body = _outcome_answer(outcome)
+        await respond(send, status, body, b"application/json", extra)
 
-    async def decide_postback(self, scope: Scope, receive: Receive, via: Channel) -> Outcome:
-        """Read the postback (query and body) and hand it to the group-commit writer, which decides
-        it with the others waiting (in its thread); a pixel without `click_id` uses the tracker's
-        click cookie. Raises StorageError."""
-        method = scope["method"]
+    def postback_now(self, scope: Scope, reply: Reply) -> bool:
+        """The postback's direct path (web/protocol.py), as `click_now` is the click's: a GET's
+        postback is queued for the group commit, which answers it through `reply` once decided and
+        committed. False for what `postback` answers instead: the rate limit, another method."""
+        if self._cap is not None or scope["method"] != "GET":
+            return False
+        params = self._postback_params(scope, Channel.POSTBACK)
+        raw = _bounded_postback("GET", params, self._client(scope), Channel.POSTBACK)
+        answer = _PostbackAnswer(reply)
+        try:
+            self._rt.postback_writer.submit(raw, answer)
+        except StorageError as exc:
+            answer.set_exception(exc)
+        return True
+
+    def _postback_params(self, scope: Scope, via: Channel) -> dict[str, str]:
+        """The query's parameters; a pixel without `click_id` takes the tracker's click cookie's."""
         params = parse_query(scope["query_string"])
-        ip = self._client(scope)
         if via is Channel.PIXEL and not params.get("click_id"):
             cookie = cookie_value(header(scope, b"cookie"), CLICK_COOKIE)
             if cookie:
                 params["click_id"] = cookie
+        return params
+
+    async def decide_postback(self, scope: Scope, receive: Receive, via: Channel) -> Outcome:
+        """Read the postback (query and body) and hand it to the group-commit writer, which decides
+        it with the others waiting; a pixel without `click_id` uses the tracker's click cookie.
+        Raises StorageError."""
+        method = scope["method"]
+        params = self._postback_params(scope, via)
+        ip = self._client(scope)
         intake = self._rt.postbacks
         if method == "POST":
             limit = self._rt.settings.postback_body_limit
@@ -281,11 +288,63 @@ class Edge:
                 raw = RawPostback(method, params, ip, via)
                 return await asyncio.to_thread(intake.refuse, raw, Decision.MALFORMED, "bad_body", detail)
             params = {**params, **body_params}
-        params = {name: value[:_PARAM_VALUE_MAX] for name, value in params.items()}
-        return await self._rt.postback_writer.write(RawPostback(method, params, ip, via))
+        return await self._rt.postback_writer.write(_bounded_postback(method, params, ip, via))
 
     async def health(self, scope: Scope, receive: Receive, send: Send) -> None:
         await respond_json(send, 200, {"status": "ok"}, head=scope["method"] == "HEAD")
+
+
+def _bounded_postback(method: str, params: dict[str, str], ip: str | None, via: Channel) -> RawPostback:
+    """The postback to decide, each value cut to _PARAM_VALUE_MAX characters (as it is logged)."""
+    return RawPostback(method, {name: value[:_PARAM_VALUE_MAX] for name, value in params.items()}, ip, via)
+
+
+def _outcome_answer(outcome: Outcome) -> tuple[int, bytes]:
+    """A decided postback's status and JSON body."""
+    decision = outcome.decision
+    if outcome.recorded:
+        answer = {"result": decision.value, "conversion_id": outcome.conversion_id}
+    else:
+        answer = {
+            "error": outcome.error or decision.value,
+            "decision": decision.value,
+            "detail": outcome.detail or "",
+        }
+    return DECISION_STATUS[decision], _encode_answer(answer).encode()
+
+
+def _storage_error_answer(exc: StorageError) -> tuple[int, bytes]:
+    """A postback that could not be stored (overloaded, database unavailable): the error's status."""
+    return status_for(exc.code), _encode_answer({"error": exc.code, "detail": exc.detail}).encode()
+
+
+class _PostbackAnswer:
+    """Answers a postback of the direct path once the group commit has told its outcome (a Waiter)."""
+
+    __slots__ = ("_reply",)
+
+    def __init__(self, reply: Reply) -> None:
+        self._reply: Reply | None = reply
+
+    def done(self) -> bool:
+        return self._reply is None
+
+    def set_result(self, outcome: Outcome) -> None:
+        self._answer(*_outcome_answer(outcome))
+
+    def set_exception(self, exception: BaseException) -> None:
+        if isinstance(exception, StorageError):
+            self._answer(*_storage_error_answer(exception))
+        else:  # the writer hands on only StorageErrors; anything else is a bug, answered as one
+            log.error("postback not stored: %r", exception)
+            self._answer(
+                500, _encode_answer({"error": "internal_error", "detail": "could not store"}).encode()
+            )
+
+    def _answer(self, status: int, body: bytes) -> None:
+        reply, self._reply = self._reply, None
+        if reply is not None:
+            reply(status, response_headers(body, b"application/json"), body)
 
 
 class _ClickAnswer:

@@ -9,10 +9,11 @@ the few scope keys those handlers read (method, path, query string, headers, cli
 handler as one task and writes its answer in one piece. Everything else (the API, the dashboard,
 bodies, upgrades) goes through the parent class untouched.
 
-A route may also have a direct handler (the click's), tried first: a plain call that starts the work
-and answers through a callback when it is done (for a click, when the group commit has stored it),
-so the request costs no task, no chain of coroutines and no future. It hands anything it does not
-answer that way (a key not in the catalog's snapshot, the rate limit) to the route's ASGI handler.
+A route may also have a direct handler (the click's and the GET postback's), tried first: a plain
+call that starts the work and answers through a callback when it is done (when the group commit has
+stored the click, or decided and stored the postback), so the request costs no task, no chain of
+coroutines and no future. It hands anything it does not answer that way (a key not in the catalog's
+snapshot, the rate limit, a HEAD postback) to the route's ASGI handler.
 
 Answers leave in request order on a connection: edge answers queue behind each other, a pipelined
 non-edge request waits behind them in uvicorn's own pipeline, and an edge request that arrives while
