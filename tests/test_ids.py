@@ -131,3 +131,15 @@ def test_random_bits_never_repeat_and_a_forked_child_does_not_reuse_its_parents(
     assert len(childs) == 600
     assert len(parents) == 600
     assert not childs & parents
+
+
+@pytest.mark.parametrize("stand_in", [" ", "+", "-", "\u0660", "\uff10"])
+def test_a_sign_a_space_or_another_scripts_zero_in_place_of_a_digit_is_refused(stand_in: str) -> None:
+    """Every click ID so far begins with 0 (its time's top bits); a number parser that skipped a
+    leading space or sign, or read Arabic-Indic or full-width digits, would take the changed text
+    for the same ID."""
+    click_id = codec.mint(datetime.now(UTC))
+    assert click_id[0] == "0"
+    for mangled in (stand_in + click_id[1:], click_id[:-1] + stand_in):
+        with pytest.raises(InvalidClickId, match="only the characters"):
+            codec.verify(mangled)

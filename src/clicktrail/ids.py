@@ -18,7 +18,10 @@ from datetime import UTC, datetime
 from clicktrail.types import ClickId, ConversionId
 
 ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, in ASCII order so strings sort as numbers
-_DECODE = {char: value for value, char in enumerate(ALPHABET)}
+_ALPHABET_CHARS = frozenset(ALPHABET)
+# Each Crockford digit as the digit of the same value that int(..., 32) reads (0-9, a-v): the whole
+# ID then decodes in C, not 32 turns of a Python loop (a sixth of the CPU of deciding a postback).
+_TO_INT_DIGITS = str.maketrans(ALPHABET, "0123456789abcdefghijklmnopqrstuv")
 
 CLICK_ID_LENGTH = 32
 _TIME_BITS = 48
@@ -105,13 +108,10 @@ class ClickIdCodec:
         if len(text) != CLICK_ID_LENGTH:
             raise InvalidClickId(f"a click ID has {CLICK_ID_LENGTH} characters, got {len(text)}")
         canonical = text.lower()
-        value = 0
-        for char in canonical:
-            digit = _DECODE.get(char)
-            if digit is None:
-                raise InvalidClickId("a click ID holds only the characters 0-9 and a-z (no i, l, o, u)")
-            value = (value << 5) | digit
-        raw = value.to_bytes(_BODY_BYTES + _TAG_BYTES, "big")
+        # Checked first: int() would also take a sign, spaces and underscores, which are no digits here.
+        if not _ALPHABET_CHARS.issuperset(canonical):
+            raise InvalidClickId("a click ID holds only the characters 0-9 and a-z (no i, l, o, u)")
+        raw = int(canonical.translate(_TO_INT_DIGITS), 32).to_bytes(_BODY_BYTES + _TAG_BYTES, "big")
         body, tag = raw[:_BODY_BYTES], raw[_BODY_BYTES:]
         if not hmac.compare_digest(tag, self._tag(body)):
             raise InvalidClickId(
@@ -122,9 +122,7 @@ class ClickIdCodec:
 
 def click_time(click_id: ClickId) -> datetime:
     """The moment a (verified) click ID was minted, to the millisecond."""
-    value = 0
-    for char in click_id[: _TIME_BITS // 5 + 1]:
-        value = (value << 5) | _DECODE[char]
+    value = int(click_id[: _TIME_BITS // 5 + 1].translate(_TO_INT_DIGITS), 32)
     # 10 chars hold 50 bits; the top 48 of the 160 are the timestamp.
     ms = value >> (10 * 5 - _TIME_BITS)
     return datetime.fromtimestamp(ms / 1000, UTC)
