@@ -450,3 +450,125 @@ def test_a_connection_lost_while_a_cooperative_batch_waits_fails_that_batch_as_u
     assert failed is not None
     assert "the database is unavailable" in str(failed)
     assert after == [7]
+
+
+class _PreparedRows:
+    """A batch prepared before the turn: records when it is written, and whether it was discarded."""
+
+    def __init__(self, rows: Sequence[int], log: list[str], turn_held: Callable[[], bool]) -> None:
+        self.rows = list(rows)
+        self._log = log
+        self._turn_held = turn_held
+        log.append(f"prepared {self.rows}")
+
+    def write(self, later: Sequence[int]) -> Staged[int]:
+        then = f" and then {list(later)}" if later else ""
+        self._log.append(f"written {self.rows}{then}, turn held: {self._turn_held()}")
+        return Staged([row * 10 for row in [*self.rows, *later]], lambda: self._log.append("committed"))
+
+    def discard(self) -> None:
+        self._log.append(f"discarded {self.rows}")
+
+
+def test_a_prepared_batch_is_decided_while_another_worker_holds_the_turn_and_written_once_it_has_it(
+    tmp_path: Path,
+) -> None:
+    """Postbacks on SQLite: a batch is read and decided before its writer waits for the turn, so the
+    deciding no longer waits for the other workers' writes. In the turn it is written, and the rows
+    that came while it waited are decided and written after it, in one commit with it."""
+    database = tmp_path / "events.db"
+    other_worker = WriteTurn(database)
+    other_worker.take()
+    log: list[str] = []
+
+    def turn_held() -> bool:
+        return not other_worker.try_take()  # this writer holds it: the other cannot have it
+
+    def unprepared(rows: Sequence[int]) -> Staged[int]:
+        raise AssertionError("a writer with `prepare` writes through it")
+
+    async def main() -> list[int]:
+        writer: GroupCommitWriter[int, int] = GroupCommitWriter(
+            unprepared,
+            batch_size=100,
+            queue_limit=1000,
+            name="t",
+            on_loop=True,
+            turn=WriteTurn(database),
+            prepare=lambda rows: _PreparedRows(rows, log, turn_held),
+        )
+        first = [asyncio.ensure_future(writer.write(n)) for n in (1, 2)]
+        await asyncio.sleep(0.2)
+        assert log == ["prepared [1, 2]"], "decided before the turn, not after it"
+        later = [asyncio.ensure_future(writer.write(n)) for n in (3, 4)]
+        await asyncio.sleep(0.1)
+        log.append("the other worker gives the turn back")
+        other_worker.give_back()
+        results = await asyncio.gather(*first, *later)
+        writer.close()
+        return results
+
+    assert asyncio.run(main()) == [10, 20, 30, 40]
+    assert log == [
+        "prepared [1, 2]",
+        "the other worker gives the turn back",
+        "written [1, 2] and then [3, 4], turn held: True",
+        "committed",
+    ]
+    other_worker.close()
+
+
+def test_a_prepared_batch_whose_turn_cannot_be_taken_is_discarded_and_fails_its_writes(
+    tmp_path: Path,
+) -> None:
+    unreachable = WriteTurn(tmp_path / "no-such-folder" / "events.db")
+    log: list[str] = []
+
+    def unprepared(rows: Sequence[int]) -> Staged[int]:
+        raise AssertionError("a writer with `prepare` writes through it")
+
+    async def main() -> list[BaseException | int]:
+        writer: GroupCommitWriter[int, int] = GroupCommitWriter(
+            unprepared,
+            batch_size=100,
+            queue_limit=1000,
+            name="t",
+            on_loop=True,
+            turn=unreachable,
+            prepare=lambda rows: _PreparedRows(rows, log, lambda: False),
+        )
+        outcomes = await asyncio.wait_for(
+            asyncio.gather(*(writer.write(n) for n in range(3)), return_exceptions=True), 5
+        )
+        writer.close()
+        return outcomes
+
+    outcomes = asyncio.run(main())
+    assert all(isinstance(outcome, StorageError) for outcome in outcomes)
+    assert log == ["prepared [0, 1, 2]", "discarded [0, 1, 2]"]
+
+
+def test_a_batch_that_cannot_be_prepared_fails_its_writes_and_the_next_batch_is_written() -> None:
+    log: list[str] = []
+
+    def prepare(rows: Sequence[int]) -> _PreparedRows:
+        if 0 in rows:
+            raise StorageError("the database is unavailable: disk I/O error")
+        return _PreparedRows(rows, log, lambda: False)
+
+    def unprepared(rows: Sequence[int]) -> Staged[int]:
+        raise AssertionError("a writer with `prepare` writes through it")
+
+    async def main() -> tuple[list[BaseException | int], int]:
+        writer: GroupCommitWriter[int, int] = GroupCommitWriter(
+            unprepared, batch_size=100, queue_limit=1000, name="t", on_loop=True, prepare=prepare
+        )
+        failed = await asyncio.gather(*(writer.write(n) for n in range(3)), return_exceptions=True)
+        later = await writer.write(7)
+        writer.close()
+        return failed, later
+
+    failed, later = asyncio.run(main())
+    assert [str(outcome) for outcome in failed] == ["the database is unavailable: disk I/O error"] * 3
+    assert later == 70
+    assert log == ["prepared [7]", "written [7], turn held: False", "committed"]

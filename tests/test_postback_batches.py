@@ -371,7 +371,8 @@ def test_a_conversion_another_process_stored_meanwhile_is_a_duplicate_not_an_err
     is stored as decided."""
     if backend == "sqlite":
         pytest.skip(
-            "SQLite writers take turns (storage/write_turn.py): a batch is read and written in one turn"
+            "two servers on PostgreSQL; on SQLite a batch decided before its writer's turn meets the same"
+            " race (the prepare_batch tests below)"
         )
     click_id, others = _click(runtime), [_click(runtime) for _ in range(3)]
     other_server = Database(runtime.settings.sqlalchemy_url)
@@ -425,7 +426,8 @@ def test_a_status_another_process_changed_meanwhile_is_decided_from_its_new_valu
     postback, not two; the rest of its batch is stored as decided."""
     if backend == "sqlite":
         pytest.skip(
-            "SQLite writers take turns (storage/write_turn.py): a batch is read and written in one turn"
+            "two servers on PostgreSQL; on SQLite a batch decided before its writer's turn meets the same"
+            " race (the prepare_batch tests below)"
         )
     click_id, other = _click(runtime), _click(runtime)
     pending = runtime.postbacks.handle(
@@ -512,3 +514,128 @@ def test_a_batch_whose_database_connection_dies_mid_batch_fails_whole_and_the_ne
 
     [outcome] = runtime.postbacks.handle_batch([_postback(click_id=click_id, event="sale", txid="cut")])
     assert outcome.decision == Decision.ACCEPTED
+
+
+def _stored_of(runtime: Runtime, *click_ids: str) -> list[tuple[str, str]]:
+    with runtime.database.begin() as connection:
+        rows = event_store.conversions_of_clicks(connection, list(click_ids))
+    return sorted((row.txid, row.status) for row in rows)
+
+
+def test_a_batch_decided_before_its_writers_turn_is_written_and_committed_in_it(runtime: Runtime) -> None:
+    """How a worker's batch runs on SQLite (storage/batch.py, `prepare`): read and decided first, then
+    written, and stored only once its commit runs."""
+    click_id = _click(runtime)
+    prepared = runtime.postbacks.prepare_batch(
+        [
+            _postback(click_id=click_id, event="sale", txid="t1", status="pending"),
+            _postback(click_id=click_id, event="sale", txid="t1", status="approved"),
+        ]
+    )
+    staged = prepared.write()
+    assert [outcome.decision for outcome in staged.results] == [Decision.ACCEPTED, Decision.UPDATED]
+    assert _stored_of(runtime, click_id) == []  # not committed yet
+    assert staged.finish is not None
+    staged.finish()
+    assert _stored_of(runtime, click_id) == [("t1", "approved")]
+
+
+def test_a_conversion_another_worker_stored_after_the_batch_was_decided_is_a_duplicate_not_two(
+    runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same postback reaches two workers at once (a merchant retrying): one worker's batch is
+    decided before its turn, the other stores the conversion meanwhile. The first batch's write
+    finds the conversion's key taken, and the batch is decided again: that postback is a duplicate
+    of the other's conversion, the rest of its batch stored as decided, nothing logged as an error."""
+    click_id, other = _click(runtime), _click(runtime)
+    other_worker = Database(runtime.settings.sqlalchemy_url)
+    elsewhere = PostbackIntake(other_worker, runtime.codec, lambda: runtime.cache.snapshot, utc_now)
+    with caplog.at_level(logging.WARNING):
+        prepared = runtime.postbacks.prepare_batch(
+            [
+                _postback(click_id=click_id, event="sale", txid="race"),
+                _postback(click_id=other, event="sale", txid="calm"),
+            ]
+        )
+        theirs = elsewhere.handle(_postback(click_id=click_id, event="sale", txid="race"))
+        staged = prepared.write()
+        if staged.finish is not None:
+            staged.finish()
+    other_worker.dispose()
+    assert caplog.records == []
+    assert theirs.decision == Decision.ACCEPTED
+    assert [outcome.decision for outcome in staged.results] == [Decision.DUPLICATE, Decision.ACCEPTED]
+    assert staged.results[0].conversion_id == theirs.conversion_id
+    assert _stored_of(runtime, click_id, other) == [("calm", "approved"), ("race", "approved")]
+
+
+def test_a_status_another_worker_changed_after_the_batch_was_decided_is_decided_again_from_it(
+    runtime: Runtime,
+) -> None:
+    """A pending conversion's approval reaches two workers at once: the batch decided before its turn
+    finds the status changed when it writes, and is decided again from what the other stored. One
+    status change, one history row, not two."""
+    click_id = _click(runtime)
+    pending = runtime.postbacks.handle(
+        _postback(click_id=click_id, event="sale", txid="t1", status="pending")
+    )
+    other_worker = Database(runtime.settings.sqlalchemy_url)
+    elsewhere = PostbackIntake(other_worker, runtime.codec, lambda: runtime.cache.snapshot, utc_now)
+    approval = _postback(click_id=click_id, event="sale", txid="t1", status="approved")
+    prepared = runtime.postbacks.prepare_batch([approval])
+    assert elsewhere.handle(approval).decision == Decision.UPDATED
+    staged = prepared.write()
+    if staged.finish is not None:
+        staged.finish()
+    other_worker.dispose()
+    assert [outcome.decision for outcome in staged.results] == [Decision.DUPLICATE]
+    with runtime.database.begin() as connection:
+        history = connection.execute(
+            sqlalchemy.text(
+                "SELECT old_status, new_status FROM conversion_status_history WHERE conversion_id = :id"
+                " ORDER BY changed_at, old_status NULLS FIRST"
+            ),
+            {"id": pending.conversion_id},
+        ).all()
+    assert [tuple(row) for row in history] == [(None, "pending"), ("pending", "approved")]
+
+
+def test_a_prepared_batch_given_up_before_its_turn_stores_nothing_and_frees_its_connection(
+    runtime: Runtime,
+) -> None:
+    click_id = _click(runtime)
+    for _ in range(20):  # more than the pool holds: each discarded batch gave its connection back
+        runtime.postbacks.prepare_batch([_postback(click_id=click_id, event="sale", txid="t1")]).discard()
+    assert runtime.postbacks.handle(_postback(click_id=click_id, event="sale", txid="t1")).decision == (
+        Decision.ACCEPTED
+    )
+    assert _stored_of(runtime, click_id) == [("t1", "approved")]
+
+
+def test_postbacks_that_came_while_a_prepared_batch_waited_are_decided_after_it_in_its_commit(
+    runtime: Runtime,
+) -> None:
+    """The postbacks that arrive while a worker waits for its turn are decided in the turn, after the
+    batch decided before it, in the same transaction: they see its conversions (a repeat is a
+    duplicate, a new status an update), and all of them are stored by one commit."""
+    click_id, other = _click(runtime), _click(runtime)
+    prepared = runtime.postbacks.prepare_batch(
+        [_postback(click_id=click_id, event="sale", txid="t1", status="pending")]
+    )
+    staged = prepared.write(
+        [
+            _postback(click_id=click_id, event="sale", txid="t1", status="pending"),
+            _postback(click_id=click_id, event="sale", txid="t1", status="approved"),
+            _postback(click_id=other, event="sale", txid="t2"),
+        ]
+    )
+    assert [outcome.decision for outcome in staged.results] == [
+        Decision.ACCEPTED,
+        Decision.DUPLICATE,
+        Decision.UPDATED,
+        Decision.ACCEPTED,
+    ]
+    assert _stored_of(runtime, click_id, other) == []
+    assert staged.finish is not None
+    staged.finish()
+    assert _stored_of(runtime, click_id, other) == [("t1", "approved"), ("t2", "approved")]

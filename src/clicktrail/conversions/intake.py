@@ -27,7 +27,8 @@ from clicktrail.conversions.request import MalformedPostback, PostbackRequest, p
 from clicktrail.ids import ClickIdCodec, InvalidClickId, mint_conversion_id
 from clicktrail.macros import SUB_IDS
 from clicktrail.storage import event_store as store
-from clicktrail.storage.database import Database, pipeline
+from clicktrail.storage.batch import Staged
+from clicktrail.storage.database import Database, OpenTransaction, pipeline
 from clicktrail.text import clean
 from clicktrail.types import ClickId, Clock, ConversionId, SourceId
 
@@ -179,9 +180,10 @@ class PostbackIntake:
 
     def _after_a_race(self, raws: Sequence[RawPostback]) -> list[Outcome]:
         """Another process stored one of these conversions, or changed one's status, between our read
-        and our write, and the whole batch rolled back (PostgreSQL only: SQLite's writers read and
-        write in one turn). The batch is decided again as a whole: its read now sees that conversion
-        as the other process left it (the failed write waited for its commit). Deciding each
+        and our write, and the whole batch rolled back (on SQLite only a batch decided before its
+        writer's turn, `prepare_batch`, can lose such a race). The batch is decided again as a
+        whole: its read now sees that conversion as the other process left it (the failed write
+        waited for its commit). Deciding each
         postback in a transaction of its own instead cost a commit per postback of the batch, on the
         event loop, while every other request of the worker waited: in `make bench` about ten
         batches a minute lose such a race (BENCHMARKS.md, "Session of 2026-12-06 (08:47 UTC)").
@@ -215,6 +217,16 @@ class PostbackIntake:
 
         return outcomes, finish
 
+    def prepare_batch(self, raws: Sequence[RawPostback]) -> "PreparedBatch":
+        """Read and decide postbacks now; write them later, with PreparedBatch.write, as stage_batch
+        does. On SQLite the batch writer runs this before it takes the file's write turn and the
+        write in it: the other workers' batches are written meanwhile, and a conversion one of them
+        wrote after this read (the same postback, sent twice at once) fails the write, which then
+        decides the batch again, as a race is on PostgreSQL (`_after_a_race`)."""
+        transaction = self._db.open_transaction()
+        outcomes, batch = transaction.run(lambda connection: self._decide_batch(connection, raws))
+        return PreparedBatch(self, raws, transaction, outcomes, batch)
+
     def _record(self, raws: Sequence[RawPostback]) -> list[Outcome]:
         with self._db.begin() as connection:
             outcomes, queued = self._write(connection, raws)
@@ -227,6 +239,21 @@ class PostbackIntake:
     ) -> tuple[list[Outcome], frozenset[int]]:
         """Decide and write the batch in `connection`'s transaction; say which sources it queued
         outbound postbacks for."""
+        outcomes, batch = self._decide_batch(connection, raws)
+        return outcomes, self._write_decided(connection, batch)
+
+    @staticmethod
+    def _write_decided(connection: Connection, batch: "_Batch") -> frozenset[int]:
+        """Write a decided batch; say which sources it queued outbound postbacks for. Raises
+        IntegrityError or LostRace when another transaction wrote one of its conversions first."""
+        batch.write(connection)
+        return frozenset(delivery["source_id"] for delivery in batch.deliveries)
+
+    def _decide_batch(
+        self, connection: Connection, raws: Sequence[RawPostback]
+    ) -> tuple[list[Outcome], "_Batch"]:
+        """Read what the batch needs and decide every postback in arrival order: the outcomes, and
+        the batch holding the rows to write."""
         now = self._clock()
         parsed = [self._parse(raw) for raw in raws]
         click_ids = list({click_id for _, click_id, _ in parsed if click_id is not None})
@@ -255,8 +282,7 @@ class PostbackIntake:
                 logged_click_id = click_id
             outcomes.append(outcome)
             batch.logs.append(self._log_row(raw, outcome, now, logged_click_id, request))
-        batch.write(connection)
-        return outcomes, frozenset(delivery["source_id"] for delivery in batch.deliveries)
+        return outcomes, batch
 
     def _parse(self, raw: RawPostback) -> tuple[PostbackRequest | None, ClickId | None, Outcome | None]:
         try:
@@ -420,3 +446,52 @@ class PostbackIntake:
                 "updated_at": batch.now,
             }
         )
+
+
+class PreparedBatch:
+    """A batch of postbacks read and decided in its own transaction, not yet written (prepare_batch)."""
+
+    def __init__(
+        self,
+        intake: PostbackIntake,
+        raws: Sequence[RawPostback],
+        transaction: OpenTransaction,
+        outcomes: list[Outcome],
+        batch: _Batch,
+    ) -> None:
+        self._intake = intake
+        self._raws = raws
+        self._transaction = transaction
+        self._outcomes = outcomes
+        self._batch = batch
+
+    def write(self, later: Sequence[RawPostback] = ()) -> Staged[Outcome]:
+        """Write the decided batch, then decide and write `later` (postbacks that came meanwhile) in
+        the same transaction; return the outcomes of both and the function that commits them, as
+        stage_batch. If another transaction wrote one of the batch's conversions since its read, the
+        whole is decided again and committed right here (with nothing left to commit)."""
+        intake, batch = self._intake, self._batch
+
+        def write_all(connection: Connection) -> tuple[list[Outcome], frozenset[int]]:
+            queued = intake._write_decided(connection, batch)
+            if not later:
+                return self._outcomes, queued
+            outcomes, queued_later = intake._write(connection, later)
+            return self._outcomes + outcomes, queued | queued_later
+
+        try:
+            outcomes, queued = self._transaction.run(write_all)
+        except (IntegrityError, LostRace):
+            return Staged(intake._after_a_race([*self._raws, *later]))
+        transaction = self._transaction
+
+        def finish() -> None:
+            transaction.commit()
+            if queued:
+                intake._delivery_queued(queued)
+
+        return Staged(outcomes, finish)
+
+    def discard(self) -> None:
+        """Give the connection back without writing (the batch failed before its turn)."""
+        self._transaction.close()

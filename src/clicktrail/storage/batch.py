@@ -39,7 +39,7 @@ import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from clicktrail.errors import StorageError
 from clicktrail.storage.cooperative import run_cooperatively
@@ -68,6 +68,18 @@ class Staged(Generic[Result]):
     finish: Callable[[], None] | None = None
 
 
+class Prepared(Protocol[Result]):
+    """A batch read and decided before the writer's turn (GroupCommitWriter's `prepare`)."""
+
+    def write(self, later: Sequence[Any]) -> Staged[Result]:
+        """Write the batch in the turn, then read, decide and write `later` (the rows that came while
+        the writer waited for the turn) in the same transaction: the results of both, in order, and
+        the commit left to run."""
+
+    def discard(self) -> None:
+        """Give up the batch unwritten (taking the turn failed)."""
+
+
 class Waiter(Protocol[Result_contra]):
     """Told a row's fate once: its result after the commit, or the error that failed its batch. An
     asyncio.Future is one; so is an object that answers the request itself."""
@@ -91,8 +103,13 @@ class GroupCommitWriter(Generic[Row, Result]):
         on_loop: bool = False,
         cooperative: bool = False,
         turn: WriteTurn | None = None,
+        prepare: Callable[[Sequence[Row]], Prepared[Result]] | None = None,
     ) -> None:
+        """`prepare`, with a turn: reads and decides a batch on the loop before the turn is taken,
+        and its `write` runs in the turn instead of `commit` (postbacks on SQLite, whose reading and
+        deciding then no longer hold up the other workers' writes)."""
         self._commit = commit
+        self._prepare = prepare
         self._cooperative = cooperative
         self._batch_size = batch_size
         self._queue_limit = queue_limit
@@ -131,22 +148,45 @@ class GroupCommitWriter(Generic[Row, Result]):
 
     async def _flush_one(self) -> None:
         """Take the write turn (if any), then commit the next batch; a failure of either fails the
-        batch's writes, never leaves them waiting."""
+        batch's writes, never leaves them waiting. The batch is cut after the wait for the turn, when
+        it has grown; with `prepare` its first part is cut, read and decided before the wait, and
+        the rest (what came meanwhile) is decided in the turn, in the same transaction."""
+        first: list[tuple[Row, Waiter[Result]]] = []
+        prepared: Prepared[Result] | None = None
+        if self._prepare is not None:
+            first = self._next_batch()
+            try:
+                prepared = self._prepare([row for row, _ in first])
+            except Exception as exc:
+                log.exception("a batch of %d rows could not be prepared", len(first))
+                self._fail(
+                    first, exc if isinstance(exc, StorageError) else StorageError(f"could not store: {exc}")
+                )
+                return
         try:
             await self._take_turn()
         except OSError as exc:
             log.exception("could not take the write turn")
-            self._fail(self._next_batch(), StorageError(f"could not take the write turn: {exc}"))
+            if prepared is not None:
+                prepared.discard()
+            self._fail(first or self._next_batch(), StorageError(f"could not take the write turn: {exc}"))
             return
         try:
-            await self._commit_and_answer(self._next_batch())  # cut after the wait: the batch grew
+            rest = self._next_batch(self._batch_size - len(first)) if first else self._next_batch()
+            await self._commit_and_answer(first, rest, prepared)
         finally:
             if self._turn is not None:
                 self._turn.give_back()
 
-    async def _commit_and_answer(self, batch: list[tuple[Row, Waiter[Result]]]) -> None:
+    async def _commit_and_answer(
+        self,
+        first: list[tuple[Row, Waiter[Result]]],
+        rest: list[tuple[Row, Waiter[Result]]],
+        prepared: Prepared[Result] | None = None,
+    ) -> None:
+        batch = first + rest
         try:
-            results = await self._commit_batch([row for row, _ in batch])
+            results = await self._commit_batch([row for row, _ in batch], prepared, len(first))
         except Exception as exc:
             log.exception("group commit of %d rows failed", len(batch))
             self._fail(
@@ -166,9 +206,10 @@ class GroupCommitWriter(Generic[Row, Result]):
         if self._turn is not None and not self._turn.try_take():
             await asyncio.get_running_loop().run_in_executor(self._executor, self._turn.take)
 
-    def _next_batch(self) -> list[tuple[Row, Waiter[Result]]]:
-        batch = self._waiting[: self._batch_size]
-        del self._waiting[: self._batch_size]
+    def _next_batch(self, size: int | None = None) -> list[tuple[Row, Waiter[Result]]]:
+        size = self._batch_size if size is None else size
+        batch = self._waiting[:size]
+        del self._waiting[:size]
         return batch
 
     @staticmethod
@@ -180,9 +221,13 @@ class GroupCommitWriter(Generic[Row, Result]):
                 except Exception:
                     log.exception("a waiter failed on its batch's error")
 
-    async def _commit_batch(self, rows: list[Row]) -> Sequence[Result]:
+    async def _commit_batch(
+        self, rows: list[Row], prepared: "Prepared[Result] | None" = None, prepared_rows: int = 0
+    ) -> Sequence[Result]:
         loop = asyncio.get_running_loop()
-        if self._cooperative:  # on the loop, which runs other work while the database answers
+        if prepared is not None:
+            staged = prepared.write(rows[prepared_rows:])  # on the loop, as `on_loop`'s commit
+        elif self._cooperative:  # on the loop, which runs other work while the database answers
             staged = await run_cooperatively(self._commit, rows)
         elif self._on_loop:
             staged = self._commit(rows)  # blocks the loop while the rows are written: see the note

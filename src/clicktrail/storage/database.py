@@ -196,6 +196,37 @@ def _cooperative_connection(_dialect: object, _record: object, cargs: Any, cpara
     return cooperative.connect(*cargs, **cparams)
 
 
+class OpenTransaction:
+    """Database.open_transaction's transaction. Any failure closes it (rolled back); database
+    failures leave as StorageError, as from Database.stage."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self._transaction = connection.begin()
+
+    def run(self, work: Callable[[Connection], T]) -> T:
+        try:
+            return work(self._connection)
+        except OperationalError as exc:
+            self._connection.close()
+            raise StorageError(f"the database is unavailable: {exc.orig}") from exc
+        except BaseException:
+            self._connection.close()
+            raise
+
+    def commit(self) -> None:
+        try:
+            self._transaction.commit()
+        except OperationalError as exc:
+            raise StorageError(f"the database is unavailable: {exc.orig}") from exc
+        finally:
+            self._connection.close()
+
+    def close(self) -> None:
+        """Roll back what was run, if anything, and give the connection back."""
+        self._connection.close()
+
+
 class Database:
     def __init__(
         self, url: str, *, pool_size: int = 8, ping_after_rest_seconds: float = PING_AFTER_REST_SECONDS
@@ -244,26 +275,14 @@ class Database:
 
         The commit waits for the disk (an fsync on SQLite), so a caller on the event loop can run it
         in a thread while the loop goes on reading requests. Failures leave as StorageError."""
-        connection = self.engine.connect()
-        try:
-            transaction = connection.begin()
-            result = work(connection)
-        except OperationalError as exc:
-            connection.close()
-            raise StorageError(f"the database is unavailable: {exc.orig}") from exc
-        except BaseException:
-            connection.close()
-            raise
+        transaction = self.open_transaction()
+        return transaction.run(work), transaction.commit
 
-        def commit() -> None:
-            try:
-                transaction.commit()
-            except OperationalError as exc:
-                raise StorageError(f"the database is unavailable: {exc.orig}") from exc
-            finally:
-                connection.close()
-
-        return result, commit
+    def open_transaction(self) -> "OpenTransaction":
+        """A transaction on a connection of its own, to run work in now and later, then commit (or
+        close, which rolls back): a postback batch on SQLite is read and decided before its writer's
+        turn and written in it (conversions/intake.py, `prepare_batch`)."""
+        return OpenTransaction(self.engine.connect())
 
     def run_alone(self, work: Callable[[Connection], T]) -> T:
         """Run `work`, one statement, as its own transaction, committed on return (`alone`)."""

@@ -93,6 +93,9 @@ class Runtime:
             on_loop=True,
             cooperative=self.database.cooperative,
             turn=self.database.write_turn(),
+            # On SQLite a batch is read and decided before the turn, written in it: the workers no
+            # longer take turns to decide (BENCHMARKS.md, "Session of 2026-12-07").
+            prepare=self.postbacks.prepare_batch if self.database.is_sqlite else None,
         )
         # The report feed runs in a process of its own (clicktrail.feeding), not here.
         self.segments = SegmentStore(settings.analytics_path())
