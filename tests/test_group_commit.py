@@ -470,6 +470,19 @@ class _PreparedRows:
         self._log.append(f"discarded {self.rows}")
 
 
+def _prepared_writer(
+    prepare: Callable[[Sequence[int]], _PreparedRows], turn: WriteTurn | None = None
+) -> GroupCommitWriter[int, int]:
+    """A writer that writes only through `prepare` (its plain commit fails the test if called)."""
+
+    def unprepared(rows: Sequence[int]) -> Staged[int]:
+        raise AssertionError("a writer with `prepare` writes through it")
+
+    return GroupCommitWriter(
+        unprepared, batch_size=100, queue_limit=1000, name="t", on_loop=True, turn=turn, prepare=prepare
+    )
+
+
 def test_a_prepared_batch_is_decided_while_another_worker_holds_the_turn_and_written_once_it_has_it(
     tmp_path: Path,
 ) -> None:
@@ -484,19 +497,8 @@ def test_a_prepared_batch_is_decided_while_another_worker_holds_the_turn_and_wri
     def turn_held() -> bool:
         return not other_worker.try_take()  # this writer holds it: the other cannot have it
 
-    def unprepared(rows: Sequence[int]) -> Staged[int]:
-        raise AssertionError("a writer with `prepare` writes through it")
-
     async def main() -> list[int]:
-        writer: GroupCommitWriter[int, int] = GroupCommitWriter(
-            unprepared,
-            batch_size=100,
-            queue_limit=1000,
-            name="t",
-            on_loop=True,
-            turn=WriteTurn(database),
-            prepare=lambda rows: _PreparedRows(rows, log, turn_held),
-        )
+        writer = _prepared_writer(lambda rows: _PreparedRows(rows, log, turn_held), WriteTurn(database))
         first = [asyncio.ensure_future(writer.write(n)) for n in (1, 2)]
         await asyncio.sleep(0.2)
         assert log == ["prepared [1, 2]"], "decided before the turn, not after it"
@@ -524,19 +526,8 @@ def test_a_prepared_batch_whose_turn_cannot_be_taken_is_discarded_and_fails_its_
     unreachable = WriteTurn(tmp_path / "no-such-folder" / "events.db")
     log: list[str] = []
 
-    def unprepared(rows: Sequence[int]) -> Staged[int]:
-        raise AssertionError("a writer with `prepare` writes through it")
-
     async def main() -> list[BaseException | int]:
-        writer: GroupCommitWriter[int, int] = GroupCommitWriter(
-            unprepared,
-            batch_size=100,
-            queue_limit=1000,
-            name="t",
-            on_loop=True,
-            turn=unreachable,
-            prepare=lambda rows: _PreparedRows(rows, log, lambda: False),
-        )
+        writer = _prepared_writer(lambda rows: _PreparedRows(rows, log, lambda: False), unreachable)
         outcomes = await asyncio.wait_for(
             asyncio.gather(*(writer.write(n) for n in range(3)), return_exceptions=True), 5
         )
@@ -556,13 +547,8 @@ def test_a_batch_that_cannot_be_prepared_fails_its_writes_and_the_next_batch_is_
             raise StorageError("the database is unavailable: disk I/O error")
         return _PreparedRows(rows, log, lambda: False)
 
-    def unprepared(rows: Sequence[int]) -> Staged[int]:
-        raise AssertionError("a writer with `prepare` writes through it")
-
     async def main() -> tuple[list[BaseException | int], int]:
-        writer: GroupCommitWriter[int, int] = GroupCommitWriter(
-            unprepared, batch_size=100, queue_limit=1000, name="t", on_loop=True, prepare=prepare
-        )
+        writer = _prepared_writer(prepare)
         failed = await asyncio.gather(*(writer.write(n) for n in range(3)), return_exceptions=True)
         later = await writer.write(7)
         writer.close()
