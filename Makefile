@@ -39,7 +39,7 @@ PYTEST_WORKERS ?= 2
 pytest: $(INSTALLED) ## the test suite only (installs Debian's chromium for the dashboard tests if missing)
 	@scripts/ensure-chromium
 	@# Bytecode for src/ written once: where PYTHONDONTWRITEBYTECODE is set (as on our CI machines) every
-	@# server process the tests start would otherwise compile clicktrail again (0.3 s of a 2.8-s start).
+	@# server process the tests start would otherwise compile clicktrail again (BENCHMARKS.md, 2026-12-07).
 	@$(BIN)/python -m compileall -q src
 	$(BIN)/pytest -n $(PYTEST_WORKERS)
 

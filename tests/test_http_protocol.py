@@ -5,6 +5,7 @@ pipelining) still gets every answer, complete and in request order."""
 import asyncio
 import json
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -152,31 +153,46 @@ def test_a_post_to_the_postback_url_between_pipelined_gets_is_answered_in_its_tu
     assert (answers[2][0], b'"duplicate"' in answers[2][2]) == (200, True)
 
 
+def _past_a_queue_limit_of_one(
+    tmp_path: Path, setting: str, requests: Callable[[Tracker], tuple[str, str]], stored_sql: str
+) -> tuple[list[tuple[int, dict[str, str], bytes]], set[str]]:
+    """A server whose queue `setting` lets one request wait for the commit: `requests` (given the
+    tracker, with a campaign made) is five pipelined requests and one sent after their answers. The
+    six answers, and what `stored_sql` reads once the server has stopped."""
+    with fresh_database("sqlite", tmp_path) as url:
+        server = start_server(url, tmp_path, extra_env={setting: "1"})
+        try:
+            tracker = Tracker(server)
+            five, after = requests(tracker)
+            tracker.close()
+            with _connect(server) as sock:
+                sock.sendall(five.encode())
+                answers = _read_answers(sock, 5)
+                sock.sendall(after.encode())
+                answers += _read_answers(sock, 1)
+        finally:
+            assert server.stop() == 0, server.log()
+        database = Database(Settings(database_url=url).sqlalchemy_url)
+        with database.begin() as connection:
+            stored = {row[0] for row in connection.exec_driver_sql(stored_sql)}
+        database.dispose()
+    return answers, stored
+
+
 def test_clicks_past_the_queue_limit_are_answered_503_in_their_turn_and_only_redirected_ones_stored(
     tmp_path: Path,
 ) -> None:
     """With one click allowed to wait for the commit, the first of five pipelined clicks (read in one
     go) is queued and the other four are refused at once: each answered in its turn with a 503 the
     visitor's browser may retry, and none of them stored; the connection stays usable."""
-    with fresh_database("sqlite", tmp_path) as url:
-        server = start_server(url, tmp_path, extra_env={"CLICKTRAIL_CLICK_QUEUE_LIMIT": "1"})
-        try:
-            tracker = Tracker(server)
-            key = tracker.campaign()["key"]
-            tracker.close()
-            with _connect(server) as sock:
-                sock.sendall(
-                    "".join(f"GET /c/{key}?sub1=n{n} HTTP/1.1\r\nHost: t\r\n\r\n" for n in range(5)).encode()
-                )
-                answers = _read_answers(sock, 5)
-                sock.sendall(f"GET /c/{key}?sub1=after HTTP/1.1\r\nHost: t\r\n\r\n".encode())
-                answers += _read_answers(sock, 1)
-        finally:
-            assert server.stop() == 0, server.log()
-        database = Database(Settings(database_url=url).sqlalchemy_url)
-        with database.begin() as connection:
-            stored = {row[0] for row in connection.exec_driver_sql("SELECT sub1 FROM clicks")}
-        database.dispose()
+
+    def clicks(tracker: Tracker) -> tuple[str, str]:
+        click = f"GET /c/{tracker.campaign()['key']}?sub1={{}} HTTP/1.1\r\nHost: t\r\n\r\n"
+        return "".join(click.format(f"n{n}") for n in range(5)), click.format("after")
+
+    answers, stored = _past_a_queue_limit_of_one(
+        tmp_path, "CLICKTRAIL_CLICK_QUEUE_LIMIT", clicks, "SELECT sub1 FROM clicks"
+    )
     assert [status for status, _, _ in answers] == [302, 503, 503, 503, 503, 302]
     for _, headers, body in answers[1:5]:
         assert headers["retry-after"] == "1"
@@ -192,25 +208,15 @@ def test_postbacks_past_the_queue_limit_are_answered_503_in_their_turn_and_only_
     commit, the first of five pipelined postbacks is queued and the other four are refused at once,
     each answered in its turn with a 503 and a JSON reason the merchant's server retries on, none of
     them stored; the connection stays usable and a retry is accepted."""
-    with fresh_database("sqlite", tmp_path) as url:
-        server = start_server(url, tmp_path, extra_env={"CLICKTRAIL_POSTBACK_QUEUE_LIMIT": "1"})
-        try:
-            tracker = Tracker(server)
-            key = tracker.campaign()["key"]
-            click_id = tracker.click(key)
-            tracker.close()
-            postback = f"GET /postback?click_id={click_id}&event=sale&txid=n{{}} HTTP/1.1\r\nHost: t\r\n\r\n"
-            with _connect(server) as sock:
-                sock.sendall("".join(postback.format(n) for n in range(5)).encode())
-                answers = _read_answers(sock, 5)
-                sock.sendall(postback.format(1).encode())  # a refused one, sent again
-                answers += _read_answers(sock, 1)
-        finally:
-            assert server.stop() == 0, server.log()
-        database = Database(Settings(database_url=url).sqlalchemy_url)
-        with database.begin() as connection:
-            stored = {row[0] for row in connection.exec_driver_sql("SELECT txid FROM conversions")}
-        database.dispose()
+
+    def postbacks(tracker: Tracker) -> tuple[str, str]:
+        click_id = tracker.click(tracker.campaign()["key"])
+        postback = f"GET /postback?click_id={click_id}&event=sale&txid=n{{}} HTTP/1.1\r\nHost: t\r\n\r\n"
+        return "".join(postback.format(n) for n in range(5)), postback.format(1)  # a refused one again
+
+    answers, stored = _past_a_queue_limit_of_one(
+        tmp_path, "CLICKTRAIL_POSTBACK_QUEUE_LIMIT", postbacks, "SELECT txid FROM conversions"
+    )
     assert [status for status, _, _ in answers] == [200, 503, 503, 503, 503, 200]
     for _, headers, body in answers[1:5]:
         assert headers["content-type"] == "application/json"

@@ -1,6 +1,7 @@
 """Postbacks are decided in batches (one transaction each): within a batch every postback is decided
 in arrival order against what came before it, exactly as if they had arrived one by one."""
 
+import asyncio
 import logging
 import threading
 from collections.abc import Iterator
@@ -56,6 +57,19 @@ def _click(runtime: Runtime) -> str:
 
 def _postback(**params: str) -> RawPostback:
     return RawPostback("GET", params, "203.0.113.9")
+
+
+def _status_history(runtime: Runtime, conversion_id: str | None) -> list[tuple[str | None, str]]:
+    """A conversion's status changes, oldest first: (old status, new status)."""
+    with runtime.database.begin() as connection:
+        rows = connection.execute(
+            sqlalchemy.text(
+                "SELECT old_status, new_status FROM conversion_status_history"
+                " WHERE conversion_id = :id ORDER BY changed_at, old_status NULLS FIRST"
+            ),
+            {"id": conversion_id},
+        ).all()
+    return [(row[0], row[1]) for row in rows]
 
 
 def test_one_batch_is_decided_in_arrival_order(runtime: Runtime) -> None:
@@ -287,9 +301,11 @@ def test_a_staged_batch_is_stored_and_announced_only_when_its_commit_runs(runtim
         utc_now,
         lambda sources: wake_ups.append(f"rung for {sorted(sources)}"),
     )
-    outcomes, commit = intake.stage_batch(
+    staged = intake.prepare_batch(
         [_postback(click_id=click_id, txid="s-1"), _postback(click_id=click_id, txid="s-1")]
-    )
+    ).write()
+    outcomes, commit = staged.results, staged.finish
+    assert commit is not None
     assert [outcome.decision for outcome in outcomes] == [Decision.ACCEPTED, Decision.DUPLICATE]
     with runtime.database.begin() as connection:
         assert event_store.conversions_of_clicks(connection, [click_id]) == []
@@ -464,13 +480,6 @@ def test_a_status_another_process_changed_meanwhile_is_decided_from_its_new_valu
     assert outcomes[0].conversion_id == pending.conversion_id
     with runtime.database.begin() as connection:
         [conversion] = event_store.conversions_of_clicks(connection, [click_id])
-        history = connection.execute(
-            sqlalchemy.text(
-                "SELECT old_status, new_status FROM conversion_status_history"
-                " WHERE conversion_id = :id ORDER BY changed_at, old_status NULLS FIRST"
-            ),
-            {"id": pending.conversion_id},
-        ).all()
         outbound = (
             connection.execute(
                 sqlalchemy.text("SELECT conversion_status FROM deliveries WHERE conversion_id = :id"),
@@ -480,7 +489,8 @@ def test_a_status_another_process_changed_meanwhile_is_decided_from_its_new_valu
             .all()
         )
     assert conversion.status == "approved"
-    assert [tuple(row) for row in history] == [(None, "pending"), ("pending", "approved")]
+    history = _status_history(runtime, pending.conversion_id)
+    assert history == [(None, "pending"), ("pending", "approved")]
     assert outbound == ["approved"]  # the source asked for approved and rejected only
 
 
@@ -589,15 +599,7 @@ def test_a_status_another_worker_changed_after_the_batch_was_decided_is_decided_
         staged.finish()
     other_worker.dispose()
     assert [outcome.decision for outcome in staged.results] == [Decision.DUPLICATE]
-    with runtime.database.begin() as connection:
-        history = connection.execute(
-            sqlalchemy.text(
-                "SELECT old_status, new_status FROM conversion_status_history WHERE conversion_id = :id"
-                " ORDER BY changed_at, old_status NULLS FIRST"
-            ),
-            {"id": pending.conversion_id},
-        ).all()
-    assert [tuple(row) for row in history] == [(None, "pending"), ("pending", "approved")]
+    assert _status_history(runtime, pending.conversion_id) == [(None, "pending"), ("pending", "approved")]
 
 
 def test_a_prepared_batch_given_up_before_its_turn_stores_nothing_and_frees_its_connection(
@@ -639,3 +641,44 @@ def test_postbacks_that_came_while_a_prepared_batch_waited_are_decided_after_it_
     assert staged.finish is not None
     staged.finish()
     assert _stored_of(runtime, click_id, other) == [("t1", "approved"), ("t2", "approved")]
+
+
+def test_on_sqlite_the_trackers_postback_batch_is_decided_while_another_worker_holds_the_write_turn(
+    runtime: Runtime, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tracker's own postback writer prepares its batches on SQLite: while another worker holds
+    the file's write turn, the batch is already read and decided, and it is answered once the turn
+    is given back and the batch committed."""
+    if backend != "sqlite":
+        pytest.skip("PostgreSQL's writers take no turn: a batch is read, decided and written at once")
+    click_id = _click(runtime)
+    other_worker = runtime.database.write_turn()
+    assert other_worker is not None
+    read = event_store.postback_batch_reads
+    reads: list[str] = []
+
+    def counted_read(*args: Any) -> Any:
+        reads.append("read")
+        return read(*args)
+
+    monkeypatch.setattr(event_store, "postback_batch_reads", counted_read)
+
+    async def scenario() -> Decision:
+        other_worker.take()
+        answer = asyncio.ensure_future(
+            runtime.postback_writer.write(_postback(click_id=click_id, event="sale", txid="t1"))
+        )
+        for _ in range(500):
+            if reads:
+                break
+            await asyncio.sleep(0.01)
+        assert reads == ["read"], "the batch should be read while the other worker holds the turn"
+        assert not answer.done()
+        other_worker.give_back()
+        return (await answer).decision
+
+    try:
+        assert asyncio.run(scenario()) == Decision.ACCEPTED
+    finally:
+        other_worker.close()
+    assert _stored_of(runtime, click_id) == [("t1", "approved")]

@@ -20,7 +20,8 @@ from clicktrail.types import ClickId, ConversionId
 ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, in ASCII order so strings sort as numbers
 _ALPHABET_CHARS = frozenset(ALPHABET)
 # Each Crockford digit as the digit of the same value that int(..., 32) reads (0-9, a-v): the whole
-# ID then decodes in C, not 32 turns of a Python loop (a sixth of the CPU of deciding a postback).
+# ID then decodes in C, not in 32 turns of a Python loop (2.7% of a postback's instructions:
+# scripts/cpu_in_process.py --path postbacks --instructions, BENCHMARKS.md).
 _TO_INT_DIGITS = str.maketrans(ALPHABET, "0123456789abcdefghijklmnopqrstuv")
 
 CLICK_ID_LENGTH = 32

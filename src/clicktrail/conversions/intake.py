@@ -93,10 +93,6 @@ def _never_held(_source: SourceId, _now: datetime) -> datetime | None:
     return None
 
 
-def _nothing_to_commit() -> None:
-    return None
-
-
 @dataclass(slots=True)
 class _Known:
     """A conversion as the batch knows it: stored before, or new in this batch (`row` not yet inserted)."""
@@ -200,29 +196,14 @@ class PostbackIntake:
             # A concurrent postback for the same conversion committed first: decide again.
             return self._record([raw])[0]
 
-    def stage_batch(self, raws: Sequence[RawPostback]) -> tuple[list[Outcome], Callable[[], None]]:
-        """Decide and write postbacks as handle_batch does, but leave the commit (and the delivery
-        wake-up after it) to the returned function: a caller on the event loop runs that in a thread
-        while the loop goes on reading requests. The outcomes hold once the commit returns."""
-        try:
-            (outcomes, queued), commit = self._db.stage(lambda connection: self._write(connection, raws))
-        except (IntegrityError, LostRace):
-            # As in handle_batch; rare (another process raced us), so decided and committed right here.
-            return self._after_a_race(raws), _nothing_to_commit
-
-        def finish() -> None:
-            commit()
-            if queued:
-                self._delivery_queued(queued)
-
-        return outcomes, finish
-
     def prepare_batch(self, raws: Sequence[RawPostback]) -> "PreparedBatch":
-        """Read and decide postbacks now; write them later, with PreparedBatch.write, as stage_batch
-        does. On SQLite the batch writer runs this before it takes the file's write turn and the
-        write in it: the other workers' batches are written meanwhile, and a conversion one of them
-        wrote after this read (the same postback, sent twice at once) fails the write, which then
-        decides the batch again, as a race is on PostgreSQL (`_after_a_race`)."""
+        """Read and decide postbacks now, in a transaction of their own; PreparedBatch.write writes
+        them and leaves the commit (and the delivery wake-up after it) to the function it returns: a
+        caller on the event loop runs that in a thread while the loop goes on reading requests. The
+        batch writer writes at once on PostgreSQL; on SQLite it runs this before it takes the file's
+        write turn and the write in it: the other workers' batches are written meanwhile, and a
+        conversion one of them wrote after this read (the same postback, sent twice at once) fails
+        the write, which then decides the batch again, as a race is on PostgreSQL (`_after_a_race`)."""
         transaction = self._db.open_transaction()
         outcomes, batch = transaction.run(lambda connection: self._decide_batch(connection, raws))
         return PreparedBatch(self, raws, transaction, outcomes, batch)
@@ -467,8 +448,8 @@ class PreparedBatch:
 
     def write(self, later: Sequence[RawPostback] = ()) -> Staged[Outcome]:
         """Write the decided batch, then decide and write `later` (postbacks that came meanwhile) in
-        the same transaction; return the outcomes of both and the function that commits them, as
-        stage_batch. If another transaction wrote one of the batch's conversions since its read, the
+        the same transaction; return the outcomes of both (they hold once committed) and the function
+        that commits them. If another transaction wrote one of the batch's conversions since its read, the
         whole is decided again and committed right here (with nothing left to commit)."""
         intake, batch = self._intake, self._batch
 

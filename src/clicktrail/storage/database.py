@@ -202,7 +202,7 @@ class OpenTransaction:
 
     def __init__(self, connection: Connection) -> None:
         self._connection = connection
-        self._transaction = connection.begin()
+        self._transaction = self.run(lambda connection: connection.begin())
 
     def run(self, work: Callable[[Connection], T]) -> T:
         try:

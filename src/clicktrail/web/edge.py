@@ -333,13 +333,9 @@ class _PostbackAnswer:
         self._answer(*_outcome_answer(outcome))
 
     def set_exception(self, exception: BaseException) -> None:
-        if isinstance(exception, StorageError):
-            self._answer(*_storage_error_answer(exception))
-        else:  # the writer hands on only StorageErrors; anything else is a bug, answered as one
-            log.error("postback not stored: %r", exception)
-            self._answer(
-                500, _encode_answer({"error": "internal_error", "detail": "could not store"}).encode()
-            )
+        # The writer hands on StorageErrors only (it wraps anything else in one).
+        error = exception if isinstance(exception, StorageError) else StorageError(str(exception))
+        self._answer(*_storage_error_answer(error))
 
     def _answer(self, status: int, body: bytes) -> None:
         reply, self._reply = self._reply, None

@@ -117,7 +117,7 @@ class Runtime:
 
     def _commit_postbacks(self, raws: Sequence[RawPostback]) -> Staged[Outcome]:
         """Decide and write the batch on the loop; the commit as for clicks."""
-        return Staged(*self.postbacks.stage_batch(raws))
+        return self.postbacks.prepare_batch(raws).write()
 
     @property
     def reports(self) -> "DuckDbReports":
