@@ -341,7 +341,8 @@ CLICKS_PER_POSTBACK_RUN = 20_000
 PACED_ATTEMPTS = 4
 """Series a paced measurement runs at most (2 with --quick, to stay under a minute)."""
 PACED_TOLERANCE = 0.1
-"""How far the paced runs' median rate may land from the rate aimed at before calibrating again."""
+"""How far the paced runs' median rate may land from the target before calibrating again (above
+it only, when the target is a floor)."""
 
 
 def paced_runs(args: argparse.Namespace) -> int:
@@ -351,7 +352,12 @@ def paced_runs(args: argparse.Namespace) -> int:
 
 
 def paced_series(
-    run: Callable[[float, float], Run], target: float, connections: int, args: argparse.Namespace
+    run: Callable[[float, float], Run],
+    target: float,
+    connections: int,
+    args: argparse.Namespace,
+    *,
+    at_least: bool = False,
 ) -> Series:
     """Runs at about `target` requests/s: each connection pauses between requests (wrk has no fixed
     rate), for a mean pause in tenths of a millisecond worked out from what earlier runs reached. A
@@ -363,8 +369,22 @@ def paced_series(
     Each connection's cycle (its pause plus the request's latency) is connections / rate. With one
     run to go by, the next pause assumes the latency stays as it was; with two, the cycle is taken
     as a straight line in the pause through both, because the latency falls as the pause grows (less
-    queueing): assuming it constant overshot from 87% to 126% of the target."""
-    aimed_cycle = connections / target
+    queueing): assuming it constant overshot from 87% to 126% of the target.
+
+    `at_least`: the target is a floor (issue 8's "at least 3,000 postbacks/s"): the series aims
+    half the tolerance above it and counts as calibrated only from the target up to the tolerance
+    above it, so the p99 printed is one at the target's rate or a little more, never at 93% of it
+    (2026-12-07: PostgreSQL's paced postbacks printed 2,759 and 2,801/s, inside ±10%)."""
+    low, high = (1.0, 1 + PACED_TOLERANCE) if at_least else (1 - PACED_TOLERANCE, 1 + PACED_TOLERANCE)
+    aim = target * (low + high) / 2
+
+    def off(rate: float) -> float:
+        """How far a median rate lies outside the accepted band, as a share of the target (0 inside);
+        ties go to the one closer to the aim."""
+        share = rate / target
+        return max(low - share, share - high, 0.0) + abs(rate - aim) / target / 1000
+
+    aimed_cycle = connections / aim
     delay = aimed_cycle
     tried = [(delay, connections / run(round(delay * 1000, 1), 1).rate)]
     best = Series()
@@ -377,11 +397,11 @@ def paced_series(
         delay = max(0.0001, d1 + (aimed_cycle - c1) / slope)
         steady = Series([run(round(delay * 1000, 1), args.short) for _ in range(paced_runs(args))])
         achieved = steady.median("rate")
-        if not best.runs or abs(achieved / target - 1) < abs(best.median("rate") / target - 1):
+        if not best.runs or off(achieved) < off(best.median("rate")):
             best = steady
-        if abs(achieved / target - 1) <= PACED_TOLERANCE or attempt == attempts - 1:
+        if low <= achieved / target <= high or attempt == attempts - 1:
             break
-        say(f"paced runs at {achieved / target:.0%} of the rate aimed at: calibrating again")
+        say(f"paced runs at {achieved / target:.0%} of the target rate: calibrating again")
         tried.append((delay, connections / achieved))
     return best
 
@@ -442,6 +462,7 @@ def bench_backend(
                 POSTBACK_TARGET_RATE,
                 args.postback_connections,
                 args,
+                at_least=True,
             )
             say(
                 f"{name} postbacks at {POSTBACK_TARGET_RATE:,}/s: {paced_postbacks.median('rate'):,.0f}/s "
@@ -563,7 +584,7 @@ def table(
         )
         row(f"postbacks, {result.name}", result.postbacks, ratio=False, note=mix)
         row(
-            f"postbacks, {result.name}, paced, aimed at {POSTBACK_TARGET_RATE:,}/s",
+            f"postbacks, {result.name}, paced, >= {POSTBACK_TARGET_RATE:,}/s",
             result.paced_postbacks,
             ratio=False,
         )
