@@ -348,7 +348,8 @@ it only, when the target is a floor)."""
 def paced_runs(args: argparse.Namespace) -> int:
     """Runs per paced series: 2 with --quick, whose four paced measurements (up to two series each,
     after a probe) were a third of its minute (57 s in all on 2026-12-06, on a slow AMD EPYC)."""
-    return min(args.runs, 2) if args.quick else args.runs
+    runs = int(args.runs)
+    return min(runs, 2) if args.quick else runs
 
 
 def paced_series(
