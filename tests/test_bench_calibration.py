@@ -76,3 +76,43 @@ def test_a_plain_target_keeps_its_band_on_both_sides() -> None:
     server = _Server(base_ms=2.0, queueing_ms=20.0)
     series = bench.paced_series(server.run, 2_000, CONNECTIONS, _args())
     assert 1_800 <= series.median("rate") <= 2_200
+
+
+class _NeverThere(_Server):
+    """Reaches 90% of what the pause asks for, whatever the pause: no series lands at the target."""
+
+    def run(self, delay_ms: float, seconds: float) -> bench.Run:
+        answered = super().run(delay_ms, seconds)
+        answered.rate = min(answered.rate, 0.9 * 3_000)
+        return answered
+
+
+def test_a_series_kept_outside_its_band_says_so() -> None:
+    series = bench.paced_series(_NeverThere(2.0, 20.0).run, 3_000, CONNECTIONS, _args(), at_least=True)
+    assert series.median("rate") == 0.9 * 3_000
+    assert "90% of 3,000/s" in series.missed
+
+
+def test_a_series_in_its_band_has_nothing_to_say() -> None:
+    series = bench.paced_series(_Server(2.0, 20.0).run, 3_000, CONNECTIONS, _args(), at_least=True)
+    assert series.missed == ""
+
+
+class _Shallow(_Server):
+    """The first series after the probe comes out barely faster than the probe (a noisy moment),
+    so the two give a shallow slope: the cycle hardly seems to move with the pause."""
+
+    def run(self, delay_ms: float, seconds: float) -> bench.Run:
+        answered = super().run(delay_ms, seconds)
+        if len(self.pauses) == 1:
+            self.probe_rate = answered.rate
+        elif len(self.pauses) <= 1 + _args().runs:
+            answered.rate = self.probe_rate * 1.01
+        return answered
+
+
+def test_a_shallow_slope_moves_the_pause_by_at_most_half_or_double() -> None:
+    server = _Shallow(2.0, 20.0)
+    bench.paced_series(server.run, 3_000, CONNECTIONS, _args(), at_least=True)
+    first, second = server.pauses[1], server.pauses[1 + _args().runs]
+    assert first / 2 <= second <= first * 2
