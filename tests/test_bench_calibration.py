@@ -23,16 +23,16 @@ def _args() -> argparse.Namespace:
 
 class _Server:
     """Answers in `base_ms` plus a queueing delay that shrinks as the pauses between requests grow
-    (less queueing); `drift` scales every rate it reaches (a machine slower than when probed)."""
+    (less queueing), as a server's latency falls with the rate offered to it."""
 
-    def __init__(self, base_ms: float, queueing_ms: float, drift: float = 1.0) -> None:
-        self.base_ms, self.queueing_ms, self.drift = base_ms, queueing_ms, drift
+    def __init__(self, base_ms: float, queueing_ms: float) -> None:
+        self.base_ms, self.queueing_ms = base_ms, queueing_ms
         self.pauses: list[float] = []
 
     def run(self, delay_ms: float, _seconds: float) -> bench.Run:
         self.pauses.append(delay_ms)
         latency = self.base_ms + self.queueing_ms / (1 + delay_ms)
-        rate = CONNECTIONS / ((delay_ms + latency) / 1000) * self.drift
+        rate = CONNECTIONS / ((delay_ms + latency) / 1000)
         return bench.Run(rate, latency, latency * 3, latency * 4, {})
 
 
