@@ -88,7 +88,11 @@ def parse_click_request(
             cost = None  # a source's bad cost macro must not cost the visitor the redirect
     return ClickRequest(
         key=key,
-        subs=tuple([clean(params.get(name), SUB_MAX) for name in SUB_IDS]),  # a list: 0.4 µs < a generator
+        # A list: 0.4 µs < a generator. Most links fill two or three of the ten sub IDs: the absent
+        # ones skip clean()'s call.
+        subs=tuple(
+            [None if (value := params.get(name)) is None else clean(value, SUB_MAX) for name in SUB_IDS]
+        ),
         external_id=clean(params.get("external_id"), SUB_MAX),
         cost=cost,
         ip=ip,
