@@ -172,7 +172,7 @@ class GroupCommitWriter(Generic[Row, Result]):
             self._fail(first or self._next_batch(), StorageError(f"could not take the write turn: {exc}"))
             return
         try:
-            rest = self._next_batch(self._batch_size - len(first)) if first else self._next_batch()
+            rest = self._next_batch(self._batch_size - len(first))
             await self._commit_and_answer(first, rest, prepared)
         finally:
             if self._turn is not None:
