@@ -3,9 +3,10 @@ worker holds, and a conversion's jobs for one source one at a time, in the order
 (a source hears "approved" before "rejected")."""
 
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import delete, event, select, text, update
 
 from clicktrail.storage import delivery_store
 from clicktrail.storage.schema import conversions, deliveries
@@ -252,3 +253,47 @@ def test_a_sources_jobs_are_rescheduled_a_limited_number_at_a_time_oldest_first(
         [True, True, True, True, False],
         [True, True, True, True, True],
     ]
+
+
+def test_a_clicks_deliveries_are_found_through_its_conversions_whatever_else_is_asked(
+    runtime: Runtime, backend: str
+) -> None:
+    """The deliveries list of one click (the dashboard's link from a click or a conversion). No index
+    holds deliveries by click (every postback paid a write to one): they are found through the click's
+    conversions, and the other filters only sift those, so a source's backlog of thousands of jobs is
+    never walked to list a click's three."""
+    now = utc_now()
+    backlog = [(f"other-{n}", 1, now) for n in range(200)]
+    jobs = [("a", 1, now), ("a", 2, now), ("b", 1, now), *backlog]
+    a_first, a_second, b_first, *_ = queue_jobs(runtime, jobs)
+    statements: list[tuple[str, Any]] = []
+
+    def remember(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        statements.append((statement, parameters))
+
+    with runtime.database.begin() as connection:
+        first_source = connection.execute(
+            select(deliveries.c.source_id).where(deliveries.c.id == a_first)
+        ).scalar_one()
+
+        def listed(**filters: Any) -> list[int]:
+            asked = {"click_id": None, "source_id": None, "status": None, "before": None, **filters}
+            return [row.id for row in delivery_store.list_deliveries(connection, limit=50, **asked)]
+
+        event.listen(runtime.database.engine, "before_cursor_execute", remember)
+        try:
+            assert listed(click_id="click-a") == [a_second, a_first]
+            assert listed(click_id="click-a", source_id=first_source) == [a_first]
+            assert listed(click_id="click-a", status="pending", before=a_second) == [a_first]
+            assert listed(click_id="click-b", source_id=first_source, status="pending") == [b_first]
+            assert listed(click_id="click-b", status="dead") == []
+            assert listed(click_id="no-such-click") == []
+        finally:
+            event.remove(runtime.database.engine, "before_cursor_execute", remember)
+        if backend == "sqlite":  # PostgreSQL plans by its statistics of the table
+            for statement, parameters in statements:
+                plan = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters).all()
+                searches = [row[-1] for row in plan]
+                by_conversion = "SEARCH deliveries USING INDEX ix_deliveries_conversion_id (conversion_id=?)"
+                assert by_conversion in searches
+                assert not [line for line in searches if line.startswith("SCAN deliveries")]

@@ -261,7 +261,8 @@ deliveries = Table(
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
     Column("created_at", UtcDateTime, nullable=False),
     Column("conversion_id", key_text(26), nullable=False, index=True),
-    Column("click_id", key_text(32), nullable=False, index=True),
+    # Not indexed (migration 0013): a click's deliveries are found through its conversions.
+    Column("click_id", key_text(32), nullable=False),
     Column("source_id", Integer, nullable=False),
     Column("status", key_text(16), nullable=False),
     Column("conversion_status", String(16), nullable=False),
