@@ -1,19 +1,20 @@
 """SQL for the event tables: clicks, conversions and their history, the postback log, the outbox."""
 
 import collections
+import csv
 import functools
+import io
 import json
 import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import IO, Any, NamedTuple
 
 from sqlalchemy import (
     BigInteger,
     Connection,
     Dialect,
     Integer,
-    Result,
     Row,
     Select,
     String,
@@ -520,34 +521,56 @@ def _plain(column: Any) -> Any:
 plain_column = _plain  # for the other event tables' feeds (storage/routing_store.py)
 
 
-def click_rows_between(
-    connection: Connection, low_id: str, high_id: str, names: Sequence[str]
-) -> Iterator[Row[Any]]:
-    """The named columns of clicks whose IDs (so whose times) fall in [low_id, high_id), streamed."""
-    query = select(*(_plain(clicks.c[name]) for name in names)).where(
+def clicks_between(low_id: str, high_id: str, names: Sequence[str]) -> Select[Any]:
+    """The named columns of clicks whose IDs (so whose times) fall in [low_id, high_id), for the feed
+    (write_csv)."""
+    return select(*(_plain(clicks.c[name]) for name in names)).where(
         clicks.c.click_id >= low_id, clicks.c.click_id < high_id
     )
-    rows: Result[Any] = connection.execution_options(yield_per=5000).execute(query)
-    yield from rows
 
 
 def first_click_id(connection: Connection) -> str | None:
     return connection.execute(select(func.min(clicks.c.click_id))).scalar_one_or_none()
 
 
-def conversion_rows_between(
-    connection: Connection, start: datetime, end: datetime, names: Sequence[str]
-) -> Iterator[Row[Any]]:
-    """The named columns of conversions last changed in [start, end), streamed; names the conversion
-    does not carry (device, OS…) come from its click."""
+def conversions_changed_between(start: datetime, end: datetime, names: Sequence[str]) -> Select[Any]:
+    """The named columns of conversions last changed in [start, end), for the feed (write_csv); names
+    the conversion does not carry (device, OS…) come from its click."""
     columns = [_plain(conversions.c[name] if name in conversions.c else clicks.c[name]) for name in names]
-    query = (
+    return (
         select(*columns)
         .join(clicks, clicks.c.click_id == conversions.c.click_id)
         .where(conversions.c.updated_at >= start, conversions.c.updated_at < end)
     )
-    rows: Result[Any] = connection.execution_options(yield_per=5000).execute(query)
-    yield from rows
+
+
+def write_csv(connection: Connection, query: Select[Any], out: IO[bytes]) -> int:
+    """Write the query's rows to `out` as CSV (no header; NULL as an empty field, text quoted where it
+    must be, lines ended by LF) and say how many there were: the analytics feed's copy of a window.
+
+    On PostgreSQL the server writes the CSV itself (`COPY (query) TO STDOUT`): the rows never become
+    Python objects, which were two thirds of the feed's CPU (400,000 clicks: 3.3-3.6 s of the feed's
+    process and 0.8 s of PostgreSQL's, against 1.1-1.3 s of the process; BENCHMARKS.md). The query's
+    values are bound into its text (COPY takes no parameters): they are the feed's own window
+    bounds. On SQLite the rows are streamed through the csv module."""
+    if connection.dialect.name == "postgresql":
+        statement = query.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True})
+        with driver_cursor(connection) as cursor:
+            with cursor.copy(f"COPY ({statement}) TO STDOUT (FORMAT csv)") as copy:
+                for block in copy:
+                    out.write(block)
+            return int(cursor.rowcount)
+    text = io.TextIOWrapper(out, encoding="utf-8", newline="")
+    try:
+        writer = csv.writer(text, lineterminator="\n")  # as PostgreSQL ends its lines
+        count = 0
+        for row in connection.execution_options(yield_per=5000).execute(query):
+            writer.writerow(row)
+            count += 1
+        return count
+    finally:
+        text.flush()
+        text.detach()  # `out` stays open: it is the caller's
 
 
 def first_conversion_change(connection: Connection) -> datetime | None:

@@ -1,10 +1,10 @@
 """SQL for routing's own state: landers, today's conversions of capped offers, lander click-throughs."""
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Result, Row, func, insert, select, update
+from sqlalchemy import Connection, Select, func, insert, select, update
 
 from clicktrail.storage.event_store import plain_column
 from clicktrail.storage.schema import clicks, conversions, lander_clicks
@@ -43,15 +43,11 @@ def move_click_to_offer(connection: Connection, click_id: str, offer_id: int) ->
     connection.execute(update(clicks).where(clicks.c.click_id == click_id).values(offer_id=offer_id))
 
 
-def lander_click_rows_between(
-    connection: Connection, start: datetime, end: datetime, names: Sequence[str]
-) -> Iterator[Row[Any]]:
-    """The named columns of the click-throughs recorded in [start, end), streamed, for the feed."""
-    query = select(*(plain_column(lander_clicks.c[name]) for name in names)).where(
+def lander_clicks_between(start: datetime, end: datetime, names: Sequence[str]) -> Select[Any]:
+    """The named columns of the click-throughs recorded in [start, end), for the feed (write_csv)."""
+    return select(*(plain_column(lander_clicks.c[name]) for name in names)).where(
         lander_clicks.c.created_at >= start, lander_clicks.c.created_at < end
     )
-    rows: Result[Any] = connection.execution_options(yield_per=5000).execute(query)
-    yield from rows
 
 
 def first_lander_click(connection: Connection) -> datetime | None:

@@ -1,0 +1,132 @@
+"""The report feed copies the row store into the analytics segments value for value, on SQLite and on
+PostgreSQL alike (PostgreSQL writes the copy itself, as CSV): text with commas, quotes and any
+alphabet, empty visitor values, exact money, times to the microsecond. Line breaks too, though the
+intake drops control characters (text.clean): a value holding one, with the line ends guessed,
+failed its whole window (and the next, at every run)."""
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from clicktrail.config import Settings
+from clicktrail.ids import mint_conversion_id
+from clicktrail.reports.feed import AnalyticsFeed
+from clicktrail.reports.segments import CLICKS, CONVERSIONS, LANDER_CLICKS, SegmentStore
+from clicktrail.storage import event_store, routing_store
+from clicktrail.storage.database import Database
+from clicktrail.storage.migrate import upgrade
+from tests.support import codec, fresh_database
+
+AT = datetime(2026, 11, 10, 22, 30, 15, 123456, tzinfo=UTC)
+AWKWARD = [
+    "a,b",
+    'say "hi"',
+    "line\nbreak",
+    "carriage\r\nreturn",
+    "back\\slash",
+    "ünïcødé 中文 🚀",
+    "  spaced  ",
+    "NULL",
+    "'single'",
+]
+
+
+def _click(number: int, sub1: str | None) -> dict[str, Any]:
+    return {
+        "click_id": codec().mint(AT + timedelta(seconds=number)),
+        "created_at": AT + timedelta(seconds=number),
+        "campaign_id": 1,
+        "offer_id": 2,
+        "source_id": 3,
+        "sub1": sub1,
+        "sub2": None,
+        "external_id": f'ext-"{number}"',
+        "cost": Decimal("0.000001") * (number + 1),
+        "country": "FR",
+        "region": "Île-de-France",
+        "city": "Saint-Denis, Seine",
+        "device_type": "mobile",
+        "os": "iOS",
+        "os_version": "17.1",
+        "browser": "Mobile Safari",
+        "browser_version": "17.1",
+        "is_bot": number % 2 == 1,
+        "is_unique": number % 3 != 0,
+        "lander_id": None,
+    }
+
+
+def _segment_rows(store: SegmentStore, kind: str, key: str) -> dict[str, dict[str, Any]]:
+    files = [str(segment.path) for segment in store.live(kind)]
+    with duckdb.connect() as duck:
+        relation = duck.read_parquet(files, union_by_name=True)
+        names = relation.columns
+        return {row[names.index(key)]: dict(zip(names, row, strict=True)) for row in relation.fetchall()}
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_the_segments_hold_the_row_stores_values_exactly(backend: str, tmp_path: Path) -> None:
+    clicks = [_click(number, sub1) for number, sub1 in enumerate([*AWKWARD, None])]
+    converted = clicks[1]
+    conversion = {
+        "conversion_id": mint_conversion_id(AT + timedelta(hours=1)),
+        "created_at": AT + timedelta(hours=1),
+        "updated_at": AT + timedelta(hours=1, microseconds=7),
+        "click_id": converted["click_id"],
+        "event": "sale",
+        "txid": 'tx,"1"',
+        "status": "approved",
+        "revenue": Decimal("49.999999"),
+        "payout": Decimal("12.5"),
+        "currency": "EUR",
+        "click_time": converted["created_at"],
+        **{key: converted[key] for key in ("campaign_id", "offer_id", "source_id", "sub1", "external_id",
+                                           "country", "region", "city", "device_type", "os", "browser",
+                                           "is_bot")},
+    }  # fmt: skip
+    lander_click = {
+        "click_id": clicks[2]["click_id"],
+        "created_at": AT + timedelta(minutes=1),
+        "click_time": clicks[2]["created_at"],
+        "campaign_id": 1,
+        "lander_id": 4,
+        "offer_id": 2,
+        "source_id": 3,
+        "sub1": clicks[2]["sub1"],
+        "city": "Saint-Denis, Seine",
+        "is_bot": False,
+    }
+    with fresh_database(backend, tmp_path) as url:
+        database = Database(Settings(database_url=url).sqlalchemy_url)
+        upgrade(database.engine)
+        with database.begin() as connection:
+            event_store.insert_clicks(connection, clicks)
+            event_store.insert_conversions(connection, [conversion])
+            routing_store.insert_lander_click(connection, lander_click)
+        store = SegmentStore(tmp_path / "analytics")
+        written = AnalyticsFeed(database, store, lag=timedelta(seconds=15)).run_once(AT + timedelta(days=1))
+        database.dispose()
+
+    assert written == len(clicks) + 2
+    stored_clicks = _segment_rows(store, CLICKS, "click_id")
+    for click in clicks:
+        row = stored_clicks[click["click_id"]]
+        assert row["sub1"] == click["sub1"]
+        assert row["sub2"] is None
+        assert row["external_id"] == click["external_id"]
+        assert row["created_at"] == click["created_at"].replace(tzinfo=None)
+        assert row["cost"] == int(click["cost"] * 1_000_000)
+        assert (row["is_bot"], row["is_unique"]) == (click["is_bot"], click["is_unique"])
+        assert (row["region"], row["city"]) == ("Île-de-France", "Saint-Denis, Seine")
+    stored_conversion = _segment_rows(store, CONVERSIONS, "conversion_id")[conversion["conversion_id"]]
+    assert stored_conversion["sub1"] == 'say "hi"'
+    assert stored_conversion["updated_at"] == conversion["updated_at"].replace(tzinfo=None)
+    assert (stored_conversion["revenue"], stored_conversion["payout"]) == (49_999_999, 12_500_000)
+    assert stored_conversion["city"] == "Saint-Denis, Seine"
+    stored_lander_click = _segment_rows(store, LANDER_CLICKS, "click_id")[lander_click["click_id"]]
+    assert stored_lander_click["sub1"] == "line\nbreak"
+    assert stored_lander_click["lander_id"] == 4
