@@ -182,7 +182,7 @@ def feed(args: argparse.Namespace) -> None:
     """Copy new clicks and conversions into the report segments every few seconds until SIGTERM or
     SIGINT (or until the --parent-pid process is gone). `clicktrail serve` starts one; a second one
     on the same analytics folder waits its turn (a file lock), so running one more is harmless."""
-    from clicktrail.reports.feed import AnalyticsFeed
+    from clicktrail.reports.feed import AnalyticsFeed, WorkShare
 
     settings = _settings()
     # The feed catches up in bursts (after a spike, hundreds of thousands of rows), and on a machine
@@ -200,6 +200,7 @@ def feed(args: argparse.Namespace) -> None:
             database,
             SegmentStore(settings.analytics_path()),
             lag=timedelta(seconds=settings.analytics_lag_seconds),
+            share=WorkShare(settings.analytics_work_share),
         ).run_until(
             stop,
             interval=settings.analytics_interval_seconds,

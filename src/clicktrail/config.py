@@ -98,6 +98,13 @@ class Settings(BaseSettings):
         description="CLICKTRAIL_ANALYTICS_NICENESS: how far the report feed steps back for the workers "
         "(the feed process's nice value; 0 keeps the server's)",
     )
+    analytics_work_share: float = Field(
+        0.25,
+        gt=0,
+        le=1,
+        description="CLICKTRAIL_ANALYTICS_WORK_SHARE: at most this share of the time the report feed "
+        "works, resting between slices of a few milliseconds (1: never rests)",
+    )
     report_memory_limit: str = Field(
         "256MB", pattern=r"^[0-9]+(MB|GB)$", description="CLICKTRAIL_REPORT_MEMORY_LIMIT: DuckDB's memory cap"
     )

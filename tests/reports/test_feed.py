@@ -6,6 +6,7 @@ failed its whole window (and the next, at every run)."""
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 
 from clicktrail.config import Settings
 from clicktrail.ids import mint_conversion_id
-from clicktrail.reports.feed import AnalyticsFeed
+from clicktrail.reports.feed import AnalyticsFeed, WorkShare
 from clicktrail.reports.segments import CLICKS, CONVERSIONS, LANDER_CLICKS, SegmentStore
 from clicktrail.storage import event_store, routing_store
 from clicktrail.storage.database import Database
@@ -130,3 +131,78 @@ def test_the_segments_hold_the_row_stores_values_exactly(backend: str, tmp_path:
     stored_lander_click = _segment_rows(store, LANDER_CLICKS, "click_id")[lander_click["click_id"]]
     assert stored_lander_click["sub1"] == "line\nbreak"
     assert stored_lander_click["lander_id"] == 4
+
+
+def _fed_segments(
+    tmp_path: Path, times: list[datetime], now: datetime, piece_rows: int
+) -> list[tuple[int, int]]:
+    """Feed clicks made at `times` in one run; each clicks segment's (seconds it spans, rows)."""
+    with fresh_database("sqlite", tmp_path) as url:
+        database = Database(Settings(database_url=url).sqlalchemy_url)
+        upgrade(database.engine)
+        clicks = [_click(0, None) | {"click_id": codec().mint(at), "created_at": at} for at in times]
+        with database.begin() as connection:
+            event_store.insert_clicks(connection, clicks)
+        store = SegmentStore(tmp_path / "analytics")
+        feed = AnalyticsFeed(database, store, lag=timedelta(seconds=15), piece_rows=piece_rows)
+        assert feed.run_once(now) == len(times)
+        database.dispose()
+    segments = store.live(CLICKS)
+    assert all(a.end_ms == b.start_ms for a, b in pairwise(segments))  # no gap, no overlap
+    with duckdb.connect() as duck:
+        return [
+            ((s.end_ms - s.start_ms) // 1000, duck.read_parquet(str(s.path)).count("*").fetchall()[0][0])
+            for s in segments
+        ]
+
+
+def test_a_catch_up_is_written_in_windows_of_about_the_piece_size(tmp_path: Path) -> None:
+    """A burst of traffic (here 2 clicks a second for 10 minutes) is fed in windows of about
+    `piece_rows` rows, each one short DuckDB step, rather than in one window of everything."""
+    start = AT
+    times = [start + timedelta(milliseconds=500 * n) for n in range(1200)]
+    segments = _fed_segments(tmp_path, times, start + timedelta(minutes=10, seconds=15), piece_rows=100)
+    assert sum(rows for _, rows in segments) == 1200
+    assert segments[0] == (10, 20)  # the first window is the shortest, 10 s; then 50 s of 100 rows
+    assert {rows for _, rows in segments[1:-1]} == {100}
+    assert segments[-1][1] <= 2 * 100  # a remainder shorter than 10 s joins the last window
+
+
+def test_sparse_history_is_fed_in_ever_longer_windows(tmp_path: Path) -> None:
+    """A first feed over weeks of sparse data (a click an hour) does not write a segment per 10 s:
+    each window is up to 8 times the last, up to a week."""
+    times = [AT + timedelta(hours=n) for n in range(24 * 30)]
+    segments = _fed_segments(tmp_path, times, AT + timedelta(days=30), piece_rows=100_000)
+    assert len(segments) <= 10
+    assert max(span for span, _ in segments) == 7 * 86_400
+
+
+def test_a_steady_run_writes_one_segment_however_late_it_comes(tmp_path: Path) -> None:
+    """A feed every 10 s that runs a little late writes its 10.4 s as one segment, not 10 s and 0.4 s."""
+    times = [AT + timedelta(milliseconds=100 * n) for n in range(104)]
+    segments = _fed_segments(tmp_path, times, AT + timedelta(seconds=10.4 + 15), piece_rows=10)
+    assert segments == [(10, 104)]
+
+
+def test_the_work_share_rests_three_times_as_long_as_it_worked_at_a_quarter() -> None:
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    share = WorkShare(0.25, slice_seconds=0.02, sleep=sleep, clock=lambda: now[0])
+    for _ in range(100):
+        now[0] += 0.005  # 5 ms of work between calls
+        share.rest()
+    assert sum(slept) == pytest.approx(3 * 0.5, abs=3 * 0.02)  # all but the last slice's rest
+    assert max(slept) <= 3 * (0.02 + 0.005)  # in slices: a rest after each 20 ms (and a call's 5 ms)
+
+    never = WorkShare(1.0, sleep=sleep, clock=lambda: now[0])
+    slept.clear()
+    now[0] += 5
+    never.rest()
+    assert slept == []
+    with pytest.raises(ValueError, match="share"):
+        WorkShare(0)

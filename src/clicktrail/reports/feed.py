@@ -17,7 +17,7 @@ import logging
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,13 @@ from clicktrail.types import ClickId, Clock
 log = logging.getLogger(__name__)
 
 MAX_WINDOW = timedelta(days=7)
+PIECE_ROWS = 100_000
+"""About how many rows one window (one segment) holds when there is more to feed: a catch-up after a
+burst of traffic is written in pieces, each DuckDB step a short one, with rests between them."""
+MIN_PIECE = timedelta(seconds=10)
+"""No window shorter, but the last (up to now - lag): a feed every 10 s writes one segment a run."""
+PIECE_GROWTH = 8
+"""How much longer the next window may be than the last (sparse data: a first feed over months)."""
 COMPACT_ABOVE = 48
 KEEP_UNCOMPACTED = 8
 COMPACT_SPAN_MS = 6 * 3600 * 1000
@@ -48,11 +55,69 @@ def _utc(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
 
+def _ms_of(span: timedelta) -> int:
+    return int(span.total_seconds() * 1000)
+
+
+class WorkShare:
+    """Holds the feed's work to a share of the time: `rest()`, called every few hundred rows and after
+    each DuckDB step, sleeps after every `slice_seconds` of work long enough that the work is at most
+    `share` of the time (1: never rests).
+
+    The feed takes its CPU from the redirects however low its priority (the two vCPUs of these
+    machines are not independent: a spinning process at SCHED_IDLE doubled the paced clicks' p99),
+    and what hurts most is a burst: a catch-up of 400,000 clicks held a core for 1.5-3.6 s while the
+    workers' queues grew, and with the report feed running, paced PostgreSQL clicks had a p99 of 19-32
+    ms against 11-13 without it (BENCHMARKS.md, "Session of 2026-12-07 (05:50 UTC)"). In slices of a
+    few milliseconds the queues do not grow; the feed takes longer, and reports are a few seconds
+    later under load."""
+
+    def __init__(
+        self,
+        share: float,
+        *,
+        slice_seconds: float = 0.02,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not 0 < share <= 1:
+            raise ValueError("a share of the time is more than 0 and at most 1")
+        self._rest_per_work = 1 / share - 1
+        self._slice = slice_seconds
+        self._sleep = sleep
+        self._clock = clock
+        self._working_since = clock()
+
+    def rest(self) -> None:
+        if not self._rest_per_work:
+            return
+        worked = self._clock() - self._working_since
+        if worked >= self._slice:
+            self._sleep(worked * self._rest_per_work)
+            self._working_since = self._clock()
+
+    def start(self) -> None:
+        """Work begins now (the time since the last rest, between runs, was not work)."""
+        self._working_since = self._clock()
+
+
 class AnalyticsFeed:
-    def __init__(self, database: Database, store: SegmentStore, *, lag: timedelta) -> None:
+    def __init__(
+        self,
+        database: Database,
+        store: SegmentStore,
+        *,
+        lag: timedelta,
+        share: WorkShare | None = None,
+        piece_rows: int = PIECE_ROWS,
+    ) -> None:
+        """`share`: how the feed spreads its work (`clicktrail feed` gives it a share of the time;
+        a one-off feed, unpaced, runs at full speed)."""
         self._db = database
         self._store = store
         self._lag = lag
+        self._share = share or WorkShare(1.0)
+        self._piece_rows = piece_rows
         self._duck: duckdb.DuckDBPyConnection
 
     def run_once(self, now: datetime) -> int:
@@ -62,6 +127,7 @@ class AnalyticsFeed:
             if not mine:
                 return 0
             self._duck = duckdb.connect(config={"threads": 1})
+            self._share.start()
             try:
                 written = self._feed_clicks(now) + self._feed_conversions(now) + self._feed_lander_clicks(now)
                 for kind in KINDS:
@@ -86,12 +152,11 @@ class AnalyticsFeed:
                 if stop.wait(min(left, 1.0)) or not keep_going():
                     return
 
-    def _windows(self, start_ms: int, now: datetime) -> Iterator[tuple[int, int]]:
-        end_ms = _ms(now - self._lag)
-        while start_ms < end_ms:
-            window_end = min(end_ms, start_ms + int(MAX_WINDOW.total_seconds() * 1000))
-            yield start_ms, window_end
-            start_ms = window_end
+    def _next_span(self, span_ms: int, rows: int) -> int:
+        """The next window's length: as long as `piece_rows` rows took at the last window's rate,
+        between MIN_PIECE (or at most PIECE_GROWTH times the last) and MAX_WINDOW."""
+        wanted = span_ms * min(PIECE_GROWTH, self._piece_rows / max(rows, 1))
+        return int(min(_ms_of(MAX_WINDOW), max(_ms_of(MIN_PIECE), wanted)))
 
     def _feed_clicks(self, now: datetime) -> int:
         def first_ms(connection: Connection) -> int | None:
@@ -139,10 +204,15 @@ class AnalyticsFeed:
                 start_ms = first_ms(connection)
             if start_ms is None:
                 return 0
-        written = 0
-        for low, high in self._windows(start_ms, now):
+        written, low, span_ms, end_ms = 0, start_ms, _ms_of(MIN_PIECE), _ms(now - self._lag)
+        while low < end_ms:
+            # A remainder shorter than MIN_PIECE joins this window rather than make one of its own.
+            high = end_ms if end_ms - (low + span_ms) < _ms_of(MIN_PIECE) else low + span_ms
             with self._db.begin() as connection:
-                written += self._write(kind, low, high, connection, rows(low, high), columns)
+                count = self._write(kind, low, high, connection, rows(low, high), columns)
+            written += count
+            span_ms = self._next_span(high - low, count)
+            low = high
         return written
 
     def _write(
@@ -156,7 +226,7 @@ class AnalyticsFeed:
     ) -> int:
         folder = self._store.folder(kind)
         with tempfile.NamedTemporaryFile("wb", dir=folder, suffix=".csv", delete=False) as staging:
-            count = event_store.write_csv(connection, rows, staging)
+            count = event_store.write_csv(connection, rows, staging, every=self._share.rest)
         staging_path = Path(staging.name)
         try:
             final = self._store.path_for(kind, low, high)
@@ -168,6 +238,7 @@ class AnalyticsFeed:
                 f"delim=',', quote='\"', escape='\"', new_line='\\n', columns={struct_literal(columns)})) "
                 f"TO '{temporary}' (FORMAT parquet, COMPRESSION zstd)"
             )
+            self._share.rest()
             self._store.publish(temporary, final)
         finally:
             staging_path.unlink(missing_ok=True)

@@ -544,7 +544,12 @@ def conversions_changed_between(start: datetime, end: datetime, names: Sequence[
     )
 
 
-def write_csv(connection: Connection, query: Select[Any], out: IO[bytes]) -> int:
+_CALL_EVERY = 256
+
+
+def write_csv(
+    connection: Connection, query: Select[Any], out: IO[bytes], *, every: Callable[[], None] = lambda: None
+) -> int:
     """Write the query's rows to `out` as CSV (no header; NULL as an empty field, text quoted where it
     must be, lines ended by LF) and say how many there were: the analytics feed's copy of a window.
 
@@ -552,13 +557,16 @@ def write_csv(connection: Connection, query: Select[Any], out: IO[bytes]) -> int
     Python objects, which were two thirds of the feed's CPU (400,000 clicks: 3.3-3.6 s of the feed's
     process and 0.8 s of PostgreSQL's, against 1.1-1.3 s of the process; BENCHMARKS.md). The query's
     values are bound into its text (COPY takes no parameters): they are the feed's own window
-    bounds. On SQLite the rows are streamed through the csv module."""
+    bounds. On SQLite the rows are streamed through the csv module. `every` is called every few
+    hundred rows (the feed rests there: reports/feed.py, WorkShare)."""
     if connection.dialect.name == "postgresql":
         statement = query.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True})
         with driver_cursor(connection) as cursor:
             with cursor.copy(f"COPY ({statement}) TO STDOUT (FORMAT csv)") as copy:
-                for block in copy:
+                for number, block in enumerate(copy):  # a row a block
                     out.write(block)
+                    if number % _CALL_EVERY == 0:
+                        every()
             return int(cursor.rowcount)
     text = io.TextIOWrapper(out, encoding="utf-8", newline="")
     try:
@@ -567,6 +575,8 @@ def write_csv(connection: Connection, query: Select[Any], out: IO[bytes]) -> int
         for row in connection.execution_options(yield_per=5000).execute(query):
             writer.writerow(row)
             count += 1
+            if count % _CALL_EVERY == 0:
+                every()
         return count
     finally:
         text.flush()
