@@ -16,7 +16,7 @@ import pytest
 from clicktrail.config import Settings
 from clicktrail.ids import mint_conversion_id
 from clicktrail.reports.feed import AnalyticsFeed, WorkShare
-from clicktrail.reports.segments import CLICKS, CONVERSIONS, LANDER_CLICKS, SegmentStore
+from clicktrail.reports.segments import CLICKS, CONVERSIONS, LANDER_CLICKS, Segment, SegmentStore
 from clicktrail.storage import event_store, routing_store
 from clicktrail.storage.database import Database
 from clicktrail.storage.migrate import upgrade
@@ -206,3 +206,69 @@ def test_the_work_share_rests_three_times_as_long_as_it_worked_at_a_quarter() ->
     assert slept == []
     with pytest.raises(ValueError, match="share"):
         WorkShare(0)
+
+
+class _CountingFeed(AnalyticsFeed):
+    """The feed, noting the span of every segment compaction writes (its rows are written again)."""
+
+    rewritten_ms = 0
+
+    def _merge(self, kind: str, group: list[Segment]) -> None:
+        if len(group) >= 2:
+            self.rewritten_ms += group[-1].end_ms - group[0].start_ms
+        super()._merge(kind, group)
+
+
+def test_compaction_keeps_few_segments_and_rewrites_each_row_a_few_times(tmp_path: Path) -> None:
+    """A feed every 10 s for 13 minutes of a click a second: the segments stay few (eight of each
+    size class at most, each class eight times as long as the one below), every click is in exactly
+    one, and compaction rewrote each 10-s window at most twice (into 80 s, then into 640 s)."""
+    runs = 80
+    with fresh_database("sqlite", tmp_path) as url:
+        database = Database(Settings(database_url=url).sqlalchemy_url)
+        upgrade(database.engine)
+        times = [AT + timedelta(seconds=n) for n in range(runs * 10)]
+        clicks = [_click(0, None) | {"click_id": codec().mint(at), "created_at": at} for at in times]
+        with database.begin() as connection:
+            event_store.insert_clicks(connection, clicks)
+        store = SegmentStore(tmp_path / "analytics")
+        feed = _CountingFeed(database, store, lag=timedelta(seconds=15))
+        fed = sum(feed.run_once(AT + timedelta(seconds=15 + 10 * run)) for run in range(1, runs + 1))
+        database.dispose()
+
+    live = store.live(CLICKS)
+    assert fed == len(clicks)
+    assert len(live) <= 8 + 7 * 3
+    assert [s.end_ms - s.start_ms for s in live].count(640_000) >= 1  # two merges deep
+    with duckdb.connect() as duck:
+        stored = duck.read_parquet([str(s.path) for s in live]).count("*").fetchall()[0][0]
+    assert stored == len(clicks)
+    assert feed.rewritten_ms <= 2 * (live[-1].end_ms - live[0].start_ms)
+
+
+def _blank_segment(store: SegmentStore, start_ms: int, end_ms: int) -> None:
+    with duckdb.connect() as duck:
+        duck.sql("SELECT 1 AS click_id").write_parquet(str(store.path_for(CLICKS, start_ms, end_ms)))
+
+
+def test_compaction_stops_short_of_six_hours(tmp_path: Path) -> None:
+    """Segments of 85 minutes (the fourth size class) are merged as far as six hours allow: four
+    of them, not five (which would pass six hours) nor eight; a segment of six hours or more is
+    never rewritten."""
+    store = SegmentStore(tmp_path / "analytics")
+    hour, start = 3_600_000, 1_700_000_000_000
+    edges = [start, start + 7 * hour]  # a first feed's week-long window, never rewritten
+    edges += [edges[-1] + 5_120_000 * n for n in range(1, 7)]
+    edges += [edges[-1] + 10_000 * n for n in range(1, 9)]  # the newest eight, kept as they are
+    for low, high in pairwise(edges):
+        _blank_segment(store, low, high)
+    database = Database("sqlite:///" + str(tmp_path / "unused.db"))
+    feed = AnalyticsFeed(database, store, lag=timedelta(seconds=15))
+    feed._duck = duckdb.connect()
+    feed._compact(CLICKS)
+    feed._duck.close()
+    database.dispose()
+
+    spans = [s.end_ms - s.start_ms for s in store.live(CLICKS)]
+    # The last two wait: they may still grow with the segments to come.
+    assert spans == [7 * hour, 4 * 5_120_000, 5_120_000, 5_120_000, *[10_000] * 8]

@@ -42,9 +42,10 @@ MIN_PIECE = timedelta(seconds=10)
 """No window shorter, but the last (up to now - lag): a feed every 10 s writes one segment a run."""
 PIECE_GROWTH = 8
 """How much longer the next window may be than the last (sparse data: a first feed over months)."""
-COMPACT_ABOVE = 48
 KEEP_UNCOMPACTED = 8
 COMPACT_SPAN_MS = 6 * 3600 * 1000
+MERGE_RUN = 8
+"""How many neighbouring segments of one size class compaction merges into one of the next class."""
 
 
 def _ms(moment: datetime) -> int:
@@ -57,6 +58,14 @@ def _utc(ms: int) -> datetime:
 
 def _ms_of(span: timedelta) -> int:
     return int(span.total_seconds() * 1000)
+
+
+def _size_class(segment: Segment) -> int:
+    """0 for a feed window (under 80 s), 1 for under 640 s, and so on: each MERGE_RUN times the last."""
+    size, span = 0, segment.end_ms - segment.start_ms
+    while span >= _ms_of(MIN_PIECE) * MERGE_RUN ** (size + 1):
+        size += 1
+    return size
 
 
 class WorkShare:
@@ -245,21 +254,29 @@ class AnalyticsFeed:
         return count
 
     def _compact(self, kind: str) -> None:
-        """Merge runs of short segments (one per feed cycle) into segments of up to six hours, so a
-        report reads tens of files, not thousands; long segments are never rewritten."""
-        live = self._store.live(kind)
-        if len(live) <= COMPACT_ABOVE:
-            return
-        group: list[Segment] = []
-        for segment in live[:-KEEP_UNCOMPACTED]:
-            short = segment.end_ms - segment.start_ms < COMPACT_SPAN_MS
-            fits = group and segment.end_ms - group[0].start_ms <= COMPACT_SPAN_MS
-            if short and (not group or fits):
-                group.append(segment)
-                continue
-            self._merge(kind, group)
-            group = [segment] if short else []
-        self._merge(kind, group)
+        """Merge runs of MERGE_RUN neighbouring segments of one size class (each class eight times
+        the span of the one below, from the feed's 10-s windows) into one of the next class, and a
+        run that cannot grow without passing six hours into one segment: a report reads tens of
+        files, not thousands, a row is rewritten about four times on its way into a segment of
+        hours, and each merge is a short DuckDB step. Segments of six hours or more, and the newest
+        KEEP_UNCOMPACTED, are never rewritten.
+
+        Until 2026-12-07 every run of segments under six hours was merged once there were more
+        than 48: the segment compacted last time with the 40 or so since, so each compaction
+        rewrote everything since the last six-hour boundary (a row some 26 times at a feed every 10 s, and a
+        compaction of hours of clicks in one step)."""
+        run: list[Segment] = []
+        for segment in self._store.live(kind)[:-KEEP_UNCOMPACTED]:
+            if run and segment.end_ms - run[0].start_ms > COMPACT_SPAN_MS:
+                self._merge(kind, run)  # as long as it can grow
+                run = []
+            elif run and _size_class(segment) != _size_class(run[0]):
+                run = []
+            if segment.end_ms - segment.start_ms < COMPACT_SPAN_MS:
+                run.append(segment)
+            if len(run) == MERGE_RUN:
+                self._merge(kind, run)
+                run = []
         self._store.remove_covered(kind)
 
     def collect(self) -> None:
@@ -277,5 +294,6 @@ class AnalyticsFeed:
             f"COPY (SELECT * FROM read_parquet([{files}], union_by_name=true)) "  # noqa: S608 -- our paths
             f"TO '{temporary}' (FORMAT parquet, COMPRESSION zstd)"
         )
+        self._share.rest()
         self._store.publish(temporary, final)
         log.info("compacted %d %s segments into %s", len(group), kind, final.name)
