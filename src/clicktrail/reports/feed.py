@@ -4,8 +4,10 @@ Every few seconds, one process (a file lock decides which; `clicktrail serve` st
 feed` beside its workers, so no worker ever loads DuckDB to feed) copies the clicks and the conversion
 changes of the window [cursor, now - lag) into a new segment. The lag leaves time for commits in
 flight: a click's row is committed within its group commit, long before the lag (15 s by default)
-runs out, so nothing committed late can fall behind a window already written. Long gaps (a first
-feed over months of data) are cut into windows of a week at most.
+runs out, so nothing committed late can fall behind a window already written. A backlog (after a
+burst of traffic, or a first feed over months of data) is cut into windows of about PIECE_ROWS rows,
+a week at most, and the feed works at most a share of the time (WorkShare): it takes its CPU from
+the redirects in slices, not in bursts.
 
 Rows travel as CSV, read by DuckDB with the column types given; an empty value is NULL, which is
 also how the row store keeps empty visitor values. PostgreSQL writes the CSV itself (COPY … TO
@@ -263,8 +265,8 @@ class AnalyticsFeed:
 
         Until 2026-12-07 every run of segments under six hours was merged once there were more
         than 48: the segment compacted last time with the 40 or so since, so each compaction
-        rewrote everything since the last six-hour boundary (a row some 26 times at a feed every 10 s, and a
-        compaction of hours of clicks in one step)."""
+        rewrote everything since the last six-hour boundary (a row some 26 times at a feed every
+        10 s, and hours of clicks in one step)."""
         run: list[Segment] = []
         for segment in self._store.live(kind)[:-KEEP_UNCOMPACTED]:
             if run and segment.end_ms - run[0].start_ms > COMPACT_SPAN_MS:
