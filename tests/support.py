@@ -53,11 +53,14 @@ def postgres_admin_url() -> str:
 
 
 @contextmanager
-def fresh_postgres_database() -> Iterator[str]:
+def fresh_postgres_database(encoding: str | None = None) -> Iterator[str]:
+    """A new database on the test server, dropped afterwards; in `encoding` (with the C locale) if
+    given, else the server's default."""
     admin = postgres_admin_url()
     name = f"clicktrail_test_{secrets.token_hex(6)}"
+    options = f" ENCODING '{encoding}' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0" if encoding else ""
     with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
+        connection.execute(f'CREATE DATABASE "{name}"{options}')
     parts = urlsplit(admin)
     try:
         yield parts._replace(path=f"/{name}").geturl()

@@ -20,7 +20,7 @@ from clicktrail.reports.segments import CLICKS, CONVERSIONS, LANDER_CLICKS, Segm
 from clicktrail.storage import event_store, routing_store
 from clicktrail.storage.database import Database
 from clicktrail.storage.migrate import upgrade
-from tests.support import codec, fresh_database
+from tests.support import codec, fresh_database, fresh_postgres_database
 
 AT = datetime(2026, 11, 10, 22, 30, 15, 123456, tzinfo=UTC)
 AWKWARD = [
@@ -272,3 +272,21 @@ def test_compaction_stops_short_of_six_hours(tmp_path: Path) -> None:
     spans = [s.end_ms - s.start_ms for s in store.live(CLICKS)]
     # The last two wait: they may still grow with the segments to come.
     assert spans == [7 * hour, 4 * 5_120_000, 5_120_000, 5_120_000, *[10_000] * 8]
+
+
+@pytest.mark.postgres
+def test_a_postgresql_database_in_another_encoding_is_fed_as_utf8(tmp_path: Path) -> None:
+    """PostgreSQL writes the feed's CSV in the connection's encoding unless told otherwise; DuckDB
+    reads UTF-8."""
+    click = _click(0, "Île-de-France, «été»")
+    with fresh_postgres_database(encoding="LATIN1") as url:
+        database = Database(Settings(database_url=url).sqlalchemy_url)
+        upgrade(database.engine)
+        with database.begin() as connection:
+            event_store.insert_clicks(connection, [click | {"region": "Île", "city": "Orléans"}])
+        store = SegmentStore(tmp_path / "analytics")
+        assert AnalyticsFeed(database, store, lag=timedelta(seconds=15)).run_once(AT + timedelta(days=1)) == 1
+        database.dispose()
+
+    stored = _segment_rows(store, CLICKS, "click_id")[click["click_id"]]
+    assert (stored["sub1"], stored["region"], stored["city"]) == ("Île-de-France, «été»", "Île", "Orléans")

@@ -562,7 +562,8 @@ def write_csv(
     if connection.dialect.name == "postgresql":
         statement = query.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True})
         with driver_cursor(connection) as cursor:
-            with cursor.copy(f"COPY ({statement}) TO STDOUT (FORMAT csv)") as copy:
+            # UTF-8 whatever the connection's encoding: DuckDB reads UTF-8.
+            with cursor.copy(f"COPY ({statement}) TO STDOUT (FORMAT csv, ENCODING 'UTF8')") as copy:
                 for number, block in enumerate(copy):  # a row a block
                     out.write(block)
                     if number % _CALL_EVERY == 0:
