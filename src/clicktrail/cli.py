@@ -200,7 +200,8 @@ def feed(args: argparse.Namespace) -> None:
             database,
             SegmentStore(settings.analytics_path()),
             lag=timedelta(seconds=settings.analytics_lag_seconds),
-            share=WorkShare(settings.analytics_work_share),
+            # Asked to stop, it finishes the window in hand without resting: serve kills it after 10 s.
+            share=WorkShare(settings.analytics_work_share, sleep=stop.wait),
         ).run_until(
             stop,
             interval=settings.analytics_interval_seconds,

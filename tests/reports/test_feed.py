@@ -290,3 +290,20 @@ def test_a_postgresql_database_in_another_encoding_is_fed_as_utf8(tmp_path: Path
 
     stored = _segment_rows(store, CLICKS, "click_id")[click["click_id"]]
     assert (stored["sub1"], stored["region"], stored["city"]) == ("Île-de-France, «été»", "Île", "Orléans")
+
+
+def test_what_a_feed_killed_mid_window_left_is_cleared_by_the_next(tmp_path: Path) -> None:
+    """A feed process killed while writing (serve kills it 10 s after asking it to stop) leaves its
+    CSV staging file and its Parquet file not yet renamed; the next run deletes them and writes
+    the window whole."""
+    store = SegmentStore(tmp_path / "analytics")
+    staging = store.folder(CLICKS) / "tmpabc123.csv"
+    unrenamed = store.path_for(CLICKS, 1, 2).with_suffix(".parquet.tmp")
+    staging.write_text("half,a,row")
+    unrenamed.write_bytes(b"PAR1")
+    times = [AT + timedelta(seconds=n) for n in range(5)]
+    segments = _fed_segments(tmp_path, times, AT + timedelta(minutes=1), piece_rows=10)
+
+    assert sum(rows for _, rows in segments) == 5
+    assert not staging.exists()
+    assert not unrenamed.exists()

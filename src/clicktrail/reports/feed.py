@@ -88,7 +88,7 @@ class WorkShare:
         share: float,
         *,
         slice_seconds: float = 0.02,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], object] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not 0 < share <= 1:
@@ -137,6 +137,8 @@ class AnalyticsFeed:
         with self._store.writer_lock() as mine:
             if not mine:
                 return 0
+            for kind in KINDS:
+                self._store.remove_unfinished(kind)  # a feed killed mid-window (serve waits 10 s)
             self._duck = duckdb.connect(config={"threads": 1})
             self._share.start()
             try:

@@ -89,6 +89,13 @@ class SegmentStore:
             if cover is not None and now - cover.path.stat().st_mtime >= grace_seconds:
                 segment.path.unlink(missing_ok=True)
 
+    def remove_unfinished(self, kind: str) -> None:
+        """Delete what a writer killed mid-window left (its CSV staging file, its Parquet file not yet
+        renamed): call it holding the writer lock, when no other writer can be writing them."""
+        folder = self.folder(kind)
+        for leftover in [*folder.glob("*.csv"), *folder.glob("*.parquet.tmp")]:
+            leftover.unlink(missing_ok=True)
+
     @contextmanager
     def writer_lock(self) -> Iterator[bool]:
         """True when this process may write (one writer per directory, across processes)."""
