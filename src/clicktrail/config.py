@@ -103,7 +103,7 @@ class Settings(BaseSettings):
         gt=0,
         le=1,
         description="CLICKTRAIL_ANALYTICS_WORK_SHARE: at most this share of the time the report feed "
-        "works, resting between slices of a few milliseconds (1: never rests)",
+        "works, resting after each 20 ms of work (on SQLite after each window; 1: never rests)",
     )
     report_memory_limit: str = Field(
         "256MB", pattern=r"^[0-9]+(MB|GB)$", description="CLICKTRAIL_REPORT_MEMORY_LIMIT: DuckDB's memory cap"

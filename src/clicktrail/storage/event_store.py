@@ -557,8 +557,13 @@ def write_csv(
     Python objects, which were two thirds of the feed's CPU (400,000 clicks: 3.3-3.6 s of the feed's
     process and 0.8 s of PostgreSQL's, against 1.1-1.3 s of the process; BENCHMARKS.md). The query's
     values are bound into its text (COPY takes no parameters): they are the feed's own window
-    bounds. On SQLite the rows are streamed through the csv module. `every` is called every few
-    hundred rows (the feed rests there: reports/feed.py, WorkShare)."""
+    bounds. `every` is called every few hundred rows (the feed rests there: reports/feed.py,
+    WorkShare).
+
+    On SQLite the rows are streamed through the csv module, without `every`: a read left open over
+    rests keeps SQLite's log from starting over after a checkpoint, so it grows meanwhile, and paced
+    clicks' p99 was no better with the rests there (BENCHMARKS.md, "Session of 2026-12-07 (05:50
+    UTC)"); the feed rests between windows."""
     if connection.dialect.name == "postgresql":
         statement = query.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True})
         with driver_cursor(connection) as cursor:
@@ -576,8 +581,6 @@ def write_csv(
         for row in connection.execution_options(yield_per=5000).execute(query):
             writer.writerow(row)
             count += 1
-            if count % _CALL_EVERY == 0:
-                every()
         return count
     finally:
         text.flush()
