@@ -293,15 +293,7 @@ class Server:
 
     def feed_cpu_seconds(self) -> float:
         """User + system time of the report feed process so far (every thread); 0 without one."""
-        ticks = 0
-        for pid in self.processes():
-            if self.role(pid) != "report feed":
-                continue
-            for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
-                with contextlib.suppress(OSError, IndexError, ValueError):
-                    fields = stat.read_text().rsplit(")", 1)[1].split()
-                    ticks += int(fields[11]) + int(fields[12])
-        return ticks / os.sysconf("SC_CLK_TCK")
+        return sum(process_cpu_seconds(pid) for pid in self.processes() if self.role(pid) == "report feed")
 
     def feed_cores_during(self, measure: Callable[[], Series]) -> Series:
         """`measure()`'s series, with the report feed's CPU meanwhile in cores."""
@@ -317,6 +309,16 @@ class Server:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system time of one process so far, every thread's; 0 once it is gone."""
+    ticks = 0
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after the command's ')'
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def stored_clicks(url: str) -> int:

@@ -16,7 +16,6 @@ only.
 """
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -28,14 +27,6 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import cpu_per_request  # noqa: E402 -- extract_src, serving
 import run as bench  # noqa: E402 -- the benchmark's own helpers (free ports, waits, seeding, wrk)
-
-
-def cpu_seconds(pid: int) -> float:
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 def children(pid: int) -> list[int]:
@@ -55,9 +46,10 @@ def measure(python_path: str | None, args: argparse.Namespace) -> list[tuple[ben
         bench.wrk(base_url, args.warm_up, 128, 1, script, load)
         for _ in range(args.runs):
             helpers = children(pid)
-            before = cpu_seconds(pid), sum(cpu_seconds(child) for child in helpers)
+            cpu = bench.process_cpu_seconds
+            before = cpu(pid), sum(cpu(child) for child in helpers)
             run = bench.wrk(base_url, args.seconds, 128, 1, script, load)
-            after = cpu_seconds(pid), sum(cpu_seconds(child) for child in helpers)
+            after = cpu(pid), sum(cpu(child) for child in helpers)
             clicks = run.counts["requests"]
             results.append(
                 (run, 1e6 * (after[0] - before[0]) / clicks, 1e6 * (after[1] - before[1]) / clicks)
