@@ -554,8 +554,8 @@ def write_csv(
     must be, lines ended by LF) and say how many there were: the analytics feed's copy of a window.
 
     On PostgreSQL the server writes the CSV itself (`COPY (query) TO STDOUT`): the rows never become
-    Python objects, which were two thirds of the feed's CPU (400,000 clicks: 3.3-3.6 s of the feed's
-    process and 0.8 s of PostgreSQL's, against 1.1-1.3 s of the process; BENCHMARKS.md). The query's
+    Python objects (`scripts/bench_reports.py --clicks 400000 --runs 1 --database-url …`: feed_s
+    4.3-4.5 -> 1.5-1.8 s; BENCHMARKS.md). The query's
     values are bound into its text (COPY takes no parameters): they are the feed's own window
     bounds. `every` is called every few hundred rows (the feed rests there: reports/feed.py,
     WorkShare).
