@@ -4,6 +4,7 @@ alphabet, empty visitor values, exact money, times to the microsecond. Line brea
 intake drops control characters (text.clean): a value holding one, with the line ends guessed,
 failed its whole window (and the next, at every run)."""
 
+import shutil
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from itertools import pairwise
@@ -222,7 +223,8 @@ class _CountingFeed(AnalyticsFeed):
 def test_compaction_keeps_few_segments_and_rewrites_each_row_a_few_times(tmp_path: Path) -> None:
     """A feed every 10 s for 13 minutes of a click a second: the segments stay few (eight of each
     size class at most, each class eight times as long as the one below), every click is in exactly
-    one, and compaction rewrote each 10-s window at most twice (into 80 s, then into 640 s)."""
+    one, and compaction rewrote each 10-s window at most twice (into 80 s, then into 640 s; 13
+    minutes are too few to show the old code's repeated rewrites: the test below shows them)."""
     runs = 80
     with fresh_database("sqlite", tmp_path) as url:
         database = Database(Settings(database_url=url).sqlalchemy_url)
@@ -244,6 +246,32 @@ def test_compaction_keeps_few_segments_and_rewrites_each_row_a_few_times(tmp_pat
         stored = duck.read_parquet([str(s.path) for s in live]).count("*").fetchall()[0][0]
     assert stored == len(clicks)
     assert feed.rewritten_ms <= 2 * (live[-1].end_ms - live[0].start_ms)
+
+
+def test_compaction_writes_each_window_again_at_most_once_per_size_class(tmp_path: Path) -> None:
+    """Over 400 feed windows of 10 s (about 67 minutes), compaction writes each window again at most
+    twice (into 80 s, then into 640 s). Before 2026-12-07, each compaction past 48 segments rewrote
+    everything since the last six-hour boundary: here 18,090 s of windows written again for 4,000 s
+    fed (this test failed so against that code)."""
+    store = SegmentStore(tmp_path / "analytics")
+    blank = tmp_path / "blank.parquet"
+    with duckdb.connect() as duck:
+        duck.sql("SELECT 1 AS click_id").write_parquet(str(blank))
+    database = Database("sqlite:///" + str(tmp_path / "unused.db"))
+    feed = _CountingFeed(database, store, lag=timedelta(seconds=15))
+    feed._duck = duckdb.connect()
+    start, windows = 1_700_000_000_000, 400
+    for n in range(windows):
+        shutil.copy(blank, store.path_for(CLICKS, start + 10_000 * n, start + 10_000 * (n + 1)))
+        feed._compact(CLICKS)
+    feed._duck.close()
+    database.dispose()
+
+    assert feed.rewritten_ms <= 2 * 10_000 * windows
+    live = store.live(CLICKS)
+    assert (live[0].start_ms, live[-1].end_ms) == (start, start + 10_000 * windows)
+    assert all(a.end_ms == b.start_ms for a, b in pairwise(live))
+    assert len(live) <= 8 + 7 * 2
 
 
 def _blank_segment(store: SegmentStore, start_ms: int, end_ms: int) -> None:
