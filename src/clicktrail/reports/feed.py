@@ -79,7 +79,8 @@ class WorkShare:
     machines are not independent: a spinning process at SCHED_IDLE doubled the paced clicks' p99),
     and what hurts most is a burst: a catch-up of 400,000 clicks held a core for 1.5-3.6 s while the
     workers' queues grew, and with the report feed running, paced PostgreSQL clicks had a p99 of 19-32
-    ms against 11-13 without it (BENCHMARKS.md, "Session of 2026-12-07 (05:50 UTC)"). In slices of a
+    ms against 11-13 without it (`scripts/feed_interference.py`; BENCHMARKS.md, "Session of
+    2026-12-07 (05:50 UTC)"). In slices of a
     few milliseconds the queues do not grow; the feed takes longer, and reports are a few seconds
     later under load."""
 
