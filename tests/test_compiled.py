@@ -1,0 +1,47 @@
+"""The click path runs compiled where it can be, and the package still installs where it cannot."""
+
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from clicktrail.compiled import COMPILED_MODULES, loaded_compiled, report
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_suite_runs_the_click_path_compiled() -> None:
+    """`make install` compiles it, so the tests exercise the code the benchmark measures. Only a
+    machine without a C compiler, or a build asked to stay pure, runs it as Python."""
+    if os.environ.get("CLICKTRAIL_COMPILE") == "0" or (not os.environ.get("CI") and not shutil.which("cc")):
+        pytest.skip("built without compiling (CLICKTRAIL_COMPILE=0 or no C compiler)")
+    assert loaded_compiled() == list(COMPILED_MODULES), report()
+
+
+def test_a_build_whose_compiler_fails_installs_pure_python(tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("setup.py", "pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    wheel_dir = tmp_path / "wheels"
+    pip_wheel = ["pip", "wheel", "--verbose", "--no-build-isolation", "--no-deps", "--wheel-dir"]
+    built = subprocess.run(
+        [sys.executable, "-m", *pip_wheel, str(wheel_dir), str(source)],
+        env={**os.environ, "CC": "/bin/false", "LDSHARED": "/bin/false"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = built.stdout + built.stderr  # pip shows the build's own messages only when verbose
+    assert built.returncode == 0, output
+    assert "could not compile" in output
+    assert "building pure Python" in output
+    (wheel,) = wheel_dir.glob("clicktrail-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "clicktrail/web/edge.py" in names
+    assert not [name for name in names if name.endswith(".so")]
