@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from clicktrail.catalog.models import CampaignInput, OfferInput, SourceInput
-from clicktrail.storage import delivery_store, event_store
+from clicktrail.storage import delivery_store, event_store, inserts
 from clicktrail.storage.schema import deliveries
 from clicktrail.types import utc_now
 from clicktrail.web.runtime import Runtime
@@ -43,7 +43,7 @@ def queue_jobs(runtime: Runtime, jobs: list[tuple[str, int, datetime]]) -> list[
 
 
 def _conversion(connection: Connection, runtime: Runtime, campaign: Any, name: str, now: datetime) -> str:
-    event_store.insert_clicks(
+    inserts.insert_clicks(
         connection,
         [{"click_id": f"click-{name}", "created_at": now, "campaign_id": campaign.id,
           "offer_id": campaign.offer_id, "source_id": campaign.source_id, "is_bot": False,

@@ -3,7 +3,7 @@
 from typing import Any
 
 from clicktrail.catalog.models import Campaign
-from clicktrail.storage import event_store
+from clicktrail.storage import inserts
 from clicktrail.types import utc_now
 from clicktrail.web.runtime import Runtime
 
@@ -24,5 +24,5 @@ def stored_clicks(runtime: Runtime, campaign: Campaign, count: int = 1) -> list[
         for _ in range(count)
     ]
     with runtime.database.begin() as connection:
-        event_store.insert_clicks(connection, rows)
+        inserts.insert_clicks(connection, rows)
     return [row["click_id"] for row in rows]

@@ -3,7 +3,7 @@
 from datetime import timedelta
 
 from clicktrail.config import Settings
-from clicktrail.storage import event_store
+from clicktrail.storage import inserts
 from clicktrail.storage.database import Database
 from clicktrail.types import utc_now
 from tests.support import Tracker, codec
@@ -15,7 +15,7 @@ def _record_old_click(tracker: Tracker, campaign: dict[str, object], age: timede
     click_id = codec().mint(clicked_at)
     database = Database(Settings(database_url=tracker.server.database_url).sqlalchemy_url)
     with database.begin() as connection:
-        event_store.insert_clicks(
+        inserts.insert_clicks(
             connection,
             [
                 {

@@ -20,7 +20,7 @@ from clicktrail.catalog.rules import Visit
 from clicktrail.catalog.service import Catalog
 from clicktrail.config import Settings
 from clicktrail.conversions.intake import PostbackIntake, RawPostback
-from clicktrail.storage import event_store
+from clicktrail.storage import inserts
 from clicktrail.storage.database import Database
 from clicktrail.storage.migrate import upgrade
 from clicktrail.types import ClickId
@@ -152,7 +152,7 @@ class Shop:
         """A click on the offer an hour ago, and its conversion now."""
         click_id = ClickId(codec().mint(self.clock.now - timedelta(hours=1)))
         with self.db.begin() as connection:
-            event_store.insert_clicks(connection, [{
+            inserts.insert_clicks(connection, [{
                 "click_id": click_id, "created_at": self.clock.now - timedelta(hours=1),
                 "campaign_id": self.campaign.id, "offer_id": offer_id, "source_id": self.campaign.source_id,
                 "is_bot": False, "is_unique": True,

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from clicktrail.config import Settings
 from clicktrail.errors import StorageError
-from clicktrail.storage import event_store
+from clicktrail.storage import event_store, inserts
 from clicktrail.storage.database import Database
 from clicktrail.storage.migrate import upgrade
 from clicktrail.storage.schema import clicks, conversions, postback_log
@@ -55,7 +55,7 @@ def test_bulk_inserted_clicks_are_stored_as_sqlalchemy_would_store_them(database
     ]
     reference = [{**row, "click_id": codec().mint(row["created_at"])} for row in fast]
     with database.begin() as connection:
-        event_store.insert_clicks(connection, fast)
+        inserts.insert_clicks(connection, fast)
         for row in reference:
             connection.execute(insert(clicks).values(**row))
     with database.begin() as connection:
@@ -76,7 +76,7 @@ def test_bulk_inserted_clicks_are_stored_as_sqlalchemy_would_store_them(database
 def test_a_time_range_query_finds_bulk_inserted_rows_at_its_edges(database: Database) -> None:
     moment = datetime(2026, 11, 12, 9, 0, tzinfo=UTC)
     with database.begin() as connection:
-        event_store.insert_clicks(connection, [_click(moment)])
+        inserts.insert_clicks(connection, [_click(moment)])
         found = connection.execute(
             select(clicks.c.click_id).where(clicks.c.created_at >= moment, clicks.c.created_at <= moment)
         ).all()
@@ -95,7 +95,7 @@ def test_bulk_inserted_clicks_keep_every_character_of_their_text(database: Datab
         for text in AWKWARD_TEXTS
     ]
     with database.begin() as connection:
-        event_store.insert_clicks(connection, rows)
+        inserts.insert_clicks(connection, rows)
     with database.begin() as connection:
         stored = {row.click_id: row for row in connection.execute(select(clicks))}
     for row in rows:
@@ -111,10 +111,10 @@ def test_a_bulk_insert_that_fails_raises_sqlalchemys_error_and_stores_none_of_th
     moment = datetime(2026, 11, 12, 9, 0, tzinfo=UTC)
     first = _click(moment)
     with database.begin() as connection:
-        event_store.insert_clicks(connection, [first])
+        inserts.insert_clicks(connection, [first])
     batch = [_click(moment), {**first, "sub1": "again"}, _click(moment)]
     with pytest.raises(IntegrityError), database.begin() as connection:
-        event_store.insert_clicks(connection, batch)
+        inserts.insert_clicks(connection, batch)
     with database.begin() as connection:
         stored = connection.execute(select(clicks.c.click_id, clicks.c.sub1)).all()
     assert [tuple(row) for row in stored] == [(first["click_id"], None)]
@@ -135,11 +135,11 @@ def test_a_click_batch_whose_connection_dies_fails_as_unavailable_and_the_next_i
         pid = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
         with database.begin() as other:
             other.exec_driver_sql("SELECT pg_terminate_backend(%s)", (pid,))
-        event_store.insert_clicks(connection, lost)
+        inserts.insert_clicks(connection, lost)
 
     with pytest.raises(StorageError, match="unavailable"):
         database.run_alone(lose_the_connection_then_insert)
-    database.run_alone(lambda connection: event_store.insert_clicks(connection, kept))
+    database.run_alone(lambda connection: inserts.insert_clicks(connection, kept))
     with database.begin() as connection:
         stored = connection.execute(select(clicks.c.click_id)).scalars().all()
     assert stored == [kept[0]["click_id"]]
@@ -152,16 +152,16 @@ def test_a_click_batch_run_as_its_own_transaction_is_stored_whole_or_not_at_all(
     moment = datetime(2026, 11, 12, 9, 0, tzinfo=UTC)
     first = _click(moment)
     batch = [_click(moment), dict(first)]
-    database.run_alone(lambda connection: event_store.insert_clicks(connection, [first]))
+    database.run_alone(lambda connection: inserts.insert_clicks(connection, [first]))
 
     with pytest.raises(IntegrityError):
-        database.run_alone(lambda connection: event_store.insert_clicks(connection, batch))
+        database.run_alone(lambda connection: inserts.insert_clicks(connection, batch))
     later = _click(moment)
-    database.run_alone(lambda connection: event_store.insert_clicks(connection, [later]))
+    database.run_alone(lambda connection: inserts.insert_clicks(connection, [later]))
 
     def write_then_fail() -> None:
         with database.begin() as connection:
-            event_store.insert_clicks(connection, [_click(moment)])
+            inserts.insert_clicks(connection, [_click(moment)])
             raise RuntimeError("the rest of the work failed")
 
     # The pooled connection is back in a transaction's hands: what a failed one wrote is undone.
@@ -188,7 +188,7 @@ def test_the_fast_sqlite_time_text_is_the_text_sqlalchemys_own_processors_give(m
     assert isinstance(column_type, UtcDateTime)
     reference = column_type.dialect_impl(dialect).bind_processor(dialect)
     assert reference is not None
-    assert event_store.sqlite_utc_text(moment) == reference(moment)
+    assert inserts.sqlite_utc_text(moment) == reference(moment)
 
 
 def _log_row(moment: datetime, **values: Any) -> dict[str, Any]:

@@ -29,6 +29,7 @@ COMPILED_MODULES = (
     "clicktrail.clicks.enrichment.enricher",
     "clicktrail.clicks.enrichment.geo",
     "clicktrail.clicks.enrichment.uniqueness",
+    "clicktrail.storage.inserts",
     "clicktrail.storage.shared_table",
     "clicktrail.web.asgi",
     "clicktrail.web.edge",

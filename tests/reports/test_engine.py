@@ -16,7 +16,7 @@ from clicktrail.reports.engine import DuckDbReports, ReportResult
 from clicktrail.reports.feed import AnalyticsFeed
 from clicktrail.reports.request import parse_report_request
 from clicktrail.reports.segments import SegmentStore
-from clicktrail.storage import event_store
+from clicktrail.storage import event_store, inserts
 from clicktrail.storage.database import Database
 from clicktrail.storage.migrate import upgrade
 from tests.support import codec, fresh_database
@@ -106,7 +106,7 @@ def reports(
         upgrade(database.engine)
         clicks, conversions = _dataset()
         with database.begin() as connection:
-            event_store.insert_clicks(connection, clicks)
+            inserts.insert_clicks(connection, clicks)
             for conversion in conversions:
                 event_store.insert_conversions(connection, [conversion])
         store = SegmentStore(directory / "analytics")

@@ -18,7 +18,7 @@ from clicktrail.config import Settings
 from clicktrail.ids import mint_conversion_id
 from clicktrail.reports.feed import AnalyticsFeed, WorkShare
 from clicktrail.reports.segments import CLICKS, CONVERSIONS, LANDER_CLICKS, Segment, SegmentStore
-from clicktrail.storage import event_store, routing_store
+from clicktrail.storage import event_store, inserts, routing_store
 from clicktrail.storage.database import Database
 from clicktrail.storage.migrate import upgrade
 from tests.support import codec, fresh_database, fresh_postgres_database
@@ -106,7 +106,7 @@ def test_the_segments_hold_the_row_stores_values_exactly(backend: str, tmp_path:
         database = Database(Settings(database_url=url).sqlalchemy_url)
         upgrade(database.engine)
         with database.begin() as connection:
-            event_store.insert_clicks(connection, clicks)
+            inserts.insert_clicks(connection, clicks)
             event_store.insert_conversions(connection, [conversion])
             routing_store.insert_lander_click(connection, lander_click)
         store = SegmentStore(tmp_path / "analytics")
@@ -143,7 +143,7 @@ def _fed_segments(
         upgrade(database.engine)
         clicks = [_click(0, None) | {"click_id": codec().mint(at), "created_at": at} for at in times]
         with database.begin() as connection:
-            event_store.insert_clicks(connection, clicks)
+            inserts.insert_clicks(connection, clicks)
         store = SegmentStore(tmp_path / "analytics")
         feed = AnalyticsFeed(database, store, lag=timedelta(seconds=15), piece_rows=piece_rows)
         assert feed.run_once(now) == len(times)
@@ -232,7 +232,7 @@ def test_compaction_keeps_few_segments_and_rewrites_each_row_a_few_times(tmp_pat
         times = [AT + timedelta(seconds=n) for n in range(runs * 10)]
         clicks = [_click(0, None) | {"click_id": codec().mint(at), "created_at": at} for at in times]
         with database.begin() as connection:
-            event_store.insert_clicks(connection, clicks)
+            inserts.insert_clicks(connection, clicks)
         store = SegmentStore(tmp_path / "analytics")
         feed = _CountingFeed(database, store, lag=timedelta(seconds=15))
         fed = sum(feed.run_once(AT + timedelta(seconds=15 + 10 * run)) for run in range(1, runs + 1))
@@ -311,7 +311,7 @@ def test_a_postgresql_database_in_another_encoding_is_fed_as_utf8(tmp_path: Path
         database = Database(Settings(database_url=url).sqlalchemy_url)
         upgrade(database.engine)
         with database.begin() as connection:
-            event_store.insert_clicks(connection, [click | {"region": "Île", "city": "Orléans"}])
+            inserts.insert_clicks(connection, [click | {"region": "Île", "city": "Orléans"}])
         store = SegmentStore(tmp_path / "analytics")
         assert AnalyticsFeed(database, store, lag=timedelta(seconds=15)).run_once(AT + timedelta(days=1)) == 1
         database.dispose()

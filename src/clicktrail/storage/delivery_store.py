@@ -29,7 +29,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from clicktrail.storage.database import counted_executemany, pipeline, unprepared
-from clicktrail.storage.event_store import insert_rows, select_rows
+from clicktrail.storage.event_store import select_rows
+from clicktrail.storage.inserts import insert_rows
 from clicktrail.storage.schema import conversions, deliveries, delivery_attempts, delivery_breakers
 
 log = logging.getLogger(__name__)

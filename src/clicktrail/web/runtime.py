@@ -25,7 +25,7 @@ from clicktrail.delivery.schedule import RetrySchedule
 from clicktrail.delivery.sender import PostbackSender
 from clicktrail.delivery.wakeup import QueuedBell
 from clicktrail.reports.segments import SegmentStore
-from clicktrail.storage import event_store
+from clicktrail.storage import inserts
 from clicktrail.storage.batch import GroupCommitWriter, Staged
 from clicktrail.storage.database import Database
 from clicktrail.types import Clock, utc_now
@@ -110,9 +110,9 @@ class Runtime:
         committed, with the WAL flushed, and the loop waits for it cooperatively (storage/batch.py)."""
         done: list[None] = [None] * len(rows)
         if not self.database.is_sqlite:
-            self.database.run_alone(lambda connection: event_store.insert_clicks(connection, rows))
+            self.database.run_alone(lambda connection: inserts.insert_clicks(connection, rows))
             return Staged(done)
-        _, commit = self.database.stage(lambda connection: event_store.insert_clicks(connection, rows))
+        _, commit = self.database.stage(lambda connection: inserts.insert_clicks(connection, rows))
         return Staged(done, commit)
 
     def _commit_postbacks(self, raws: Sequence[RawPostback]) -> Staged[Outcome]:
