@@ -25,7 +25,7 @@ $(INSTALLED): pyproject.toml setup.py
 COMPILED := $(VENV)/.compiled
 COMPILED_SOURCES := $(shell $(PYTHON) src/clicktrail/compiled.py)
 
-$(COMPILED): $(INSTALLED) $(COMPILED_SOURCES)
+$(COMPILED): $(INSTALLED) src/clicktrail/compiled.py $(COMPILED_SOURCES)
 	$(BIN)/pip install --quiet --no-build-isolation --no-deps -e .
 	@$(BIN)/python -c 'from clicktrail.compiled import report; print(report())'
 	@touch $@

@@ -1,5 +1,6 @@
 """The click path runs compiled where it can be, and the package still installs where it cannot."""
 
+import ast
 import os
 import shutil
 import subprocess
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from clicktrail.compiled import COMPILED_MODULES, loaded_compiled, report
+from clicktrail.compiled import COMPILED_MODULES, loaded_compiled, report, source_paths
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,3 +46,20 @@ def test_a_build_whose_compiler_fails_installs_pure_python(tmp_path: Path) -> No
     names = zipfile.ZipFile(wheel).namelist()
     assert "clicktrail/web/edge.py" in names
     assert not [name for name in names if name.endswith(".so")]
+
+
+def test_no_compiled_function_names_two_kinds_of_exception_alike() -> None:
+    """mypy lets `except A as exc` and `except B as exc` share a name in one function; mypyc gives the
+    name the first one's type, so catching the second raises TypeError instead (a malformed postback
+    answered 500 before this test). Each kind gets its own name in the compiled modules."""
+    reused = []
+    for path in source_paths(ROOT / "src"):
+        for function in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            kinds: dict[str, set[str]] = {}
+            for node in ast.walk(function):
+                if isinstance(node, ast.ExceptHandler) and node.name and node.type is not None:
+                    kinds.setdefault(node.name, set()).add(ast.unparse(node.type))
+            reused += [f"{path.name}: {function.name}: {name}" for name, of in kinds.items() if len(of) > 1]
+    assert not reused

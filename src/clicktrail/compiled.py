@@ -1,11 +1,11 @@
-"""The modules of the click's path that the build compiles to C with mypyc (setup.py), and whether
-the running ones are.
+"""The modules of the click's and the postback's paths that the build compiles to C with mypyc
+(setup.py), and whether the running ones are.
 
 Two thirds of a click's CPU is the interpreter running our Python, spread over dozens of small steps
-(BENCHMARKS.md, "Where the CPU goes, by perf"); compiled, the same code cost 20-23% less CPU per
-click in one process and answered 15-16% more clicks a second under wrk (BENCHMARKS.md, "The click
-path compiled with mypyc"). The sources stay plain, type-checked Python: a build without a C
-compiler, or with CLICKTRAIL_COMPILE=0, runs them as they are.
+(BENCHMARKS.md, "Where the CPU goes, by perf"); compiled, the same code costs about a fifth less CPU
+per click in one process (scripts/cpu_in_process.py) and answers 12-16% more clicks a second under
+wrk (BENCHMARKS.md, "The click path compiled with mypyc"). The sources stay plain, type-checked
+Python: a build without a C compiler, or with CLICKTRAIL_COMPILE=0, runs them as they are.
 
 This module is read by setup.py as a plain file (no import of the package), so it imports nothing of
 clicktrail's.
@@ -29,13 +29,17 @@ COMPILED_MODULES = (
     "clicktrail.clicks.enrichment.enricher",
     "clicktrail.clicks.enrichment.geo",
     "clicktrail.clicks.enrichment.uniqueness",
+    "clicktrail.conversions.auth",
+    "clicktrail.conversions.decision",
+    "clicktrail.conversions.intake",
+    "clicktrail.conversions.request",
     "clicktrail.storage.inserts",
     "clicktrail.storage.shared_table",
     "clicktrail.web.asgi",
     "clicktrail.web.edge",
     "clicktrail.web.protocol",
 )
-"""Chosen by profile: what a click runs, and the storage helpers a postback shares with it."""
+"""Chosen by profile: what a click and a postback run, short of SQLAlchemy's rows (event_store.py)."""
 
 
 def source_paths(root: Path) -> list[Path]:

@@ -269,10 +269,10 @@ class PostbackIntake:
         try:
             request = parse_postback(dict(raw.params))
             return request, self._codec.verify(request.click_id), None
-        except MalformedPostback as exc:
-            return None, None, Outcome(Decision.MALFORMED, error=exc.error, detail=exc.detail)
-        except InvalidClickId as exc:
-            return None, None, Outcome(Decision.MALFORMED, error="bad_click_id", detail=str(exc))
+        except MalformedPostback as malformed:
+            return None, None, Outcome(Decision.MALFORMED, error=malformed.error, detail=malformed.detail)
+        except InvalidClickId as invalid:
+            return None, None, Outcome(Decision.MALFORMED, error="bad_click_id", detail=str(invalid))
 
     def _log_row(
         self,

@@ -59,9 +59,9 @@ def parse_postback(params: dict[str, str]) -> PostbackRequest:
     status_text = (params.get("status") or ConversionStatus.APPROVED).strip().lower()
     try:
         status = ConversionStatus(status_text)
-    except ValueError as exc:
+    except ValueError as unknown:
         allowed = ", ".join(s.value for s in ConversionStatus)
-        raise MalformedPostback("bad_status", f"status must be one of {allowed}") from exc
+        raise MalformedPostback("bad_status", f"status must be one of {allowed}") from unknown
 
     raw_txid = params.get("txid") or ""
     if len(raw_txid) > TXID_MAX:
