@@ -3,9 +3,10 @@
 
 Two thirds of a click's CPU is the interpreter running our Python, spread over dozens of small steps
 (BENCHMARKS.md, "Where the CPU goes, by perf"); compiled, the same code costs about a fifth less CPU
-per click in one process (scripts/cpu_in_process.py) and answers 12-16% more clicks a second under
-wrk (BENCHMARKS.md, "The click path compiled with mypyc"). The sources stay plain, type-checked
-Python: a build without a C compiler, or with CLICKTRAIL_COMPILE=0, runs them as they are.
+per click in one process (scripts/cpu_in_process.py) and answers 16% (SQLite) to 23% (PostgreSQL)
+more clicks a second under wrk (BENCHMARKS.md, "The click path compiled with mypyc"). The sources
+stay plain, type-checked Python: a build without a C compiler, or with CLICKTRAIL_COMPILE=0, runs
+them as they are.
 
 This module is read by setup.py as a plain file (no import of the package), so it imports nothing of
 clicktrail's.
