@@ -1,7 +1,6 @@
 """A tracking-link visit, parsed once at the edge."""
 
 import re
-from dataclasses import dataclass
 from decimal import Decimal
 from urllib.parse import unquote, unquote_to_bytes
 
@@ -17,16 +16,32 @@ VISITOR_COOKIE = "ct_vid"
 _VISITOR_ID = re.compile(r"[0-9a-f]{16}")
 
 
-@dataclass(frozen=True, slots=True)
 class ClickRequest:
-    key: str
-    subs: tuple[str | None, ...]
-    external_id: str | None
-    cost: Decimal | None
-    ip: str | None
-    user_agent: str | None
-    referrer: str | None
-    visitor_cookie: str | None = None
+    """A plain class rather than a dataclass: compiled with mypyc (clicktrail/compiled.py), its
+    `__init__` is native, where a dataclass keeps its generated `__init__` interpreted (and a frozen
+    one sets each field through `object.__setattr__`). This and Visitor as plain classes: 9.4% fewer
+    instructions a click, and PostbackRequest, RawPostback and Outcome 4.2% fewer a postback
+    (callgrind over scripts/cpu_in_process.py's rounds, against b2bc404, both compiled)."""
+
+    def __init__(
+        self,
+        key: str,
+        subs: tuple[str | None, ...],
+        external_id: str | None,
+        cost: Decimal | None,
+        ip: str | None,
+        user_agent: str | None,
+        referrer: str | None,
+        visitor_cookie: str | None = None,
+    ) -> None:
+        self.key = key
+        self.subs = subs
+        self.external_id = external_id
+        self.cost = cost
+        self.ip = ip
+        self.user_agent = user_agent
+        self.referrer = referrer
+        self.visitor_cookie = visitor_cookie
 
 
 def parse_query(query_string: bytes) -> dict[str, str]:

@@ -1,6 +1,5 @@
 """What happened to an inbound postback: one closed set, shared by the answer, the log and the tests."""
 
-from dataclasses import dataclass
 from enum import StrEnum
 
 from clicktrail.types import ConversionId
@@ -26,12 +25,20 @@ class ConversionStatus(StrEnum):
     CHARGEBACK = "chargeback"
 
 
-@dataclass(frozen=True, slots=True)
 class Outcome:
-    decision: Decision
-    conversion_id: ConversionId | None = None
-    error: str | None = None
-    detail: str | None = None
+    """What became of a postback. (A plain class, as ClickRequest is: clicks/request.py says why.)"""
+
+    def __init__(
+        self,
+        decision: Decision,
+        conversion_id: ConversionId | None = None,
+        error: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        self.decision = decision
+        self.conversion_id = conversion_id
+        self.error = error
+        self.detail = detail
 
     @property
     def recorded(self) -> bool:

@@ -57,14 +57,21 @@ class Channel(StrEnum):
     PIXEL = "pixel"  # the visitor's browser loaded /pixel.gif or called /pixel (the JS pixel)
 
 
-@dataclass(frozen=True, slots=True)
 class RawPostback:
-    """What arrived, before any judgement: merged query and body parameters."""
+    """What arrived, before any judgement: merged query and body parameters. (A plain class, as
+    ClickRequest is: clicks/request.py says why.)"""
 
-    method: str
-    params: Mapping[str, str]
-    ip: str | None
-    via: Channel = Channel.POSTBACK
+    def __init__(
+        self,
+        method: str,
+        params: Mapping[str, str],
+        ip: str | None,
+        via: Channel = Channel.POSTBACK,
+    ) -> None:
+        self.method = method
+        self.params = params
+        self.ip = ip
+        self.via = via
 
 
 def _loggable_query(params: Mapping[str, str]) -> str:

@@ -1,7 +1,6 @@
 """An inbound postback, parsed once at the edge with every limit checked here."""
 
 import re
-from dataclasses import dataclass
 from decimal import Decimal
 
 from clicktrail.conversions.decision import ConversionStatus
@@ -20,15 +19,27 @@ class MalformedPostback(ValueError):
         self.detail = detail
 
 
-@dataclass(frozen=True, slots=True)
 class PostbackRequest:
-    click_id: str
-    event: str
-    revenue: Decimal | None
-    currency: str | None
-    txid: str
-    status: ConversionStatus
-    token: str | None
+    """A postback's parameters, checked. (A plain class, as ClickRequest is: clicks/request.py says
+    why.)"""
+
+    def __init__(
+        self,
+        click_id: str,
+        event: str,
+        revenue: Decimal | None,
+        currency: str | None,
+        txid: str,
+        status: ConversionStatus,
+        token: str | None,
+    ) -> None:
+        self.click_id = click_id
+        self.event = event
+        self.revenue = revenue
+        self.currency = currency
+        self.txid = txid
+        self.status = status
+        self.token = token
 
 
 def parse_postback(params: dict[str, str]) -> PostbackRequest:

@@ -1,6 +1,5 @@
 """All of a click's visitor dimensions in one call, from in-process data only."""
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from clicktrail.clicks.enrichment.agents import AgentParser
@@ -10,19 +9,34 @@ from clicktrail.clicks.enrichment.uniqueness import UniqueVisitors, visitor_id
 from clicktrail.config import Settings
 
 
-@dataclass(frozen=True, slots=True)
 class Visitor:
-    visitor_id: str
-    country: str | None
-    region: str | None
-    city: str | None
-    device_type: str | None
-    os: str | None
-    os_version: str | None
-    browser: str | None
-    browser_version: str | None
-    bot_reason: BotReason | None
-    is_unique: bool
+    """A plain class rather than a dataclass, as ClickRequest is (clicks/request.py says why)."""
+
+    def __init__(
+        self,
+        visitor_id: str,
+        country: str | None,
+        region: str | None,
+        city: str | None,
+        device_type: str | None,
+        os: str | None,
+        os_version: str | None,
+        browser: str | None,
+        browser_version: str | None,
+        bot_reason: BotReason | None,
+        is_unique: bool,
+    ) -> None:
+        self.visitor_id = visitor_id
+        self.country = country
+        self.region = region
+        self.city = city
+        self.device_type = device_type
+        self.os = os
+        self.os_version = os_version
+        self.browser = browser
+        self.browser_version = browser_version
+        self.bot_reason = bot_reason
+        self.is_unique = is_unique
 
     @property
     def is_bot(self) -> bool:
