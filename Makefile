@@ -32,7 +32,9 @@ $(COMPILED): $(INSTALLED) src/clicktrail/compiled.py $(COMPILED_SOURCES)
 
 install: $(COMPILED) ## create .venv and install clicktrail with its development tools
 
-compile: $(COMPILED) ## compile the click path again after editing it (every target below does it first)
+compile: $(INSTALLED) ## compile the click and postback paths now (every target below does it when they changed)
+	@rm -f $(COMPILED)
+	@$(MAKE) --no-print-directory $(COMPILED)
 
 run: $(COMPILED) ## start the tracker on 127.0.0.1:8080 with an SQLite file under ./data
 	@mkdir -p data

@@ -24,6 +24,14 @@ def _warn(message: str) -> None:
     print(f"clicktrail: {message}; building pure Python (slower, same behaviour)", file=sys.stderr)
 
 
+def _remove_built_in_place() -> None:
+    """A checkout installed in place keeps its extensions beside the sources, and Python loads an
+    extension before a source: a build that ends pure must not leave an earlier build's running
+    instead of the code as it is now."""
+    for built in [*SOURCES.glob("clicktrail_compiled__mypyc.*"), *SOURCES.glob("clicktrail/**/*.so")]:
+        built.unlink()
+
+
 class OptionalBuildExt(build_ext):
     """A failed compilation leaves the package pure Python instead of failing the install. All or
     nothing: each module's extension loads the group's shared library, so none is kept when any
@@ -35,15 +43,18 @@ class OptionalBuildExt(build_ext):
         except Exception as exc:  # whatever the compiler's failure, the answer is no extension
             for extension in self.extensions:
                 Path(self.get_ext_fullpath(extension.name)).unlink(missing_ok=True)
+            _remove_built_in_place()
             _warn(f"could not compile ({exc})")
 
 
 def _extensions() -> list[Any]:
     if os.environ.get("CLICKTRAIL_COMPILE", "1") == "0":
+        _remove_built_in_place()
         return []
     try:
         from mypyc.build import mypycify
     except ImportError:
+        _remove_built_in_place()
         _warn("mypyc (part of mypy) is not installed")
         return []
     compiled = runpy.run_path(str(SOURCES / "clicktrail" / "compiled.py"))
@@ -51,6 +62,7 @@ def _extensions() -> list[Any]:
     try:
         extensions: list[Any] = mypycify(paths, opt_level="3", group_name="clicktrail_compiled")
     except (Exception, SystemExit) as exc:  # mypy's type errors end in SystemExit
+        _remove_built_in_place()
         _warn(f"mypyc could not compile the modules ({exc})")
         return []
     return extensions
