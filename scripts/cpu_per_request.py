@@ -87,6 +87,14 @@ def postgres_cpu_seconds() -> float:
 
 
 def extract_src(commit: str, into: Path) -> Path:
+    """The commit's `src/` as it is in git: pure Python, never compiled. When this checkout runs
+    compiled (clicktrail/compiled.py), says so: the difference then includes the compiling
+    (`CLICKTRAIL_COMPILE=0 make compile` compares pure with pure)."""
+    from clicktrail.compiled import loaded_compiled
+
+    if compiled := loaded_compiled():
+        note = f"note: this checkout runs {len(compiled)} modules compiled, {commit} pure Python"
+        print(note, file=sys.stderr)
     archive = subprocess.run(
         ["git", "archive", commit, "src"], cwd=ROOT, capture_output=True, check=True
     ).stdout
