@@ -1,5 +1,5 @@
-"""Builds clicktrail, compiling the click path's modules to C with mypyc (src/clicktrail/compiled.py
-says which and why). Everything else about the package is in pyproject.toml.
+"""Builds clicktrail, compiling the click's and the postback's modules to C with mypyc
+(src/clicktrail/compiled.py says which and why). Everything else about the package is in pyproject.toml.
 
 CLICKTRAIL_COMPILE=0 builds pure Python. Without mypy at build time, or when the C compiler fails,
 the build warns and goes on pure: the same code, only slower. mypyc type-checks the modules with
