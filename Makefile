@@ -27,7 +27,7 @@ COMPILED_SOURCES := $(shell $(PYTHON) src/clicktrail/compiled.py)
 
 $(COMPILED): $(INSTALLED) src/clicktrail/compiled.py $(COMPILED_SOURCES)
 	$(BIN)/pip install --quiet --no-build-isolation --no-deps -e .
-	@$(BIN)/python -c 'from clicktrail.compiled import report; print(report())'
+	@$(BIN)/python -c 'from clicktrail.compiled import state; print("clicktrail:", state())'
 	@touch $@
 
 install: $(COMPILED) ## create .venv and install clicktrail with its development tools

@@ -49,12 +49,10 @@ class OptionalBuildExt(build_ext):
 
 def _extensions() -> list[Any]:
     if os.environ.get("CLICKTRAIL_COMPILE", "1") == "0":
-        _remove_built_in_place()
         return []
     try:
         from mypyc.build import mypycify
     except ImportError:
-        _remove_built_in_place()
         _warn("mypyc (part of mypy) is not installed")
         return []
     compiled = runpy.run_path(str(SOURCES / "clicktrail" / "compiled.py"))
@@ -62,10 +60,12 @@ def _extensions() -> list[Any]:
     try:
         extensions: list[Any] = mypycify(paths, opt_level="3", group_name="clicktrail_compiled")
     except (Exception, SystemExit) as exc:  # mypy's type errors end in SystemExit
-        _remove_built_in_place()
         _warn(f"mypyc could not compile the modules ({exc})")
         return []
     return extensions
 
 
-setup(ext_modules=_extensions(), cmdclass={"build_ext": OptionalBuildExt})
+EXTENSIONS = _extensions()
+if not EXTENSIONS:
+    _remove_built_in_place()
+setup(ext_modules=EXTENSIONS, cmdclass={"build_ext": OptionalBuildExt})

@@ -38,7 +38,7 @@ from sqlalchemy import create_engine, func, select, text
 
 from clicktrail.catalog.models import CampaignInput, OfferInput, SourceInput
 from clicktrail.catalog.service import Catalog
-from clicktrail.compiled import loaded_compiled
+from clicktrail.compiled import state as compiled_state
 from clicktrail.config import Settings
 from clicktrail.storage.database import Database
 from clicktrail.storage.migrate import upgrade
@@ -601,7 +601,7 @@ def table(
         f"medians of {args.runs} runs x {args.seconds} s (70% and postback runs {args.short} s, "
         f"paced series of {paced_runs(args)}); "
         f"wrk -t{args.threads} -c{args.connections} on this machine; every click committed before its 302; "
-        + (f"{len(compiled)} modules compiled (mypyc)" if (compiled := loaded_compiled()) else "pure Python"),
+        f"{compiled_state()}",
         "",
         f"{'':44}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}{'vs nginx':>10}",
     ]

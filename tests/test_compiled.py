@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from clicktrail.compiled import COMPILED_MODULES, loaded_compiled, report, source_paths
+from clicktrail.compiled import COMPILED_MODULES, loaded_compiled, source_paths, state
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -20,7 +20,7 @@ def test_the_suite_runs_the_click_path_compiled() -> None:
     machine without a C compiler, or a build asked to stay pure, runs it as Python."""
     if os.environ.get("CLICKTRAIL_COMPILE") == "0" or (not os.environ.get("CI") and not shutil.which("cc")):
         pytest.skip("built without compiling (CLICKTRAIL_COMPILE=0 or no C compiler)")
-    assert loaded_compiled() == list(COMPILED_MODULES), report()
+    assert loaded_compiled() == list(COMPILED_MODULES), state()
 
 
 def test_a_build_whose_compiler_fails_installs_pure_python(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from types import FrameType
 
 from pydantic import ValidationError
 
-from clicktrail import __version__
+from clicktrail import __version__, compiled
 from clicktrail.accounts.audit import SYSTEM
 from clicktrail.accounts.models import KeyInput, UserInput
 from clicktrail.accounts.roles import Role
@@ -29,7 +29,6 @@ from clicktrail.bootstrap import prepare, reset_admin_token
 from clicktrail.catalog.models import CampaignInput, OfferInput, SourceInput
 from clicktrail.catalog.routes import load_snapshot
 from clicktrail.catalog.service import Catalog
-from clicktrail.compiled import loaded_compiled
 from clicktrail.config import Settings
 from clicktrail.errors import ClicktrailError
 from clicktrail.reports.costs import cost_updates
@@ -116,8 +115,7 @@ def serve(args: argparse.Namespace) -> None:
     database.dispose()
 
     backend = "SQLite" if settings.is_sqlite else "PostgreSQL"
-    speed = "click path compiled" if loaded_compiled() else "click path not compiled: slower"
-    print(f"clicktrail {__version__} on {settings.public_url} ({backend}; {speed})")
+    print(f"clicktrail {__version__} on {settings.public_url} ({backend}; {compiled.state()})")
     if installation.new_admin_token:
         print(f"admin token (shown once, keep it): {installation.new_admin_token}")
     elif settings.admin_token is None:

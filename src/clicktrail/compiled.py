@@ -48,14 +48,19 @@ def source_paths(root: Path) -> list[Path]:
     return [root.joinpath(*name.split(".")).with_suffix(".py") for name in COMPILED_MODULES]
 
 
-def loaded_compiled() -> list[str]:
-    """Which of the modules this interpreter would load compiled (an extension module, not source)."""
-    compiled = []
+def _extension_files() -> dict[str, Path]:
+    """The modules this interpreter would load compiled, each with its extension file."""
+    found = {}
     for name in COMPILED_MODULES:
         spec = importlib.util.find_spec(name)
-        if spec is not None and isinstance(spec.loader, importlib.machinery.ExtensionFileLoader):
-            compiled.append(name)
-    return compiled
+        if spec and spec.origin and isinstance(spec.loader, importlib.machinery.ExtensionFileLoader):
+            found[name] = Path(spec.origin)
+    return found
+
+
+def loaded_compiled() -> list[str]:
+    """Which of the modules this interpreter would load compiled (an extension module, not source)."""
+    return list(_extension_files())
 
 
 def stale_compiled() -> list[str]:
@@ -63,26 +68,22 @@ def stale_compiled() -> list[str]:
     (`make install`), the extension sits beside its source and is loaded instead of it, so an edit
     would silently not run until the next build (`make compile`)."""
     stale = []
-    for name in loaded_compiled():
-        spec = importlib.util.find_spec(name)
-        if spec is None or spec.origin is None:  # loaded compiled a moment ago: only if removed since
-            continue
-        built = Path(spec.origin)
+    for name, built in _extension_files().items():
         source = built.with_name(built.name.split(".", 1)[0] + ".py")
         if source.exists() and os.stat(source).st_mtime > os.stat(built).st_mtime:
             stale.append(name)
     return stale
 
 
-def report() -> str:
-    """One line for people: how much of the click path runs compiled."""
+def state() -> str:
+    """How the click and postback paths run here, in a few words: `clicktrail serve`'s first line,
+    `make bench`'s table and `make compile` say it the same way."""
     compiled = loaded_compiled()
     if len(compiled) == len(COMPILED_MODULES):
-        return f"clicktrail: the click path is compiled ({len(compiled)} modules, mypyc)"
+        return f"click and postback paths compiled, {len(compiled)} modules"
     if not compiled:
-        return "clicktrail: the click path runs as pure Python (not compiled: slower, same behaviour)"
-    missing = ", ".join(sorted(set(COMPILED_MODULES) - set(compiled)))
-    return f"clicktrail: the click path is compiled but for {missing}"
+        return "not compiled: pure Python, slower"
+    return "compiled but for " + ", ".join(sorted(set(COMPILED_MODULES) - set(compiled)))
 
 
 if __name__ == "__main__":  # the Makefile's list of what to compile again after an edit
