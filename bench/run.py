@@ -38,7 +38,6 @@ from sqlalchemy import create_engine, func, select, text
 
 from clicktrail.catalog.models import CampaignInput, OfferInput, SourceInput
 from clicktrail.catalog.service import Catalog
-from clicktrail.compiled import state as compiled_state
 from clicktrail.config import Settings
 from clicktrail.storage.database import Database
 from clicktrail.storage.migrate import upgrade
@@ -585,6 +584,10 @@ def table(
     reports: dict[str, str] | None = None,
     lags: dict[str, dict[str, str]] | None = None,
 ) -> str:
+    # Here, not at the top: scripts/cpu_in_process.py imports this module beside an older commit's
+    # src/, which may have no clicktrail.compiled.
+    from clicktrail.compiled import state as compiled_state
+
     nginx_rate = nginx_runs.median("rate")
     cpu = next(
         (
