@@ -5,11 +5,13 @@ instruction counts.)
 
     .venv/bin/python scripts/cpu_in_process.py --base 1a31579 [--path clicks|postbacks] [--pairs 6]
         [--rounds 300] [--width 32] [--instructions]
+    .venv/bin/python scripts/cpu_in_process.py --base-src ../other-checkout/src ...
 
 wrk against a server measures the request with the machine's network, scheduling and the other
 processes around it; this measures what is left when those are taken away, with less noise. Each
-run starts a fresh process (the base commit's `src/` first on PYTHONPATH, as
-scripts/cpu_per_request.py does, or this checkout) that builds the real application on a fresh,
+run starts a fresh process (the base first on PYTHONPATH: the commit's `src/` from git, pure
+Python, as scripts/cpu_per_request.py does, or with `--base-src` another checkout's `src/` as built
+there, compiled or not; or this checkout) that builds the real application on a fresh,
 seeded SQLite file (the runtime started: catalog, enrichment, group commit; deliveries off),
 connects `--width` of the server's own HTTP protocols to transports that only count what is
 written, then feeds each a request and waits until all are answered, `--rounds` times after a
@@ -204,7 +206,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--base", help="the commit to compare against (without it: this checkout only)")
+    base = parser.add_mutually_exclusive_group()
+    base.add_argument(
+        "--base", help="the commit to compare against, as pure Python (without it: this checkout only)"
+    )
+    base.add_argument(
+        "--base-src",
+        type=Path,
+        help="another checkout's src/, as built there (compiled in place by its own `make compile`): "
+        "compares compiled with compiled",
+    )
     parser.add_argument("--path", choices=("clicks", "postbacks"), default="clicks")
     parser.add_argument("--pairs", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=300)
@@ -245,7 +256,11 @@ def main() -> int:
             counted.unlink()
 
     with tempfile.TemporaryDirectory(prefix="clicktrail-base-") as tmp:
-        base_src = str(extract_src(args.base, Path(tmp))) if args.base else None
+        base_src: str | None = None
+        if args.base:
+            base_src = str(extract_src(args.base, Path(tmp)))
+        elif args.base_src:
+            base_src = str(args.base_src)
         results: dict[str, list[float]] = {"base": [], "this checkout": []}
         for pair in range(1, args.pairs + 1):
             sides = ([("base", base_src)] if base_src else []) + [("this checkout", None)]
@@ -257,7 +272,8 @@ def main() -> int:
     if results["base"]:
         base = statistics.median(results["base"])
         print(
-            f"{what}: median {base:,.1f} ({args.base}) → {this:,.1f} (this checkout): {this / base - 1:+.1%}"
+            f"{what}: median {base:,.1f} ({args.base or args.base_src}) → {this:,.1f} (this checkout): "
+            f"{this / base - 1:+.1%}"
         )
     else:
         print(f"{what}: median {this:,.1f}")
