@@ -240,7 +240,9 @@ class AnalyticsFeed:
     ) -> int:
         folder = self._store.folder(kind)
         with tempfile.NamedTemporaryFile("wb", dir=folder, suffix=".csv", delete=False) as staging:
-            count = event_store.write_csv(connection, rows, staging, every=self._share.rest)
+            # The file itself, not the temporary file's wrapper: its `write` is a Python function
+            # around the file's, called once a row.
+            count = event_store.write_csv(connection, rows, staging.file, every=self._share.rest)
         staging_path = Path(staging.name)
         try:
             final = self._store.path_for(kind, low, high)

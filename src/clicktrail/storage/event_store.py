@@ -22,7 +22,7 @@ from sqlalchemy import (
     type_coerce,
 )
 
-from clicktrail.storage.database import counted_executemany, driver_cursor, pipeline
+from clicktrail.storage.database import copy_out, counted_executemany, pipeline
 from clicktrail.storage.inserts import RowConverter, insert_rows
 from clicktrail.storage.schema import (
     CATALOG_VERSION,
@@ -375,9 +375,6 @@ def conversions_changed_between(start: datetime, end: datetime, names: Sequence[
     )
 
 
-_CALL_EVERY = 256
-
-
 def write_csv(
     connection: Connection, query: Select[Any], out: IO[bytes], *, every: Callable[[], None] = lambda: None
 ) -> int:
@@ -397,14 +394,9 @@ def write_csv(
     UTC)"); the feed rests between windows."""
     if connection.dialect.name == "postgresql":
         statement = query.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True})
-        with driver_cursor(connection) as cursor:
-            # UTF-8 whatever the connection's encoding: DuckDB reads UTF-8.
-            with cursor.copy(f"COPY ({statement}) TO STDOUT (FORMAT csv, ENCODING 'UTF8')") as copy:
-                for number, block in enumerate(copy):  # a row a block
-                    out.write(block)
-                    if number % _CALL_EVERY == 0:
-                        every()
-            return int(cursor.rowcount)
+        # UTF-8 whatever the connection's encoding: DuckDB reads UTF-8.
+        sql = f"COPY ({statement}) TO STDOUT (FORMAT csv, ENCODING 'UTF8')"
+        return copy_out(connection, sql, out.write, every)
     text = io.TextIOWrapper(out, encoding="utf-8", newline="")
     try:
         writer = csv.writer(text, lineterminator="\n")  # as PostgreSQL ends its lines
