@@ -5,6 +5,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from select import POLLIN, POLLOUT, poll
 from typing import Any, TypeVar
 
 import psycopg
@@ -183,38 +184,41 @@ def driver_cursor(connection: Connection) -> Iterator[Any]:
 
 
 def copy_out(
-    connection: Connection, sql: str, write: Callable[[bytes], object], every: Callable[[], None]
+    connection: Connection, sql: str, write: Callable[[memoryview], object], every: Callable[[], None]
 ) -> int:
-    """Run `sql`, a PostgreSQL `COPY … TO STDOUT`, in `connection`'s transaction: `write` each row
-    as the server sent it, call `every` every few hundred rows, and say how many rows there were.
-    The driver's errors leave as SQLAlchemy's.
+    """Run `sql`, a PostgreSQL `COPY … TO STDOUT`, on `connection`: `write` each row as the server
+    sent it, call `every` every few hundred rows, and say how many rows there were. The driver's
+    errors leave as SQLAlchemy's; a connection left mid-statement (a failed `write`, an interrupt)
+    is discarded by the pool, one whose statement the server failed is left ready for the rollback.
 
     On libpq directly, where psycopg's `Copy` hands out one row per call of its connection's `wait`
     (and the cooperative connection's own `wait`, storage/cooperative.py, adds to each): 57% less
     CPU for the report feed's copy of 400,000 clicks (0.58 -> 0.25 s), 27% less for the whole feed
-    (BENCHMARKS.md, "Session of 2026-12-07 (11:46 UTC)"). Blocking calls (libpq waits for the
-    server itself): the feed's own process, not an event loop, runs it."""
+    (BENCHMARKS.md, "Session of 2026-12-07 (11:46 UTC)"). Rows already received are taken without
+    waiting; for more it waits in `poll`, the GIL free and signal handlers running (the feed stops
+    on SIGTERM), so it blocks its thread: the feed's own process runs it, never an event loop.
+    psycopg's implicit BEGIN is not sent for it: as the first statement of a transaction it runs as
+    a statement of its own, with its own snapshot, which is all one COPY needs."""
+    driver: Any = connection.connection.dbapi_connection
+    encoding, pgconn = driver.info.encoding, driver.pgconn
+    in_flight, copied, count = False, False, 0
     try:
         with as_sqlalchemy_errors(connection):
-            pgconn = connection.connection.dbapi_connection.pgconn  # type: ignore[union-attr]
-            _check_result(pgconn.exec_(sql.encode()), pq.ExecStatus.COPY_OUT)
-            get_row, count = pgconn.get_copy_data, 0
-            while True:
-                size, row = get_row(0)  # 0: wait for the next row
-                if size < 0:  # the end (a lost connection raises)
-                    break
-                write(row)
-                count += 1
-                if count % _CALL_EVERY == 0:
-                    every()
-            _check_result(pgconn.get_result(), pq.ExecStatus.COMMAND_OK)
-            while pgconn.get_result() is not None:  # libpq's end of the statement's results
+            in_flight = True  # from the statement sent until its last result is read
+            pgconn.send_query(sql.encode(encoding))
+            while pgconn.flush():
+                _wait_for(pgconn.socket, POLLOUT)
+            first = _next_result(pgconn)
+            if first is not None and first.status == pq.ExecStatus.COPY_OUT:
+                copied, count = True, _copy_rows(pgconn, write, every)
+                first = _next_result(pgconn)
+            while _next_result(pgconn) is not None:  # to the end: then the connection is ready
                 pass
+            in_flight = False
+            _check_result(first, pq.ExecStatus.COMMAND_OK if copied else pq.ExecStatus.COPY_OUT, encoding)
     except BaseException:
-        # Left before its end (an error, the file could not be written, an interrupt), the
-        # connection may still be copying and could not run another statement, not even the
-        # rollback: the pool discards it.
-        if not connection.invalidated:
+        # Left mid-statement, the connection could not run another one, not even the rollback.
+        if in_flight and not connection.invalidated:
             connection.invalidate()
         raise
     return count
@@ -223,7 +227,38 @@ def copy_out(
 _CALL_EVERY = 256
 
 
-def _check_result(result: pq.abc.PGresult | None, expected: pq.ExecStatus) -> None:
+def _copy_rows(pgconn: Any, write: Callable[[memoryview], object], every: Callable[[], None]) -> int:
+    get_row, count = pgconn.get_copy_data, 0
+    while True:
+        size, row = get_row(1)  # 1: a row already received, or 0 at once
+        if size > 0:
+            write(row)
+            count += 1
+            if count % _CALL_EVERY == 0:
+                every()
+        elif size == 0:
+            _wait_for(pgconn.socket, POLLIN)
+            pgconn.consume_input()
+        else:  # -1: the end (a lost connection raises instead)
+            return count
+
+
+def _next_result(pgconn: Any) -> Any:
+    """The statement's next libpq result, None after the last, waiting in `poll` for it."""
+    pgconn.consume_input()
+    while pgconn.is_busy():
+        _wait_for(pgconn.socket, POLLIN)
+        pgconn.consume_input()
+    return pgconn.get_result()
+
+
+def _wait_for(fileno: int, events: int) -> None:
+    poller = poll()
+    poller.register(fileno, events)
+    poller.poll()
+
+
+def _check_result(result: pq.abc.PGresult | None, expected: pq.ExecStatus, encoding: str) -> None:
     """A libpq result of the status expected, or the driver's error for the server's (the class for
     its SQLSTATE, as psycopg raises it)."""
     if result is None:
@@ -231,15 +266,13 @@ def _check_result(result: pq.abc.PGresult | None, expected: pq.ExecStatus) -> No
     if result.status == expected:
         return
     primary = result.error_field(pq.DiagnosticField.MESSAGE_PRIMARY) or result.error_message
-    message = (primary or b"").decode(
-        "utf-8", "replace"
-    ).strip() or f"unexpected {pq.ExecStatus(result.status).name}"
+    message = (primary or b"").decode(encoding, "replace").strip()
     sqlstate = result.error_field(pq.DiagnosticField.SQLSTATE)
     error_class: type[psycopg.Error] = psycopg.DatabaseError
     if sqlstate:
         with suppress(KeyError):
             error_class = psycopg.errors.lookup(sqlstate.decode("ascii"))
-    raise error_class(message)
+    raise error_class(message or f"unexpected {pq.ExecStatus(result.status).name}")
 
 
 def _driver_error(connection: Connection, exc: Exception) -> Exception:
