@@ -37,11 +37,6 @@ def _still_serves(database: Database) -> int:
         return int(connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
 
 
-def _backend(database: Database) -> int:
-    with database.begin() as connection:
-        return int(connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
-
-
 def test_every_row_arrives_as_the_server_wrote_it_and_the_rests_come_every_256_rows(
     database: Database,
 ) -> None:
@@ -65,7 +60,7 @@ def test_an_empty_copy_writes_nothing(database: Database) -> None:
 def test_a_copy_the_server_fails_midway_raises_its_error_and_its_connection_serves_on(
     database: Database,
 ) -> None:
-    backend = _backend(database)
+    backend = _still_serves(database)
     rows: list[memoryview] = []
     failing = "COPY (SELECT 1 / (300 - i) FROM generate_series(1, 100000) AS i) TO STDOUT (FORMAT csv)"
     with pytest.raises(ValidationFailed, match="division by zero"), database.begin() as connection:
@@ -81,7 +76,7 @@ def test_a_statement_the_server_refuses_raises_its_error(database: Database) -> 
 
 
 def test_a_write_that_fails_midway_leaves_as_raised_and_the_pool_serves_on(database: Database) -> None:
-    backend = _backend(database)
+    backend = _still_serves(database)
     written: list[memoryview] = []
 
     def write(row: memoryview) -> None:

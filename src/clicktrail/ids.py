@@ -42,16 +42,17 @@ _PAIRS = [ALPHABET[pair >> 5] + ALPHABET[pair & 31] for pair in range(1024)]
 
 
 def _encode_click_id(value: int) -> str:
-    return _in_pairs([], value, 4)
+    return _in_pairs(value, 4)
 
 
-def _in_pairs(pieces: list[str], value: int, groups: int) -> str:
-    """`pieces` and then the low 40 * `groups` bits of `value` as digit pairs, the highest first.
+def _in_pairs(value: int, groups: int) -> str:
+    """The low 40 * `groups` bits of `value` as digit pairs, the highest first.
 
     A group of 40 bits fits a machine word, so its four look-ups are native integer operations once
     compiled (mypyc), where each of a click ID's sixteen shifts of its 160-bit value was an operation
     on a Python int and a look-up by a boxed index: 2.2% of a click's instructions
     (scripts/cpu_in_process.py --instructions; BENCHMARKS.md, "Session of 2026-12-07 (11:46 UTC)")."""
+    pieces: list[str] = []
     for shift in range(40 * (groups - 1), -1, -40):
         group = (value >> shift) & 0xFF_FFFF_FFFF
         pieces += (
@@ -148,7 +149,7 @@ def click_time(click_id: ClickId) -> datetime:
 def mint_event_id(moment: datetime) -> str:
     """A 26-character time-ordered random ID (48-bit ms time + 80 random bits), like a ULID."""
     value = (_millis(moment) << 80) | secrets.randbits(80)
-    return _in_pairs([_PAIRS[value >> 120]], value, 3)  # 13 pairs: 130 bits, the top 2 zero
+    return _PAIRS[value >> 120] + _in_pairs(value, 3)  # 13 pairs: 130 bits, the top 2 zero
 
 
 def mint_conversion_id(moment: datetime) -> ConversionId:
