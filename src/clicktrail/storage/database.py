@@ -192,9 +192,10 @@ def copy_out(
     is discarded by the pool, one whose statement the server failed is left ready for the rollback.
 
     On libpq directly, where psycopg's `Copy` hands out one row per call of its connection's `wait`
-    (and the cooperative connection's own `wait`, storage/cooperative.py, adds to each): 57% less
-    CPU for the report feed's copy of 400,000 clicks (0.58 -> 0.25 s), 27% less for the whole feed
-    (BENCHMARKS.md, "Session of 2026-12-07 (11:46 UTC)"). Rows already received are taken without
+    (and the cooperative connection's own `wait`, storage/cooperative.py, adds to each): the report
+    feed's CPU over 400,000 clicks and 12,000 conversions 1.46-1.49 -> 1.18 s, 20% less
+    (`scripts/bench_reports.py --clicks 400000 --runs 1 --database-url …`, its `feed_cpu_s`;
+    BENCHMARKS.md, "Session of 2026-12-07 (11:46 UTC)"). Rows already received are taken without
     waiting; for more it waits in `poll`, the GIL free and signal handlers running (the feed stops
     on SIGTERM), so it blocks its thread: the feed's own process runs it, never an event loop.
     psycopg's implicit BEGIN is not sent for it: as the first statement of a transaction it runs as
