@@ -4,6 +4,8 @@ tables (storage/shared_table.py)."""
 
 import multiprocessing
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -24,11 +26,31 @@ def _count(value: float | None, _touched: float) -> tuple[float, None]:
     return (value or 0.0) + 1, None
 
 
-def _add_many(directory: Path, times: int, start: Any) -> None:
-    table = SharedTable.in_directory(directory, "counter", 64)
+# Robust process-shared mutexes where the C library has them (Linux), fcntl record locks elsewhere:
+# both kinds are run here.
+LOCK_KINDS = [pytest.param(True, id="robust-mutexes"), pytest.param(False, id="record-locks")]
+
+
+def _add_many(directory: Path, robust: bool, times: int, start: Any) -> None:
+    table = SharedTable.in_directory(directory, "counter", 64, robust=robust)
     start.wait(30)  # all at once: started one after another, they would never overlap
     for _ in range(times):
         table.update(7, time.time(), _count)
+
+
+def _die_while_changing(directory: Path, robust: bool) -> None:
+    def killed_midway(_value: float | None, _touched: float) -> tuple[float, None]:
+        os.kill(os.getpid(), signal.SIGKILL)
+        raise AssertionError("still alive after SIGKILL")
+
+    table = SharedTable.in_directory(directory, "counter", 64, robust=robust)
+    table.update(7, time.time(), _count)
+    table.update(7, time.time(), killed_midway)
+
+
+def _count_once_more(directory: Path, robust: bool) -> None:
+    table = SharedTable.in_directory(directory, "counter", 64, robust=robust)
+    table.update(7, time.time(), _count)
 
 
 def _read(table: SharedTable, key: int) -> float | None:
@@ -42,16 +64,54 @@ def _read(table: SharedTable, key: int) -> float | None:
     return seen[0]
 
 
-def test_processes_changing_one_entry_at_once_lose_no_change(tmp_path: Path) -> None:
+@pytest.mark.parametrize("robust", LOCK_KINDS)
+def test_processes_changing_one_entry_at_once_lose_no_change(tmp_path: Path, robust: bool) -> None:
     context = multiprocessing.get_context("spawn")
     start = context.Barrier(3)
-    workers = [context.Process(target=_add_many, args=(tmp_path, 20_000, start)) for _ in range(3)]
+    workers = [context.Process(target=_add_many, args=(tmp_path, robust, 20_000, start)) for _ in range(3)]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join(60)
         assert worker.exitcode == 0
-    assert _read(SharedTable.in_directory(tmp_path, "counter", 64), 7) == 60_000
+    assert _read(SharedTable.in_directory(tmp_path, "counter", 64, robust=robust), 7) == 60_000
+
+
+@pytest.mark.parametrize("robust", LOCK_KINDS)
+def test_threads_of_one_process_changing_one_entry_at_once_lose_no_change(
+    tmp_path: Path, robust: bool
+) -> None:
+    table = SharedTable.in_directory(tmp_path, "counter", 64, robust=robust)
+    threads = [
+        threading.Thread(target=lambda: [table.update(7, time.time(), _count) for _ in range(20_000)])
+        for _ in range(3)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert _read(table, 7) == 60_000
+    table.close()
+
+
+@pytest.mark.parametrize("robust", LOCK_KINDS)
+def test_a_worker_killed_while_changing_an_entry_does_not_stop_the_others(
+    tmp_path: Path, robust: bool
+) -> None:
+    """The lock it held goes with it: the next change of the bucket goes ahead (in a process of its
+    own, so that a lock left held fails the test on a deadline instead of hanging it)."""
+    context = multiprocessing.get_context("spawn")
+    doomed = context.Process(target=_die_while_changing, args=(tmp_path, robust))
+    doomed.start()
+    doomed.join(60)
+    assert doomed.exitcode == -signal.SIGKILL
+    survivor = context.Process(target=_count_once_more, args=(tmp_path, robust))
+    survivor.start()
+    survivor.join(30)
+    if survivor.exitcode is None:
+        survivor.kill()
+    assert survivor.exitcode == 0, "the change waited on the dead worker's lock"
+    assert _read(SharedTable.in_directory(tmp_path, "counter", 64, robust=robust), 7) == 2
 
 
 def test_a_table_in_a_folder_not_made_yet_makes_it(tmp_path: Path) -> None:
