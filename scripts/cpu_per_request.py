@@ -3,11 +3,13 @@
 
     .venv/bin/python scripts/cpu_per_request.py --base 6b82581 [--path clicks|postbacks|mixed]
         [--pairs 3] [--backend sqlite|postgres] [--workers 1] [--delay-ms N]
+    .venv/bin/python scripts/cpu_per_request.py --base-src ../other-checkout/src ...
 
 Throughput on a shared machine swings with whatever else runs; the CPU a server process spends per
 request does not, much. For each pair this starts `clicktrail serve` (`--workers`, 1 by default; a
 fresh SQLite file, or with `--backend postgres` a fresh PostgreSQL database) from the base commit's
-`src/` (extracted with `git archive` and put first on PYTHONPATH) and then from this checkout,
+`src/` (extracted with `git archive` and put first on PYTHONPATH: pure Python), or another
+checkout's `src/` as built there with `--base-src` (compiled, if it was), and then from this checkout,
 drives each with wrk for a few seconds (bench/clicks.lua or bench/postbacks.lua, the latter on
 clicks made just before), and divides the server's CPU time (user + system, every thread, from
 /proc) by the requests wrk completed. With `--backend postgres` it also divides the CPU time of the
@@ -219,7 +221,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--base", required=True, help="the commit to compare against")
+    base = parser.add_mutually_exclusive_group(required=True)
+    base.add_argument("--base", help="the commit to compare against, as pure Python")
+    base.add_argument(
+        "--base-src",
+        type=Path,
+        help="another checkout's src/, as built there (compiled in place by its own `make compile`): "
+        "compares compiled with compiled",
+    )
     parser.add_argument("--path", choices=("clicks", "postbacks", "mixed"), default="clicks")
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=5)
@@ -239,7 +248,7 @@ def main() -> int:
     args = parser.parse_args()
     bench.ensure_tools()
     with tempfile.TemporaryDirectory(prefix="clicktrail-base-") as tmp:
-        base_src = str(extract_src(args.base, Path(tmp)))
+        base_src = str(extract_src(args.base, Path(tmp)) if args.base else args.base_src)
         results: dict[str, list[Measured]] = {"base": [], "this checkout": []}
         for pair in range(1, args.pairs + 1):
             for name, python_path in (("base", base_src), ("this checkout", None)):
@@ -275,7 +284,8 @@ def main() -> int:
         base = statistics.median(getattr(each, what) for each in results["base"])
         this = statistics.median(getattr(each, what) for each in results["this checkout"])
         print(
-            f"{args.path}, {label}: median {base:,.{digits}f} ({args.base}) → {this:,.{digits}f}"
+            f"{args.path}, {label}: median {base:,.{digits}f} ({args.base or args.base_src})"
+            f" → {this:,.{digits}f}"
             " (this checkout):"
             f" {this / base - 1:+.0%}"
         )
