@@ -9,6 +9,7 @@ database and keeps working.
 """
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -27,7 +28,7 @@ from sqlalchemy import create_engine, func, select
 
 from clicktrail.config import Settings
 from clicktrail.storage.schema import clicks, conversion_status_history, conversions, deliveries, postback_log
-from tests.support import CATALOG_POLL_SECONDS, Tracker, fresh_database, start_server
+from tests.support import CATALOG_POLL_SECONDS, ServerProcess, Tracker, fresh_database, start_server
 
 VISITORS = 24  # concurrent clients, each clicking and posting back in a loop
 LOAD_SECONDS = 1.0  # load before the signal
@@ -293,3 +294,73 @@ def test_sigterm_under_load_drains_in_flight_requests_and_loses_nothing(backend:
         assert not ack.refused, ack.refused[:5]
         _assert_everything_acknowledged_is_stored_once(ack, _stored(url))
         _assert_it_serves_again(url, workdir, ack)
+
+
+def _workers(server: ServerProcess) -> set[int]:
+    """The server's worker processes: its children but the report feed and multiprocessing's
+    resource tracker."""
+    children: set[int] = set()
+    for listed in Path(f"/proc/{server.process.pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            children.update(int(pid) for pid in listed.read_text().split())
+    workers = set()
+    for pid in children:
+        with contextlib.suppress(OSError):
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"\0feed\0" not in command and b"resource_tracker" not in command:
+                workers.add(pid)
+    return workers
+
+
+def _visits(tracker: Tracker, campaign_id: int) -> list[dict[str, Any]]:
+    answer = tracker.api("GET", "/clicks", params={"campaign_id": campaign_id})
+    items: list[dict[str, Any]] = answer.json()["items"]
+    return items
+
+
+def test_a_worker_killed_under_load_is_replaced_and_loses_nothing_acknowledged(
+    backend: str, workdir: Path
+) -> None:
+    """The kernel's OOM killer picks one process, not the server: the other worker goes on answering,
+    the supervisor starts a new one, and the memory of who clicked (the shared unique-visitor table)
+    outlives the worker that died. (A worker killed while it holds one of that table's locks:
+    tests/test_shared_memory.py, where the moment of the kill can be chosen.)"""
+    with fresh_database(backend, workdir) as url:
+        server = start_server(url, workdir, workers=2)
+        tracker = Tracker(server)
+        try:
+            key = _campaign(tracker)["key"]
+            returning = _campaign(tracker)
+            ack = Acknowledged()
+
+            def return_again() -> None:
+                """A click of the same visitor on a connection of its own (the kernel picks the worker)."""
+                answer = httpx.get(
+                    returning["tracking_url"], headers={"user-agent": "Mozilla/5.0 (returning visitor)"}
+                )
+                assert answer.status_code == 302, answer.text
+                ack.clicks.add(parse_qs(urlsplit(answer.headers["location"]).query)["cid"][0])
+
+            return_again()
+            before = _workers(server)
+            assert len(before) == 2, before
+            victim = min(before)
+            asyncio.run(_load(server.base_url, key, ack, lambda: os.kill(victim, signal.SIGKILL)))
+
+            deadline = time.monotonic() + 60
+            while len(after := _workers(server)) < 2 or victim in after:
+                assert time.monotonic() < deadline, f"no new worker in 60 s: {after}\n{server.log()}"
+                time.sleep(0.2)
+            # The new worker listens too: new connections reach both, and each is answered.
+            time.sleep(CATALOG_POLL_SECONDS * 3)
+            for _ in range(12):
+                return_again()
+
+            assert not ack.refused, ack.refused[:5]
+            _assert_everything_acknowledged_is_stored_once(ack, _stored(url))
+            visits = _visits(tracker, returning["id"])
+            assert len(visits) == 13
+            assert sum(visit["is_unique"] for visit in visits) == 1, "a worker's death reset who clicked"
+        finally:
+            tracker.close()
+            assert server.stop() == 0, server.log()
