@@ -5,6 +5,7 @@ tables (storage/shared_table.py)."""
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -32,8 +33,8 @@ LOCK_KINDS = [pytest.param(True, id="robust-mutexes"), pytest.param(False, id="r
 
 
 def _add_many(directory: Path, robust: bool, times: int, start: Any) -> None:
+    start.wait(30)  # all at once, from opening the new table on: one after another never overlap
     table = SharedTable.in_directory(directory, "counter", 64, robust=robust)
-    start.wait(30)  # all at once: started one after another, they would never overlap
     for _ in range(times):
         table.update(7, time.time(), _count)
 
@@ -51,6 +52,28 @@ def _die_while_changing(directory: Path, robust: bool) -> None:
 def _count_once_more(directory: Path, robust: bool) -> None:
     table = SharedTable.in_directory(directory, "counter", 64, robust=robust)
     table.update(7, time.time(), _count)
+
+
+def _die_holding(directory: Path, robust: bool, holding: Any) -> None:
+    def hold_until_killed(_value: float | None, _touched: float) -> tuple[float, None]:
+        holding.set()
+        time.sleep(60)
+        raise AssertionError("not killed")
+
+    SharedTable.in_directory(directory, "counter", 64, robust=robust).update(
+        7, time.time(), hold_until_killed
+    )
+
+
+def _finish(process: Any, seconds: float) -> int | None:
+    """The process's exit code, or None after killing it when it has not ended within `seconds`."""
+    process.join(seconds)
+    if process.is_alive():
+        process.kill()
+        process.join()
+        return None
+    code: int | None = process.exitcode
+    return code
 
 
 def _read(table: SharedTable, key: int) -> float | None:
@@ -71,27 +94,47 @@ def test_processes_changing_one_entry_at_once_lose_no_change(tmp_path: Path, rob
     workers = [context.Process(target=_add_many, args=(tmp_path, robust, 20_000, start)) for _ in range(3)]
     for worker in workers:
         worker.start()
-    for worker in workers:
-        worker.join(60)
-        assert worker.exitcode == 0
+    assert [_finish(worker, 60) for worker in workers] == [0, 0, 0]
     assert _read(SharedTable.in_directory(tmp_path, "counter", 64, robust=robust), 7) == 60_000
+
+
+def test_on_linux_shared_tables_lock_with_robust_mutexes(tmp_path: Path) -> None:
+    """Where the C library has them the robust mutexes are taken, not the fallback, so the tests
+    named for them test them."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("robust mutexes are looked for on Linux only")
+    SharedTable.in_directory(tmp_path, "counter", 64).close()
+    assert [path.name for path in tmp_path.iterdir()] == ["counter-8x8-mutex-locks"]
 
 
 @pytest.mark.parametrize("robust", LOCK_KINDS)
 def test_threads_of_one_process_changing_one_entry_at_once_lose_no_change(
     tmp_path: Path, robust: bool
 ) -> None:
-    table = SharedTable.in_directory(tmp_path, "counter", 64, robust=robust)
-    threads = [
-        threading.Thread(target=lambda: [table.update(7, time.time(), _count) for _ in range(20_000)])
-        for _ in range(3)
-    ]
+    start = threading.Barrier(3)
+
+    def add_many() -> None:
+        start.wait(30)  # each opens the new table at once: setting it up is one thread's job
+        table = SharedTable.in_directory(tmp_path, "counter", 64, robust=robust)
+        for _ in range(20_000):
+            table.update(7, time.time(), _count)
+
+    threads = [threading.Thread(target=add_many) for _ in range(3)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(60)
-    assert _read(table, 7) == 60_000
+        assert not thread.is_alive(), "a change waited for good"
+    assert _read(SharedTable.in_directory(tmp_path, "counter", 64, robust=robust), 7) == 60_000
+
+
+def test_closing_a_table_twice_closes_nothing_else(tmp_path: Path) -> None:
+    table = SharedTable.in_directory(tmp_path, "counter", 64, robust=False)
     table.close()
+    unrelated = os.open(tmp_path / "unrelated", os.O_RDWR | os.O_CREAT)
+    table.close()
+    os.fstat(unrelated)  # still open
+    os.close(unrelated)
 
 
 @pytest.mark.parametrize("robust", LOCK_KINDS)
@@ -107,11 +150,26 @@ def test_a_worker_killed_while_changing_an_entry_does_not_stop_the_others(
     assert doomed.exitcode == -signal.SIGKILL
     survivor = context.Process(target=_count_once_more, args=(tmp_path, robust))
     survivor.start()
-    survivor.join(30)
-    if survivor.exitcode is None:
-        survivor.kill()
-    assert survivor.exitcode == 0, "the change waited on the dead worker's lock"
+    assert _finish(survivor, 30) == 0, "the change waited on the dead worker's lock"
     assert _read(SharedTable.in_directory(tmp_path, "counter", 64, robust=robust), 7) == 2
+
+
+@pytest.mark.parametrize("robust", LOCK_KINDS)
+def test_a_change_waiting_on_a_worker_that_is_killed_goes_ahead(tmp_path: Path, robust: bool) -> None:
+    """The kernel wakes a waiter when the holder dies, not only the next one to come."""
+    context = multiprocessing.get_context("spawn")
+    holding = context.Event()
+    doomed = context.Process(target=_die_holding, args=(tmp_path, robust, holding))
+    doomed.start()
+    assert holding.wait(30)
+    waiter = context.Process(target=_count_once_more, args=(tmp_path, robust))
+    waiter.start()
+    time.sleep(0.5)  # long enough for it to block on the lock
+    assert waiter.is_alive(), "the change did not wait for the holder"
+    doomed.kill()
+    assert _finish(waiter, 30) == 0, "the waiter was not woken when the holder died"
+    assert _finish(doomed, 5) == -signal.SIGKILL
+    assert _read(SharedTable.in_directory(tmp_path, "counter", 64, robust=robust), 7) == 1
 
 
 def test_a_table_in_a_folder_not_made_yet_makes_it(tmp_path: Path) -> None:

@@ -108,7 +108,9 @@ class _RecordLocks(_Locks):
             self._thread_lock.release()
 
     def close(self) -> None:
-        os.close(self._fd)
+        if self._fd >= 0:  # once: the number may belong to another file afterwards
+            os.close(self._fd)
+            self._fd = -1
 
 
 class _RobustMutexes(_Locks):
@@ -148,6 +150,8 @@ class _RobustMutexes(_Locks):
         outcome = self._lock(mutex)
         if outcome == errno.EOWNERDEAD:  # its holder died: ours now, its bucket as it was left
             outcome = self._consistent(mutex)
+            if outcome:  # it cannot be made usable again: not held for good by a live thread
+                self._unlock(mutex)
         if outcome:
             raise OSError(outcome, f"could not lock the shared table: {os.strerror(outcome)}")
 
@@ -155,8 +159,9 @@ class _RobustMutexes(_Locks):
         self._unlock(self._mutexes[stripe])
 
     def close(self) -> None:
-        self._mutexes = []
-        _FFI.release(self._start)  # or the mapping could not close: cffi holds its buffer
+        if self._mutexes:
+            self._mutexes = []
+            _FFI.release(self._start)  # or the mapping could not close: cffi holds its buffer
 
 
 def _load_pthread() -> tuple[Any, Any]:
@@ -232,19 +237,24 @@ class SharedTable:
         path = directory / f"{name}-{buckets}x{slots}-{'mutex' if robust else 'record'}-locks"
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            fcntl.lockf(fd, fcntl.LOCK_EX)  # the whole file: one process at a time sets it up
-            if os.fstat(fd).st_size != size:
-                os.ftruncate(fd, size)  # zero-filled: every slot empty; the same size again changes nothing
-            buffer = mmap.mmap(fd, size)
-            if not robust:
-                fcntl.lockf(fd, fcntl.LOCK_UN)
-                return cls(buffer, _RecordLocks(fd), header, buckets, slots)
-            if buffer[: len(_READY)] != _READY:
-                _RobustMutexes.set_up(_PTHREAD, buffer, stripes)
+            # One opener at a time sets the file up. flock, not a record lock: it belongs to this
+            # descriptor, so two threads of one process opening the table take turns too, and taking
+            # or dropping it leaves the fallback's record locks on the same file alone.
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                if os.fstat(fd).st_size != size:
+                    os.ftruncate(fd, size)  # zero-filled: every slot empty; the same size changes nothing
+                buffer = mmap.mmap(fd, size)
+                if robust and buffer[: len(_READY)] != _READY:
+                    _RobustMutexes.set_up(_PTHREAD, buffer, stripes)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
         except BaseException:
             os.close(fd)
             raise
-        os.close(fd)  # the mapping stays; the lock on the file goes with the descriptor
+        if not robust:
+            return cls(buffer, _RecordLocks(fd), header, buckets, slots)
+        os.close(fd)  # the mapping stays
         return cls(buffer, _RobustMutexes(_PTHREAD, buffer, stripes), header, buckets, slots)
 
     @classmethod
