@@ -114,46 +114,43 @@ class _RecordLocks(_Locks):
 
 
 class _RobustMutexes(_Locks):
-    """Robust process-shared pthread mutexes, `_MUTEX_BYTES` apart from the start of `buffer`. They
-    belong to the thread holding them, so the threads of one process need no other lock; cffi lets go
-    of the GIL while a thread waits for one."""
+    """Robust process-shared pthread mutexes, `_MUTEX_BYTES` apart after the first `_MUTEX_BYTES` of
+    `buffer`. They belong to the thread holding them, so the threads of one process need no other
+    lock; cffi lets go of the GIL while a thread waits for one."""
 
-    def __init__(self, pthread: Any, buffer: mmap.mmap, stripes: int) -> None:
+    def __init__(self, buffer: mmap.mmap, stripes: int) -> None:
         self._start = _FFI.from_buffer(buffer)
         self._mutexes = [self._start + _MUTEX_BYTES * (1 + stripe) for stripe in range(stripes)]
-        self._lock = pthread.pthread_mutex_lock
-        self._unlock = pthread.pthread_mutex_unlock
-        self._consistent = pthread.pthread_mutex_consistent
+        self._lock = _PTHREAD.pthread_mutex_lock
+        self._unlock = _PTHREAD.pthread_mutex_unlock
 
-    @staticmethod
-    def set_up(pthread: Any, buffer: mmap.mmap, stripes: int) -> None:
-        """Initialise every mutex of a table nobody uses yet (under the file's lock) and mark it ready."""
+    def set_up(self) -> None:
+        """Initialise every mutex of a table nobody uses yet (under the file's lock)."""
         attributes = _FFI.new("char[]", 64)  # a pthread_mutexattr_t is 4 bytes in glibc and musl
-        with _FFI.from_buffer(buffer) as start:
-            for outcome in (
-                pthread.pthread_mutexattr_init(attributes),
-                pthread.pthread_mutexattr_setpshared(attributes, 1),  # PTHREAD_PROCESS_SHARED
-                pthread.pthread_mutexattr_setrobust(attributes, 1),  # PTHREAD_MUTEX_ROBUST
-                *(
-                    pthread.pthread_mutex_init(start + _MUTEX_BYTES * (1 + n), attributes)
-                    for n in range(stripes)
-                ),
-            ):
-                if outcome:
-                    raise OSError(
-                        outcome, f"could not set up the shared table's locks: {os.strerror(outcome)}"
-                    )
-        buffer[: len(_READY)] = _READY
+        for outcome in (
+            _PTHREAD.pthread_mutexattr_init(attributes),
+            _PTHREAD.pthread_mutexattr_setpshared(attributes, 1),  # PTHREAD_PROCESS_SHARED
+            _PTHREAD.pthread_mutexattr_setrobust(attributes, 1),  # PTHREAD_MUTEX_ROBUST
+            *(_PTHREAD.pthread_mutex_init(mutex, attributes) for mutex in self._mutexes),
+        ):
+            if outcome:
+                raise OSError(outcome, f"could not set up the shared table's locks: {os.strerror(outcome)}")
 
     def hold(self, stripe: int) -> None:
         mutex = self._mutexes[stripe]
         outcome = self._lock(mutex)
-        if outcome == errno.EOWNERDEAD:  # its holder died: ours now, its bucket as it was left
-            outcome = self._consistent(mutex)
-            if outcome:  # it cannot be made usable again: not held for good by a live thread
-                self._unlock(mutex)
         if outcome:
-            raise OSError(outcome, f"could not lock the shared table: {os.strerror(outcome)}")
+            self._take_over(mutex, outcome)
+
+    def _take_over(self, mutex: Any, outcome: int) -> None:
+        """After a lock call that did not simply succeed: a dead holder's mutex is ours and usable
+        again, its bucket as it was left; anything else is an error, with the mutex not held."""
+        if outcome == errno.EOWNERDEAD:
+            outcome = _PTHREAD.pthread_mutex_consistent(mutex)
+            if not outcome:
+                return
+            self._unlock(mutex)
+        raise OSError(outcome, f"could not lock the shared table: {os.strerror(outcome)}")
 
     def let_go(self, stripe: int) -> None:
         self._unlock(self._mutexes[stripe])
@@ -245,17 +242,22 @@ class SharedTable:
                 if os.fstat(fd).st_size != size:
                     os.ftruncate(fd, size)  # zero-filled: every slot empty; the same size changes nothing
                 buffer = mmap.mmap(fd, size)
-                if robust and buffer[: len(_READY)] != _READY:
-                    _RobustMutexes.set_up(_PTHREAD, buffer, stripes)
+                locks: _Locks
+                if robust:
+                    locks = mutexes = _RobustMutexes(buffer, stripes)
+                    if buffer[: len(_READY)] != _READY:
+                        mutexes.set_up()
+                        buffer[: len(_READY)] = _READY
+                else:
+                    locks = _RecordLocks(fd)
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         except BaseException:
             os.close(fd)
             raise
-        if not robust:
-            return cls(buffer, _RecordLocks(fd), header, buckets, slots)
-        os.close(fd)  # the mapping stays
-        return cls(buffer, _RobustMutexes(_PTHREAD, buffer, stripes), header, buckets, slots)
+        if robust:
+            os.close(fd)  # the mapping stays
+        return cls(buffer, locks, header, buckets, slots)
 
     @classmethod
     def open(cls, directory: Path | None, name: str, capacity: int) -> "SharedTable":
