@@ -17,7 +17,8 @@ process-shared pthread mutexes in the file's first pages, called through cffi: t
 in user space when nobody waits (~0.5 µs a change for the pair), and the kernel marks a dead
 holder's mutex so the next taker gets it (EOWNERDEAD) and goes on. Elsewhere they are `fcntl` record
 locks on one byte of the file each, which the kernel drops when their process dies: two system calls
-a change (~2.5 µs; 7.7% of a click's samples under wrk, BENCHMARKS.md "Session of 2026-12-07 (14:41
+a change (~2.5 µs; 9.7% of the workers' samples under wrk went to the table's changes with them,
+6.3 to 6.9% with the mutexes: scripts/profile_clicks.py, BENCHMARKS.md "Session of 2026-12-07 (14:41
 UTC)"). A bucket whose changer died mid-write may hold one torn entry: a visitor judged once more,
 an allowance counted once more or less.
 """
