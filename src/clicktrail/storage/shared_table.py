@@ -86,13 +86,23 @@ class _ThreadLock(_Locks):
         self._lock.release()
 
 
+_RECORD_LOCKED_FILES: dict[tuple[int, int], threading.Lock] = {}
+"""The thread lock of each file (device, inode) this process holds record locks on."""
+_RECORD_LOCKED_FILES_GUARD = threading.Lock()
+
+
 class _RecordLocks(_Locks):
-    """`fcntl` record locks on byte `stripe` of the file. They belong to the process, not the thread,
-    so a thread lock orders the threads of one process first."""
+    """`fcntl` record locks on byte `stripe` of the file. They belong to the process, not the thread
+    or the descriptor, so a thread lock orders the threads of one process first: one lock for every
+    table of the process open on the file, or two threads with a table each would both get in."""
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
-        self._thread_lock = threading.Lock()
+        opened = os.fstat(fd)
+        with _RECORD_LOCKED_FILES_GUARD:
+            self._thread_lock = _RECORD_LOCKED_FILES.setdefault(
+                (opened.st_dev, opened.st_ino), threading.Lock()
+            )
 
     def hold(self, stripe: int) -> None:
         self._thread_lock.acquire()
