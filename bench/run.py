@@ -5,7 +5,10 @@ the same run), the same at about 70% of the maximum rate, postbacks per second o
 peak RSS per server process, the exact check that every 302 wrk received is a stored click, and the
 outbound postback lag (conversion committed -> first attempt to a local receiver at 1,000 conversions
 a second, scripts/delivery_lag.py; not with --quick). All of it on SQLite and on PostgreSQL (when
-one answers at CLICKTRAIL_BENCH_POSTGRES_URL). Figures are medians of several short runs; every run
+one answers at CLICKTRAIL_BENCH_POSTGRES_URL). Not with --quick either, after the table: the report
+page in Chromium on 10 million generated clicks (scripts/report_render.py), and the peak RSS of every
+server process after reports through the API on 10 million generated clicks, with the reports'
+times (scripts/server_memory.py, about a minute). Figures are medians of several short runs; every run
 is bounded in time and touches 127.0.0.1 only.
 
     python bench/run.py [--quick] [--runs N] [--seconds S] [--connections C] [--workers N]
@@ -269,12 +272,14 @@ class Server:
             command = Path(f"/proc/{pid}/cmdline").read_bytes()
         if b"\0feed\0" in command:
             return "report feed"
+        if b"\0report-engine\0" in command:
+            return "report engine"
         if b"resource_tracker" in command:
             return "resource tracker"
         return "worker" if pid != self.process.pid else "serve"
 
     def processes(self) -> list[int]:
-        """The server's process and its children (workers, report feed), every thread's."""
+        """The server's process and its children (workers, report feed and engine), every thread's."""
         pids = [self.process.pid]
         for children in Path(f"/proc/{self.process.pid}/task").glob("*/children"):
             with contextlib.suppress(OSError):
@@ -549,6 +554,35 @@ def report_page() -> str:
     return f"report page, 10M clicks, 500 rows: {last}" if last.startswith("worst after") else last
 
 
+def server_memory(clicks: int = 10_000_000) -> str:
+    """scripts/server_memory.py --json (`clicks` generated clicks, 3 reports of each grouping through
+    the API): the VmHWM of every process of `clicktrail serve` after the reports, and their median
+    times, as one line; or why it did not run. Issue 8's memory target is per worker once reports
+    have run on 10M stored clicks, which the click runs above never ask for."""
+    say(f"server memory after reports on {clicks:,} generated clicks (scripts/server_memory.py)")
+    done = subprocess.run(
+        [sys.executable, str(HERE.parent / "scripts" / "server_memory.py"), "--json", f"--clicks={clicks}"],
+        capture_output=True,
+        text=True,
+        cwd=HERE.parent,
+        check=False,  # exits 1 when a worker is over the target, with its figures printed
+    )
+    try:
+        figures = json.loads(done.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        return f"server memory: failed ({(done.stderr.strip().splitlines() or ['no output'])[-1]})"
+    peaks = ", ".join(f"{m['role']} {m['hwm_mb']:.0f}" for m in figures["after_reports"])
+    times = ", ".join(
+        f"{name} {seconds:.2f} s" if seconds < 1 else f"{name} {seconds:.1f} s"
+        for name, seconds in figures["report_median_s"].items()
+    )
+    return (
+        f"server memory after reports on {figures['clicks']:,} clicks (VmHWM, MB): {peaks}; "
+        f"reports: {times}; largest worker {figures['largest_worker_hwm_mb']:.0f} MB "
+        f"(target: under {figures['target_mb']} MB per worker)"
+    )
+
+
 DELIVERY_RATE = 1000
 DELIVERY_WORKERS = 2  # one process both records and delivers ~800 a second at most (BENCHMARKS.md)
 
@@ -720,8 +754,10 @@ def main() -> int:
     }
     reports = report_timings(args.reports) if args.reports else None
     page = None if args.quick else report_page()
+    memory = None if args.quick else server_memory()
     print(table(args, nginx_runs, plain_nginx, results, reports, lags))
     print(page or "report page: not run with --quick (make bench measures it)")
+    print(memory or "server memory after reports: not run with --quick (make bench measures it)")
     return 0 if all(r.stored == r.exact.counts["status_302"] for r in results) else 1
 
 

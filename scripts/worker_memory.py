@@ -50,6 +50,8 @@ def role(pid: int, top: int) -> str:
     command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     if b"feed" in command:
         return "report feed"
+    if b"report-engine" in command:
+        return "report engine"
     if any(b"resource_tracker" in part for part in command):
         return "resource tracker"
     if pid == top:

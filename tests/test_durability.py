@@ -297,8 +297,8 @@ def test_sigterm_under_load_drains_in_flight_requests_and_loses_nothing(backend:
 
 
 def _workers(server: ServerProcess) -> set[int]:
-    """The server's worker processes: its children but the report feed and multiprocessing's
-    resource tracker."""
+    """The server's worker processes: the children multiprocessing spawned (not the report feed, the
+    report engine, nor multiprocessing's resource tracker)."""
     children: set[int] = set()
     for listed in Path(f"/proc/{server.process.pid}/task").glob("*/children"):
         with contextlib.suppress(OSError):
@@ -307,7 +307,7 @@ def _workers(server: ServerProcess) -> set[int]:
     for pid in children:
         with contextlib.suppress(OSError):
             command = Path(f"/proc/{pid}/cmdline").read_bytes()
-            if b"\0feed\0" not in command and b"resource_tracker" not in command:
+            if b"spawn_main" in command:
                 workers.add(pid)
     return workers
 

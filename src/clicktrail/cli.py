@@ -1,4 +1,4 @@
-"""The `clicktrail` command: serve, feed, migrate, tokens, users, keys, report.
+"""The `clicktrail` command: serve, feed, report-engine, migrate, tokens, users, keys, report.
 
 `clicktrail serve` runs in every worker process too (multiprocessing starts them by importing this
 module), so what only one command needs is imported inside it: DuckDB (the report feed and engine)
@@ -35,6 +35,7 @@ from clicktrail.reports.costs import cost_updates
 from clicktrail.reports.dimensions import DIMENSIONS
 from clicktrail.reports.render import csv_text, json_rows, text_table
 from clicktrail.reports.request import parse_report_request
+from clicktrail.reports.result import ReportEngine
 from clicktrail.reports.segments import SegmentStore
 from clicktrail.storage.database import Database
 from clicktrail.types import utc_now
@@ -130,27 +131,30 @@ def serve(args: argparse.Namespace) -> None:
         target=_print_once_listening, args=(args.host, args.port, links), name="ready-links", daemon=True
     ).start()
 
-    # The report feed runs in a process of its own: its DuckDB and its batches of CSV stay out of
-    # the workers (their memory, and the GIL the click path needs).
-    feed = supervisor.Companion(
-        "report feed", [sys.executable, "-m", "clicktrail.cli", "feed", "--parent-pid", str(os.getpid())]
+    # The report feed and the report engine run in processes of their own: DuckDB's memory, the
+    # feed's batches of CSV and a long report's CPU stay out of the workers.
+    parent = ["--parent-pid", str(os.getpid())]
+    feed = supervisor.Companion("report feed", [sys.executable, "-m", "clicktrail.cli", "feed", *parent])
+    engine = supervisor.Companion(
+        "report engine", [sys.executable, "-m", "clicktrail.cli", "report-engine", *parent]
     )
     # uvicorn drains in-flight requests on SIGTERM/SIGINT, then re-raises the signal to the handler
     # it found: make that an ordinary exit, so a graceful stop reports success.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_after_drain)
-    supervisor.run(
-        "clicktrail.web.app:create_app_from_environment",
-        host=args.host,
-        port=args.port,
-        workers=args.workers or auto_workers(),
-        companions=[feed],
-        proxy_headers=False,  # X-Forwarded-For is believed only from CLICKTRAIL_TRUSTED_PROXIES
-        server_header=False,
-        access_log=False,
-        timeout_graceful_shutdown=15,
-        log_level=args.log_level,
-    )
+    with supervisor.report_engine_address():  # the engine's socket, in the environment of both sides
+        supervisor.run(
+            "clicktrail.web.app:create_app_from_environment",
+            host=args.host,
+            port=args.port,
+            workers=args.workers or auto_workers(),
+            companions=[feed, engine],
+            proxy_headers=False,  # X-Forwarded-For is believed only from CLICKTRAIL_TRUSTED_PROXIES
+            server_header=False,
+            access_log=False,
+            timeout_graceful_shutdown=15,
+            log_level=args.log_level,
+        )
 
 
 _READY_WAIT_SECONDS = 60.0
@@ -210,6 +214,34 @@ def feed(args: argparse.Namespace) -> None:
         )
     finally:
         database.dispose()
+
+
+def report_engine(args: argparse.Namespace) -> None:
+    """Answer the workers' reports (reports/remote.py) until SIGTERM or SIGINT, or until the
+    --parent-pid process is gone. Only `clicktrail serve` starts one: it gives the socket's address
+    and key in the environment."""
+    from clicktrail.reports import remote
+
+    address, key = os.environ.get(remote.ADDRESS_VARIABLE), remote.key_from_environment()
+    if not address or not key:
+        names = f"{remote.ADDRESS_VARIABLE} and {remote.KEY_VARIABLE}"
+        raise CommandError(f"{names} are not set: `clicktrail serve` starts the report engine")
+    settings = _settings()
+    os.nice(settings.analytics_niceness)  # as the feed: a redirect cannot wait, a report can
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda _sig, _frame: stop.set())
+
+    def make_engine() -> ReportEngine:
+        from clicktrail.reports.engine import DuckDbReports
+
+        segments = SegmentStore(settings.analytics_path())
+        return DuckDbReports(segments, memory_limit=settings.report_memory_limit)
+
+    parent = args.parent_pid
+    remote.ReportServer(address, key, make_engine).serve_until(
+        stop, keep_going=lambda: parent is None or os.getppid() == parent
+    )
 
 
 def migrate(_: argparse.Namespace) -> None:
@@ -408,6 +440,14 @@ def _parser() -> argparse.ArgumentParser:
         "--parent-pid", type=int, help="stop when this process is gone (serve passes its own)"
     )
     feed_cmd.set_defaults(run=feed)
+
+    engine_cmd = commands.add_parser(
+        "report-engine", help="answer the workers' reports (serve starts one beside its workers)"
+    )
+    engine_cmd.add_argument(
+        "--parent-pid", type=int, help="stop when this process is gone (serve passes its own)"
+    )
+    engine_cmd.set_defaults(run=report_engine)
 
     migrate_cmd = commands.add_parser("migrate", help="bring the database schema up to date")
     migrate_cmd.set_defaults(run=migrate)

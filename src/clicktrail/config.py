@@ -95,8 +95,8 @@ class Settings(BaseSettings):
         10,
         ge=0,
         le=19,
-        description="CLICKTRAIL_ANALYTICS_NICENESS: how far the report feed steps back for the workers "
-        "(the feed process's nice value; 0 keeps the server's)",
+        description="CLICKTRAIL_ANALYTICS_NICENESS: how far the report feed and the report engine step "
+        "back for the workers (their processes' nice value; 0 keeps the server's)",
     )
     analytics_work_share: float = Field(
         0.25,

@@ -1,6 +1,7 @@
 """The report engine on known data: every dimension, every metric, timezones, exact sums, and the
 same answer from the SQLite and the PostgreSQL row stores."""
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -12,6 +13,7 @@ import pytest
 from clicktrail.config import Settings
 from clicktrail.errors import InvalidQuery
 from clicktrail.ids import mint_conversion_id
+from clicktrail.reports import remote
 from clicktrail.reports.engine import DuckDbReports, ReportResult
 from clicktrail.reports.feed import AnalyticsFeed
 from clicktrail.reports.request import parse_report_request
@@ -171,6 +173,30 @@ def test_four_dimensions_at_once(reports: DuckDbReports) -> None:
         by(result, "campaign", "sub1", "country", "device_type")[(2, None, "US", "desktop")]["conversions"]
         == 1
     )
+
+
+def test_the_report_engine_process_answers_exactly_as_the_engine_in_process(
+    reports: DuckDbReports, tmp_path: Path
+) -> None:
+    """What `clicktrail serve`'s workers get from the report engine process (reports/remote.py)."""
+    address, key = remote.address_in(tmp_path), b"k" * 32
+    server = remote.ReportServer(address, key, lambda: reports)
+    stop = threading.Event()
+    serving = threading.Thread(target=server.serve_until, args=(stop, lambda: True))
+    serving.start()
+    try:
+        through_the_socket = remote.RemoteReports(address, key)
+        asked = [
+            {"group_by": "campaign"},
+            {"group_by": "campaign,sub1,country,device_type"},
+            {"group_by": "day", "tz": "Asia/Tokyo", "events": "sale,lead", "sort": "-revenue"},
+        ]
+        for params in asked:
+            request = parse_report_request({"from": "2026-11-01", "to": "2026-11-30"} | params, today=TODAY)
+            assert through_the_socket.run(request) == reports.run(request), params
+    finally:
+        stop.set()
+        serving.join(5)
 
 
 def test_days_and_hours_follow_the_timezone(reports: DuckDbReports) -> None:

@@ -17,6 +17,7 @@ ERROR_STATUS: dict[str, int] = {
     "rate_limited": 429,
     "storage_unavailable": 503,
     "overloaded": 503,
+    "reports_unavailable": 503,
     "internal_error": 500,
 }
 

@@ -5,9 +5,10 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from clicktrail.accounts.service import Accounts
 from clicktrail.bootstrap import AdminTokenCheck, prepare
@@ -24,14 +25,13 @@ from clicktrail.delivery.guard import HostGuard
 from clicktrail.delivery.schedule import RetrySchedule
 from clicktrail.delivery.sender import PostbackSender
 from clicktrail.delivery.wakeup import QueuedBell
+from clicktrail.reports import remote
+from clicktrail.reports.result import ReportEngine
 from clicktrail.reports.segments import SegmentStore
 from clicktrail.storage import inserts
 from clicktrail.storage.batch import GroupCommitWriter, Staged
 from clicktrail.storage.database import Database
 from clicktrail.types import Clock, utc_now
-
-if TYPE_CHECKING:
-    from clicktrail.reports.engine import DuckDbReports
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class Runtime:
         )
         # The report feed runs in a process of its own (clicktrail.feeding), not here.
         self.segments = SegmentStore(settings.analytics_path())
-        self._reports: DuckDbReports | None = None
+        self._reports: ReportEngine | None = None
         self._reports_lock = threading.Lock()
         self._poller: asyncio.Task[None] | None = None
         self._cap_counter: asyncio.Task[None] | None = None
@@ -120,14 +120,20 @@ class Runtime:
         return self.postbacks.prepare_batch(raws).write()
 
     @property
-    def reports(self) -> "DuckDbReports":
-        """The report engine, built by the first report this process answers: DuckDB costs a worker
-        20 to 45 MB resident, which a worker that only serves clicks and postbacks never needs."""
+    def reports(self) -> ReportEngine:
+        """The report engine: under `clicktrail serve`, the report engine process (reports/remote.py),
+        so a worker never holds DuckDB's memory; otherwise (an app built in a test, a script) DuckDB
+        in this process, built by its first report."""
         with self._reports_lock:  # reports run in threads: two first reports must not build two
             if self._reports is None:
-                from clicktrail.reports.engine import DuckDbReports
+                address, key = os.environ.get(remote.ADDRESS_VARIABLE), remote.key_from_environment()
+                if address and key:
+                    self._reports = remote.RemoteReports(address, key)
+                else:
+                    from clicktrail.reports.engine import DuckDbReports
 
-                self._reports = DuckDbReports(self.segments, memory_limit=self.settings.report_memory_limit)
+                    limit = self.settings.report_memory_limit
+                    self._reports = DuckDbReports(self.segments, memory_limit=limit)
             return self._reports
 
     async def start(self) -> None:

@@ -1,5 +1,5 @@
 """Running the server: one process, or a supervisor with several workers, and beside them the
-companion processes that must not run in a worker (the report feed).
+companion processes that must not run in a worker (the report feed, the report engine).
 
 Each worker listens on a socket of its own, all of them in one SO_REUSEPORT group, so the kernel
 spreads new connections across the workers. With one shared socket, whichever worker woke first
@@ -14,6 +14,7 @@ and a load balancer moves on, while requests already read are drained.
 import contextlib
 import logging
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -28,6 +29,7 @@ import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
+from clicktrail.reports import remote
 from clicktrail.web.protocol import EdgeProtocol
 
 log = logging.getLogger(__name__)
@@ -211,6 +213,26 @@ def _shared_memory() -> Iterator[Path]:
             os.environ.pop(SHARED_MEMORY_VARIABLE, None)
         else:
             os.environ[SHARED_MEMORY_VARIABLE] = previous
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def report_engine_address() -> Iterator[str]:
+    """A private directory for the report engine's socket (reports/remote.py) and a fresh key for its
+    connections, both in the environment the engine and the workers inherit; removed on return."""
+    directory = Path(tempfile.mkdtemp(prefix="clicktrail-reports-"))  # mode 0700: ours alone
+    address = remote.address_in(directory)
+    given = {remote.ADDRESS_VARIABLE: address, remote.KEY_VARIABLE: secrets.token_hex(32)}
+    previous = {name: os.environ.get(name) for name in given}
+    os.environ.update(given)
+    try:
+        yield address
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         shutil.rmtree(directory, ignore_errors=True)
 
 

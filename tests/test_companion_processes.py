@@ -1,6 +1,6 @@
-"""The report feed runs in a process of its own beside the workers: reports fill, a worker that only
-serves clicks never loads DuckDB, the feed runs at a lower priority than the workers, and it is
-restarted when it dies and stopped with the server."""
+"""The report feed and the report engine run in processes of their own beside the workers: reports
+fill and are answered while no worker ever loads DuckDB, both run at a lower priority than the
+workers, and each is restarted when it dies and stopped with the server."""
 
 import os
 import signal
@@ -32,8 +32,8 @@ def _command(pid: int) -> list[bytes]:
         return []
 
 
-def _feed_pids(server: ServerProcess) -> list[int]:
-    return [pid for pid in _children(server.process.pid) if b"feed" in _command(pid)]
+def _companion_pids(server: ServerProcess, command: bytes) -> list[int]:
+    return [pid for pid in _children(server.process.pid) if command in _command(pid)]
 
 
 def _worker_pids(server: ServerProcess) -> list[int]:
@@ -73,26 +73,34 @@ def _eventually(check: Callable[[], bool], timeout: float = 15) -> bool:
     return True
 
 
-def _one_feed(server: ServerProcess, *, other_than: int | None = None) -> int:
-    """The pid of the server's one feed process (once it is not `other_than`)."""
+def _one(server: ServerProcess, command: bytes, *, other_than: int | None = None) -> int:
+    """The pid of the server's one `feed` or `report-engine` process (once it is not `other_than`)."""
     found: list[int] = []
 
     def one() -> bool:
-        found[:] = _feed_pids(server)
+        found[:] = _companion_pids(server, command)
         return len(found) == 1 and found[0] != other_than
 
-    assert _eventually(one), f"feed processes: {found}\n{server.log()}"
+    assert _eventually(one), f"{command!r} processes: {found}\n{server.log()}"
     return found[0]
 
 
+def _one_feed(server: ServerProcess, *, other_than: int | None = None) -> int:
+    return _one(server, b"feed", other_than=other_than)
+
+
+def _one_engine(server: ServerProcess, *, other_than: int | None = None) -> int:
+    return _one(server, b"report-engine", other_than=other_than)
+
+
 @pytest.mark.parametrize("workers", [1, 2])
-def test_reports_fill_from_the_feed_process_and_workers_load_duckdb_only_to_answer_one(
+def test_reports_fill_from_the_feed_process_and_are_answered_by_the_engine_process_not_a_worker(
     tmp_path: Path, workers: int
 ) -> None:
     server = start_server(f"sqlite:///{tmp_path / 'clicktrail.db'}", tmp_path, workers=workers)
     tracker = Tracker(server)
     try:
-        feed = _one_feed(server)
+        feed, engine = _one_feed(server), _one_engine(server)
         campaign = tracker.campaign()
         for sub in ("a", "b", "c"):
             tracker.click(campaign["key"], sub1=sub)
@@ -101,14 +109,17 @@ def test_reports_fill_from_the_feed_process_and_workers_load_duckdb_only_to_answ
 
         workers_pids = _worker_pids(server)
         assert len(workers_pids) == workers
-        assert not any(_loads_duckdb(pid) for pid in workers_pids)
-        # The feed steps back for the workers (CLICKTRAIL_ANALYTICS_NICENESS, 10 by default).
-        assert _niceness(feed) == min(_niceness(workers_pids[0]) + 10, 19)
+        # Both step back for the workers (CLICKTRAIL_ANALYTICS_NICENESS, 10 by default).
+        assert _niceness(feed) == _niceness(engine) == min(_niceness(workers_pids[0]) + 10, 19)
 
         params = {"group_by": "sub1", "campaign_id": str(campaign["id"])}
-        body = _report_when(tracker, params, lambda b: b["totals"]["clicks"] == 3)
-        assert body["totals"]["clicks"] == 3
-        assert any(_loads_duckdb(pid) for pid in workers_pids)  # the one that answered the report
+        assert _report_when(tracker, params, lambda b: b["totals"]["clicks"] == 3)["totals"]["clicks"] == 3
+        for _ in range(4 * workers):  # a new connection each: the kernel spreads them over the workers
+            response = tracker.api("GET", "/reports", params=params, headers={"connection": "close"})
+            assert response.status_code == 200, response.text
+            assert response.json()["totals"]["clicks"] == 3
+        assert not any(_loads_duckdb(pid) for pid in workers_pids)
+        assert _loads_duckdb(engine)
     finally:
         tracker.close()
         assert server.stop() == 0, server.log()
@@ -136,22 +147,53 @@ def test_a_killed_feed_process_is_restarted_and_sigterm_stops_it_with_the_server
     assert "report feed process exited with status -9; restarting it" in server.log()
 
 
-def test_sigterm_to_the_whole_process_group_stops_the_feed_without_a_restart(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_report_asked_while_the_killed_engine_restarts_is_answered_once_it_is_back(
+    tmp_path: Path, workers: int
+) -> None:
+    server = start_server(f"sqlite:///{tmp_path / 'clicktrail.db'}", tmp_path, workers=workers)
+    tracker = Tracker(server)
+    try:
+        campaign = tracker.campaign()
+        tracker.click(campaign["key"])
+        params = {"campaign_id": str(campaign["id"])}
+        assert _report_when(tracker, params, lambda b: b["totals"]["clicks"] == 1)["totals"]["clicks"] == 1
+        first = _one_engine(server)
+
+        os.kill(first, signal.SIGKILL)
+        assert _eventually(lambda: not _alive(first), timeout=5)
+        # Asked at once: the worker waits for the engine the supervisor starts again after 1 s.
+        response = tracker.api("GET", "/reports", params=params, timeout=30)
+
+        assert response.status_code == 200, response.text
+        assert response.json()["totals"]["clicks"] == 1
+        second = _one_engine(server, other_than=first)
+    finally:
+        tracker.close()
+        assert server.stop() == 0, server.log()
+    assert not _alive(second)
+    assert "report engine process exited with status -9; restarting it" in server.log()
+
+
+def test_sigterm_to_the_whole_process_group_stops_the_feed_and_the_engine_without_a_restart(
+    tmp_path: Path,
+) -> None:
     server = start_server(
         f"sqlite:///{tmp_path / 'clicktrail.db'}", tmp_path, workers=2, own_process_group=True
     )
-    feed = _one_feed(server)
+    feed, engine = _one_feed(server), _one_engine(server)
 
     assert server.stop(group=True) == 0, server.log()
 
     assert not _alive(feed)
+    assert not _alive(engine)
     assert "restarting" not in server.log()
 
 
-def test_the_feed_process_stops_by_itself_when_serve_is_killed(tmp_path: Path) -> None:
+def test_the_feed_and_the_engine_stop_by_themselves_when_serve_is_killed(tmp_path: Path) -> None:
     server = start_server(f"sqlite:///{tmp_path / 'clicktrail.db'}", tmp_path, workers=1)
-    feed = _one_feed(server)
+    feed, engine = _one_feed(server), _one_engine(server)
 
-    server.stop(signal.SIGKILL)  # only serve: nobody is left to stop the feed
+    server.stop(signal.SIGKILL)  # only serve: nobody is left to stop them
 
-    assert _eventually(lambda: not _alive(feed), timeout=5)
+    assert _eventually(lambda: not _alive(feed) and not _alive(engine), timeout=5)

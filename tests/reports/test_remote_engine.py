@@ -1,0 +1,214 @@
+"""The workers' way to the report engine process (reports/remote.py), over its real socket: what the
+engine answers, refuses or fails on reaches the worker as the same answer or a clear error, and an
+engine that is not there, or dies during a report, is a 503 to retry, never a hang."""
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from clicktrail.errors import InvalidQuery
+from clicktrail.reports import remote
+from clicktrail.reports.costs import CostUpdate
+from clicktrail.reports.request import ReportRequest, parse_report_request
+from clicktrail.reports.result import ReportEngine, ReportResult
+from clicktrail.web.errors import status_for
+
+KEY = b"k" * 32
+TODAY = date(2026, 12, 1)
+REQUEST = parse_report_request(
+    {"group_by": "campaign", "from": "2026-11-01", "to": "2026-11-30"}, today=TODAY
+)
+ANSWER = ReportResult(
+    columns=["campaign", "clicks"], rows=[{"campaign": 1, "clicks": 3}], totals={"clicks": 3}, total_rows=1
+)
+
+
+class _Engine:
+    """An engine that answers with `answer(request)` (which may raise, as a real one can)."""
+
+    def __init__(self, answer: Callable[[ReportRequest], ReportResult]) -> None:
+        self._answer = answer
+        self.asked: list[tuple[ReportRequest, tuple[CostUpdate, ...]]] = []
+
+    def run(self, request: ReportRequest, updates: Sequence[CostUpdate] = ()) -> ReportResult:
+        self.asked.append((request, tuple(updates)))
+        return self._answer(request)
+
+
+@pytest.fixture
+def serving(tmp_path: Path) -> Iterator[Callable[[ReportEngine], str]]:
+    """Start a ReportServer (in a thread of this process) on an engine; its address."""
+    stops: list[threading.Event] = []
+    threads: list[threading.Thread] = []
+
+    def start(engine: ReportEngine) -> str:
+        address = remote.address_in(tmp_path)
+        server = remote.ReportServer(address, KEY, lambda: engine)
+        stop = threading.Event()
+        thread = threading.Thread(target=server.serve_until, args=(stop, lambda: True), daemon=True)
+        thread.start()
+        stops.append(stop)
+        threads.append(thread)
+        return address
+
+    yield start
+    for stop in stops:
+        stop.set()
+    for thread in threads:
+        thread.join(5)
+
+
+def test_a_report_and_its_cost_updates_go_to_the_engine_and_its_answer_comes_back(
+    serving: Callable[[ReportEngine], str],
+) -> None:
+    engine = _Engine(lambda _request: ANSWER)
+    address = serving(engine)
+    update = CostUpdate(7, 1, datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 2, tzinfo=UTC),
+                        Decimal("12.50"), datetime(2026, 11, 3, tzinfo=UTC))  # fmt: skip
+
+    result = remote.RemoteReports(address, KEY).run(REQUEST, [update])
+
+    assert result == ANSWER
+    assert engine.asked == [(REQUEST, (update,))]
+
+
+def test_a_request_the_engine_refuses_is_refused_with_the_engines_own_reason(
+    serving: Callable[[ReportEngine], str],
+) -> None:
+    def refuse(_request: ReportRequest) -> ReportResult:
+        raise InvalidQuery("group_by: no such dimension", {"group_by": "no such dimension"})
+
+    address = serving(_Engine(refuse))
+
+    with pytest.raises(InvalidQuery) as refused:
+        remote.RemoteReports(address, KEY).run(REQUEST)
+    assert refused.value.detail == "group_by: no such dimension"
+    assert status_for(refused.value.code) == 400
+
+
+def test_an_engine_failure_is_said_and_the_engine_answers_the_next_report(
+    serving: Callable[[ReportEngine], str],
+) -> None:
+    failed: list[bool] = []
+
+    def flaky(_request: ReportRequest) -> ReportResult:
+        if not failed:
+            failed.append(True)
+            raise RuntimeError("segment file is corrupt")
+        return ANSWER
+
+    address = serving(_Engine(flaky))
+    reports = remote.RemoteReports(address, KEY)
+
+    with pytest.raises(remote.ReportFailed, match="RuntimeError: segment file is corrupt"):
+        reports.run(REQUEST)
+    assert reports.run(REQUEST) == ANSWER
+
+
+_SLOW_ENGINE = """
+import sys, threading, time
+from clicktrail.reports import remote
+
+class Slow:
+    def run(self, request, updates=()):
+        time.sleep(60)
+
+remote.ReportServer(sys.argv[1], sys.argv[2].encode(), Slow).serve_until(threading.Event(), lambda: True)
+"""
+
+
+def test_an_engine_killed_during_a_report_is_a_503_to_retry_not_a_hang(tmp_path: Path) -> None:
+    address = remote.address_in(tmp_path)
+    engine = subprocess.Popen([sys.executable, "-c", _SLOW_ENGINE, address, KEY.decode()])
+    try:
+        outcome: list[remote.ReportsUnavailable] = []
+
+        def ask() -> None:
+            try:
+                remote.RemoteReports(address, KEY, connect_wait=10).run(REQUEST)
+            except remote.ReportsUnavailable as unavailable:
+                outcome.append(unavailable)
+
+        asking = threading.Thread(target=ask)
+        asking.start()
+        deadline = time.monotonic() + 10
+        while not _connected_to(engine.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        engine.kill()
+        asking.join(10)
+
+        assert not asking.is_alive()
+        assert len(outcome) == 1
+        assert "stopped during the report" in str(outcome[0])
+        assert status_for(outcome[0].code) == 503
+    finally:
+        engine.kill()
+        engine.wait()
+
+
+def _connected_to(pid: int) -> bool:
+    """The engine process has a report's connection open (a socket beyond its listener)."""
+    try:
+        sockets = [link for link in Path(f"/proc/{pid}/fd").iterdir() if "socket:" in os.readlink(link)]
+    except OSError:
+        return False
+    return len(sockets) >= 2
+
+
+def test_no_engine_listening_is_a_503_once_the_wait_for_a_restart_is_over(tmp_path: Path) -> None:
+    reports = remote.RemoteReports(remote.address_in(tmp_path), KEY, connect_wait=0.3)
+
+    with pytest.raises(remote.ReportsUnavailable, match="not running") as unavailable:
+        reports.run(REQUEST)
+    assert status_for(unavailable.value.code) == 503
+
+
+def test_a_report_asked_before_the_engine_listens_is_answered_once_it_does(tmp_path: Path) -> None:
+    address = remote.address_in(tmp_path)
+    stop = threading.Event()
+
+    def start_late() -> None:
+        stop.wait(0.5)
+        remote.ReportServer(address, KEY, lambda: _Engine(lambda _request: ANSWER)).serve_until(
+            stop, lambda: True
+        )
+
+    late = threading.Thread(target=start_late, daemon=True)
+    late.start()
+    try:
+        assert remote.RemoteReports(address, KEY, connect_wait=10).run(REQUEST) == ANSWER
+    finally:
+        stop.set()
+        late.join(5)
+
+
+def test_a_caller_without_the_key_gets_nothing(serving: Callable[[ReportEngine], str]) -> None:
+    engine = _Engine(lambda _request: ANSWER)
+    address = serving(engine)
+
+    with pytest.raises(remote.ReportsUnavailable, match="could not be reached"):
+        remote.RemoteReports(address, b"x" * 32).run(REQUEST)
+    assert engine.asked == []
+    assert remote.RemoteReports(address, KEY).run(REQUEST) == ANSWER  # still serving the others
+
+
+def test_the_socket_left_by_a_killed_engine_does_not_stop_the_next_one(
+    tmp_path: Path, serving: Callable[[ReportEngine], str]
+) -> None:
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(remote.address_in(tmp_path))  # bound and never closed cleanly: the file stays
+    stale.close()
+    assert Path(remote.address_in(tmp_path)).exists()
+
+    address = serving(_Engine(lambda _request: ANSWER))
+
+    assert remote.RemoteReports(address, KEY).run(REQUEST) == ANSWER
