@@ -11,8 +11,8 @@ starts `clicktrail serve` (1 worker, a fresh SQLite file; the base from its comm
 on PYTHONPATH, as scripts/cpu_per_request.py does), drives it with bench/clicks.lua at a fixed pause
 per connection (128 connections; the same pause for both, so both see the same offered load) for a
 warm-up longer than the feed's lag, then for a few runs of --seconds each, and prints each run's rate
-and p50/p99/p99.9 with the CPU per click of the serve process and of its children (the feed). 127.0.0.1
-only.
+and p50/p99/p99.9 with the CPU per click of the serve process and of its children (the report feed,
+and the report engine, idle here). 127.0.0.1 only.
 """
 
 import argparse

@@ -218,3 +218,15 @@ class Tracker:
 
     def postback(self, **params: str) -> httpx.Response:
         return self.http.get("/postback", params=params)
+
+
+def a_pid_nobody_has() -> int:
+    """A process ID no process has now (for a directory "left by a dead server")."""
+    for pid in range(4_000_000, 3_000_000, -1):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return pid
+        except PermissionError:
+            continue
+    raise AssertionError("every pid is taken")

@@ -4,14 +4,16 @@ workers, and each is restarted when it dies and stopped with the server."""
 
 import os
 import signal
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tests.dashboard.test_sign_in_accounts import sign_in
 from tests.reports.test_reports_api import _report_when
-from tests.support import ServerProcess, Tracker, start_server
+from tests.support import ADMIN_TOKEN, ServerProcess, Tracker, a_pid_nobody_has, start_server
 
 
 def _children(pid: int) -> list[int]:
@@ -197,3 +199,56 @@ def test_the_feed_and_the_engine_stop_by_themselves_when_serve_is_killed(tmp_pat
     server.stop(signal.SIGKILL)  # only serve: nobody is left to stop them
 
     assert _eventually(lambda: not _alive(feed) and not _alive(engine), timeout=5)
+
+
+def test_the_engines_socket_directory_is_removed_on_stop_and_a_killed_servers_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    temporary = Path(tempfile.gettempdir())
+    dead_pid = a_pid_nobody_has()
+    left_behind = temporary / f"clicktrail-reports-{dead_pid}-test"
+    left_behind.mkdir()
+    (left_behind / "reports.sock").write_bytes(b"")
+    server = start_server(f"sqlite:///{tmp_path / 'clicktrail.db'}", tmp_path, workers=1)
+    try:
+        _one_engine(server)
+        assert not left_behind.exists()
+        ours = list(temporary.glob(f"clicktrail-reports-{server.process.pid}-*"))
+        assert len(ours) == 1
+        assert ours[0].stat().st_mode & 0o777 == 0o700
+    finally:
+        assert server.stop() == 0, server.log()
+    assert not ours[0].exists()
+
+
+def test_a_stuck_engine_is_said_by_the_api_and_the_dashboard_and_reports_come_back_with_it(
+    tmp_path: Path,
+) -> None:
+    server = start_server(
+        f"sqlite:///{tmp_path / 'clicktrail.db'}", tmp_path, workers=1,
+        extra_env={"CLICKTRAIL_REPORT_TIMEOUT_SECONDS": "2"},
+    )  # fmt: skip
+    tracker = Tracker(server)
+    browser = sign_in(server, "", ADMIN_TOKEN)
+    try:
+        engine = _one_engine(server)
+        os.kill(engine, signal.SIGSTOP)  # alive, its socket listening, answering nothing
+        try:
+            api = tracker.api("GET", "/reports", params={"group_by": "campaign"})
+            page = browser.get("/reports", timeout=30)
+            export = browser.get("/reports.csv", timeout=30)
+        finally:
+            os.kill(engine, signal.SIGCONT)
+
+        assert api.status_code == 503
+        assert api.json()["error"] == "reports_unavailable"
+        assert "did not answer within 2 s" in api.json()["detail"]
+        assert page.status_code == 200  # the page itself, saying why its table is empty
+        assert "did not answer within 2 s" in page.text
+        assert export.status_code == 503
+        assert "did not answer within 2 s" in export.text
+        assert tracker.api("GET", "/reports", params={"group_by": "campaign"}).status_code == 200
+    finally:
+        browser.close()
+        tracker.close()
+        assert server.stop() == 0, server.log()

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from clicktrail.storage.shared_table import SharedTable
-from tests.support import Tracker, fresh_database, start_server
+from tests.support import Tracker, a_pid_nobody_has, fresh_database, start_server
 
 # Every request below opens a connection of its own, and the kernel spreads new connections across
 # the workers' sockets: the chance that all of them reach one worker (and so that these tests pass
@@ -233,7 +233,7 @@ def test_the_workers_shared_directory_is_removed_on_stop_and_a_dead_servers_at_t
     shm = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else None
     if shm is None:
         pytest.skip("no writable /dev/shm here")
-    dead_pid = _a_pid_nobody_has()
+    dead_pid = a_pid_nobody_has()
     left_behind = shm / f"clicktrail-shared-{dead_pid}-test"
     left_behind.mkdir()
     (left_behind / "unique-visitors-1x8").write_bytes(b"\0" * 192)
@@ -246,14 +246,3 @@ def test_the_workers_shared_directory_is_removed_on_stop_and_a_dead_servers_at_t
         finally:
             assert server.stop() == 0, server.log()
     assert not ours[0].exists()
-
-
-def _a_pid_nobody_has() -> int:
-    for pid in range(4_000_000, 3_000_000, -1):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return pid
-        except PermissionError:
-            continue
-    raise AssertionError("every pid is taken")

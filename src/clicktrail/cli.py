@@ -219,13 +219,12 @@ def feed(args: argparse.Namespace) -> None:
 def report_engine(args: argparse.Namespace) -> None:
     """Answer the workers' reports (reports/remote.py) until SIGTERM or SIGINT, or until the
     --parent-pid process is gone. Only `clicktrail serve` starts one: it gives the socket's address
-    and key in the environment."""
+    in the environment."""
     from clicktrail.reports import remote
 
-    address, key = os.environ.get(remote.ADDRESS_VARIABLE), remote.key_from_environment()
-    if not address or not key:
-        names = f"{remote.ADDRESS_VARIABLE} and {remote.KEY_VARIABLE}"
-        raise CommandError(f"{names} are not set: `clicktrail serve` starts the report engine")
+    address = os.environ.get(remote.ADDRESS_VARIABLE)
+    if not address:
+        raise CommandError(f"{remote.ADDRESS_VARIABLE} is not set: serve starts the report engine")
     settings = _settings()
     os.nice(settings.analytics_niceness)  # as the feed: a redirect cannot wait, a report can
     stop = threading.Event()
@@ -239,7 +238,7 @@ def report_engine(args: argparse.Namespace) -> None:
         return DuckDbReports(segments, memory_limit=settings.report_memory_limit)
 
     parent = args.parent_pid
-    remote.ReportServer(address, key, make_engine).serve_until(
+    remote.ReportServer(address, make_engine).serve_until(
         stop, keep_going=lambda: parent is None or os.getppid() == parent
     )
 

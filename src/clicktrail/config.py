@@ -106,7 +106,15 @@ class Settings(BaseSettings):
         "works, resting after each 20 ms of work (on SQLite after each window; 1: never rests)",
     )
     report_memory_limit: str = Field(
-        "256MB", pattern=r"^[0-9]+(MB|GB)$", description="CLICKTRAIL_REPORT_MEMORY_LIMIT: DuckDB's memory cap"
+        "256MB",
+        pattern=r"^[0-9]+(MB|GB)$",
+        description="CLICKTRAIL_REPORT_MEMORY_LIMIT: DuckDB's memory cap (one for every report)",
+    )
+    report_timeout_seconds: float = Field(
+        120.0,
+        gt=0,
+        description="CLICKTRAIL_REPORT_TIMEOUT_SECONDS: a report the report engine has not answered by then "
+        "is answered 503 (reports_unavailable)",
     )
     # Outbound postbacks (docs/delivery.md)
     delivery_enabled: bool = Field(

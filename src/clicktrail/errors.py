@@ -9,7 +9,9 @@
     │   ├── Unauthorized       no or wrong credentials (401)
     │   ├── Forbidden          the credentials are good but their role may not do this (403)
     │   └── RateLimited        too many requests from this key, account or address (429)
-    └── StorageError           the database failed; the request may be retried (maps to 503)
+    ├── StorageError           the database failed; the request may be retried (maps to 503)
+    │   └── ReportsUnavailable the report engine process cannot be reached (reports/remote.py)
+    └── ReportFailed           the report engine failed on a report (reports/remote.py; 500)
 
 Domain code raises these; the web layer maps `code` to an HTTP status in one table.
 """

@@ -126,9 +126,9 @@ class Runtime:
         in this process, built by its first report."""
         with self._reports_lock:  # reports run in threads: two first reports must not build two
             if self._reports is None:
-                address, key = os.environ.get(remote.ADDRESS_VARIABLE), remote.key_from_environment()
-                if address and key:
-                    self._reports = remote.RemoteReports(address, key)
+                address = os.environ.get(remote.ADDRESS_VARIABLE)
+                if address:
+                    self._reports = remote.RemoteReports(address, self.settings.report_timeout_seconds)
                 else:
                     from clicktrail.reports.engine import DuckDbReports
 

@@ -14,7 +14,6 @@ and a load balancer moves on, while requests already read are drained.
 import contextlib
 import logging
 import os
-import secrets
 import shutil
 import socket
 import subprocess
@@ -188,6 +187,7 @@ class Companion:
 
 SHARED_MEMORY_VARIABLE = "CLICKTRAIL_SHARED_MEMORY_DIR"
 _SHARED_PREFIX = "clicktrail-shared-"
+_REPORTS_PREFIX = "clicktrail-reports-"
 
 
 @contextlib.contextmanager
@@ -195,15 +195,8 @@ def _shared_memory() -> Iterator[Path]:
     """A directory on tmpfs for the tables the workers share (storage/shared_table.py), named for
     this process and removed when it returns. One left by a server that was killed is removed at
     the next start, once its process is gone."""
-    tmpfs = "/dev/shm"  # noqa: S108 -- mkdtemp below makes a private directory with a random name
-    parent = Path(tmpfs) if os.access(tmpfs, os.W_OK) else Path(tempfile.gettempdir())
-    for stale in parent.glob(f"{_SHARED_PREFIX}*"):
-        with contextlib.suppress(ValueError, OSError):
-            owner = int(stale.name.removeprefix(_SHARED_PREFIX).split("-")[0])
-            mine = not stale.is_symlink() and stale.stat().st_uid == os.getuid()
-            if mine and not _alive(owner):
-                shutil.rmtree(stale, ignore_errors=True)
-    directory = Path(tempfile.mkdtemp(prefix=f"{_SHARED_PREFIX}{os.getpid()}-", dir=parent))
+    tmpfs = "/dev/shm"  # noqa: S108 -- mkdtemp makes a private directory with a random name
+    directory = _private_directory(_SHARED_PREFIX, Path(tmpfs) if os.access(tmpfs, os.W_OK) else None)
     previous = os.environ.get(SHARED_MEMORY_VARIABLE)
     os.environ[SHARED_MEMORY_VARIABLE] = str(directory)  # the spawned workers inherit it
     try:
@@ -218,22 +211,33 @@ def _shared_memory() -> Iterator[Path]:
 
 @contextlib.contextmanager
 def report_engine_address() -> Iterator[str]:
-    """A private directory for the report engine's socket (reports/remote.py) and a fresh key for its
-    connections, both in the environment the engine and the workers inherit; removed on return."""
-    directory = Path(tempfile.mkdtemp(prefix="clicktrail-reports-"))  # mode 0700: ours alone
+    """A private directory for the report engine's socket (reports/remote.py), its address in the
+    environment the engine and the workers inherit; removed on return."""
+    directory = _private_directory(_REPORTS_PREFIX)
     address = remote.address_in(directory)
-    given = {remote.ADDRESS_VARIABLE: address, remote.KEY_VARIABLE: secrets.token_hex(32)}
-    previous = {name: os.environ.get(name) for name in given}
-    os.environ.update(given)
+    previous = os.environ.get(remote.ADDRESS_VARIABLE)
+    os.environ[remote.ADDRESS_VARIABLE] = address
     try:
         yield address
     finally:
-        for name, value in previous.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        if previous is None:
+            os.environ.pop(remote.ADDRESS_VARIABLE, None)
+        else:
+            os.environ[remote.ADDRESS_VARIABLE] = previous
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def _private_directory(prefix: str, parent: Path | None = None) -> Path:
+    """A new directory only this user can enter (mkdtemp: mode 0700, a random name), named for this
+    process; those a killed server left, their process gone, are removed first."""
+    parent = parent or Path(tempfile.gettempdir())
+    for stale in parent.glob(f"{prefix}*"):
+        with contextlib.suppress(ValueError, OSError):
+            owner = int(stale.name.removeprefix(prefix).split("-")[0])
+            mine = not stale.is_symlink() and stale.stat().st_uid == os.getuid()
+            if mine and not _alive(owner):
+                shutil.rmtree(stale, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent))
 
 
 def _alive(pid: int) -> bool:

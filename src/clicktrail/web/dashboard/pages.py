@@ -27,7 +27,7 @@ from clicktrail.catalog.models import CampaignInput, LanderInput, OfferInput, So
 from clicktrail.clicks.queries import get_click
 from clicktrail.conversions.queries import TimeRange, find_clicks, find_conversions, find_postbacks
 from clicktrail.delivery import queries as outbox
-from clicktrail.errors import ClicktrailError, NotFound, RateLimited, ValidationFailed
+from clicktrail.errors import ClicktrailError, ClientError, NotFound, RateLimited, ValidationFailed
 from clicktrail.reports.costs import cost_updates
 from clicktrail.reports.dimensions import DIMENSIONS, Metric
 from clicktrail.reports.render import csv_text, json_rows
@@ -54,6 +54,7 @@ from clicktrail.web.dashboard.partner import PARTNER_PAGE, add_partner_page
 from clicktrail.web.dashboard.session import COOKIE, LIFETIME_SECONDS, Session, SessionSigner
 from clicktrail.web.dashboard.tables import leading_dimensions, report_rows
 from clicktrail.web.dashboard.trials import add_trial_routes
+from clicktrail.web.errors import status_for
 from clicktrail.web.runtime import Runtime
 
 _HERE = Path(__file__).parent
@@ -153,12 +154,14 @@ def create_dashboard(runtime: Runtime, limits: Limits) -> APIRouter:
             )
         return form
 
-    def report(params: dict[str, str]) -> tuple[ReportResult | None, str | None]:
+    def report(params: dict[str, str]) -> tuple[ReportResult | None, ClicktrailError | None]:
+        """The report, or why not: a bad parameter, or the report engine unreachable or failing (the
+        page says so instead of the API's JSON error)."""
         try:
             parsed = parse_report_request(params, today=runtime.clock().date())
             return runtime.reports.run(parsed, cost_updates(runtime.database)), None
-        except ValidationFailed as exc:
-            return None, exc.detail
+        except ClicktrailError as exc:
+            return None, exc
 
     # Sign-in
     @router.get("/login")
@@ -240,7 +243,8 @@ def create_dashboard(runtime: Runtime, limits: Limits) -> APIRouter:
         names = runtime.cache.snapshot.names
         totals = json_rows(by_day, names)["totals"] if by_day else {}
         return render(
-            request, "overview.html", session, page="overview", form=params, error=error, totals=totals,
+            request, "overview.html", session, page="overview", form=params, totals=totals,
+            error=error.detail if error else None,
             chart=_chart(by_day, params["from"], params["to"]),
             by_campaign=json_rows(by_campaign, names)["rows"] if by_campaign else [],
             campaign_columns=["campaign", "clicks", "conversions", "revenue", "cost", "profit", "roi"],
@@ -277,7 +281,7 @@ def create_dashboard(runtime: Runtime, limits: Limits) -> APIRouter:
         page = render(
             request, "reports.html", session, page="reports", form=params, group_by=group_by,
             dimensions=list(DIMENSIONS), rows=data["rows"], totals=data["totals"], columns=columns,
-            error=error, filters=filters, sort_links=sort_links, csv_link=csv_link,
+            error=error.detail if error else None, filters=filters, sort_links=sort_links, csv_link=csv_link,
             clear_link="?" + urlencode(clear),
             drill=drill_down(request.query_params, group_by, data["rows"], names),
             paging=_paging(request, params, len(data["rows"]), data),
@@ -296,7 +300,9 @@ def create_dashboard(runtime: Runtime, limits: Limits) -> APIRouter:
         params = dict(request.query_params)
         result, error = report(params | {"format": "csv"})
         if result is None:
-            return Response(error or "bad report", status_code=400, media_type="text/plain")
+            assert error is not None
+            status = 400 if isinstance(error, ClientError) else status_for(error.code)  # 503: retry
+            return Response(error.detail, status_code=status, media_type="text/plain")
         return Response(
             csv_text(result, runtime.cache.snapshot.names),
             media_type="text/csv; charset=utf-8",
