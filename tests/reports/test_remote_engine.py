@@ -274,3 +274,34 @@ def test_the_socket_left_by_a_killed_engine_does_not_stop_the_next_one(
     address = serving(_Engine(lambda _request: ANSWER))
 
     assert remote.RemoteReports(address, TIMEOUT).run(REQUEST) == ANSWER
+
+
+def test_a_report_its_worker_stopped_waiting_for_is_not_run(tmp_path: Path) -> None:
+    def slow(_request: ReportRequest) -> ReportResult:
+        time.sleep(1.5)
+        return ANSWER
+
+    engine = _Engine(slow)
+    address = remote.address_in(tmp_path)
+    server = remote.ReportServer(address, lambda: engine, concurrent=1)
+    stop = threading.Event()
+    serving = threading.Thread(target=server.serve_until, args=(stop, lambda: True))
+    serving.start()
+    try:
+        answers: list[ReportResult] = []
+        first = threading.Thread(
+            target=lambda: answers.append(remote.RemoteReports(address, TIMEOUT).run(REQUEST))
+        )
+        first.start()
+        time.sleep(0.3)  # the first report holds the engine's only slot
+
+        with pytest.raises(remote.ReportsUnavailable, match="did not answer within"):
+            remote.RemoteReports(address, timeout=0.5).run(REQUEST)  # gives up while queued
+        first.join(10)
+
+        assert answers == [ANSWER]
+        time.sleep(0.3)  # the slot is free: the abandoned report would start now
+        assert len(engine.asked) == 1
+    finally:
+        stop.set()
+        serving.join(10)

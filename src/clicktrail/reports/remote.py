@@ -43,7 +43,8 @@ seconds (the supervisor waits 1 s, then Python starts), and a report asked meanw
 answered late rather than refused."""
 
 CONCURRENT_REPORTS = 4
-"""Reports run at once in the engine; more wait for a slot. DuckDB spreads each over its threads."""
+"""Reports run at once in the engine; more wait for a slot (and are dropped if their worker stops
+waiting meanwhile). DuckDB spreads each over its threads."""
 
 DRAIN_SECONDS = 8.0
 """Asked to stop, the engine finishes the reports in hand for up to this long (serve kills a companion
@@ -163,7 +164,9 @@ class ReportServer:
     """Answers RemoteReports on `address` with the engine `make_engine` builds at the first report
     (DuckDB is imported then: an idle server's engine process stays small)."""
 
-    def __init__(self, address: str, make_engine: Callable[[], ReportEngine]) -> None:
+    def __init__(
+        self, address: str, make_engine: Callable[[], ReportEngine], *, concurrent: int = CONCURRENT_REPORTS
+    ) -> None:
         Path(address).unlink(missing_ok=True)  # left by an engine that was killed: bind would refuse it
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._listener.bind(address)
@@ -173,7 +176,7 @@ class ReportServer:
         self._make_engine = make_engine
         self._engine: ReportEngine | None = None
         self._engine_lock = threading.Lock()
-        self._slots = threading.BoundedSemaphore(CONCURRENT_REPORTS)
+        self._slots = threading.BoundedSemaphore(concurrent)
         self._closing = threading.Event()
         self._answering = 0
         self._answering_changed = threading.Condition()
@@ -223,6 +226,11 @@ class ReportServer:
                     log.warning("a report request could not be read: %s", exc)
                     return
                 with self._slots:
+                    if _gone(connection):
+                        # Its worker gave up while it waited for a slot (its timeout): running it
+                        # anyway would only make the next reports wait longer.
+                        log.info("a report was dropped: its worker stopped waiting for it")
+                        return
                     answer = self._report(request, updates)
                 connection.settimeout(None)
                 self._tell(connection, answer)
@@ -256,6 +264,20 @@ class ReportServer:
             if self._engine is None:
                 self._engine = self._make_engine()
             return self._engine
+
+
+def _gone(connection: socket.socket) -> bool:
+    """The other side closed the connection (a look at it, not a wait)."""
+    timeout = connection.gettimeout()
+    connection.setblocking(False)  # with a timeout, recv would first wait up to it for data
+    try:
+        return connection.recv(1, socket.MSG_PEEK) == b""
+    except BlockingIOError:
+        return False  # open, and nothing sent: still waiting for its answer
+    except OSError:
+        return True
+    finally:
+        connection.settimeout(timeout)
 
 
 def _same_user(connection: socket.socket) -> bool:
