@@ -54,6 +54,7 @@ def _fill(database: Database, jobs: int, now: datetime) -> None:
 def _explained(connection: Connection) -> None:
     """PostgreSQL's plans of this transaction's statements, printed as they run."""
     driver = connection.connection.driver_connection
+    assert driver is not None  # a live connection's psycopg connection
     driver.add_notice_handler(lambda notice: print(notice.message_primary))
     connection.execute(text("LOAD 'auto_explain'"))
     for setting in ("log_min_duration = 0", "log_analyze = on", "log_level = notice"):

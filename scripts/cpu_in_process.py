@@ -206,11 +206,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    base = parser.add_mutually_exclusive_group()
-    base.add_argument(
+    bases = parser.add_mutually_exclusive_group()
+    bases.add_argument(
         "--base", help="the commit to compare against, as pure Python (without it: this checkout only)"
     )
-    base.add_argument(
+    bases.add_argument(
         "--base-src",
         type=Path,
         help="another checkout's src/, as built there (compiled in place by its own `make compile`): "
@@ -251,7 +251,7 @@ def main() -> int:
         valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={counted}"]
         subprocess.run([*valgrind, *command], env=env, capture_output=True, text=True, check=True, cwd=ROOT)
         try:
-            return _instructions(counted) / (args.rounds * args.width)
+            return float(_instructions(counted) / (args.rounds * args.width))
         finally:
             counted.unlink()
 

@@ -38,7 +38,7 @@ def children(pid: int) -> list[int]:
 
 def measure(python_path: str | None, args: argparse.Namespace) -> list[tuple[bench.Run, float, float]]:
     """Per run: wrk's result, the serve process's and its children's CPU µs per click."""
-    with cpu_per_request.serving(python_path, "sqlite", "clicktrail-steady-") as served:
+    with cpu_per_request.serving(python_path, "sqlite", "clicktrail-steady-", args.workers) as served:
         base_url, pid = served.base_url, served.process.pid
         script = str(ROOT / "bench" / "clicks.lua")
         load = {"BENCH_PATH": f"/c/{served.key}", "BENCH_DELAY_MS": str(args.delay_ms)}
@@ -67,6 +67,7 @@ def main() -> int:
     parser.add_argument("--warm-up", type=int, default=20, help="seconds before measuring (> the feed's lag)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
     bench.ensure_tools()
     p99s: dict[str, list[float]] = {"base": [], "this checkout": []}

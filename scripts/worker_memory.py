@@ -22,7 +22,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections import Counter
+from collections import defaultdict
 from pathlib import Path
 
 import httpx
@@ -68,9 +68,13 @@ def status(pid: int) -> dict[str, float]:
     return fields
 
 
-def mappings(pid: int) -> Counter[str]:
+def _largest(sizes: dict[str, float], top: int) -> list[tuple[str, float]]:
+    return sorted(sizes.items(), key=lambda item: item[1], reverse=True)[:top]
+
+
+def mappings(pid: int) -> dict[str, float]:
     """Resident MB per mapped file (anonymous mappings as [anon], the heap as [heap])."""
-    sizes: Counter[str] = Counter()
+    sizes: defaultdict[str, float] = defaultdict(float)
     current = "[anon]"
     for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
         head = line.split()
@@ -140,7 +144,7 @@ def main() -> int:
                         f"anonymous {memory['RssAnon']:.0f} + file-backed {memory['RssFile']:.0f} + shared "
                         f"{memory['RssShmem']:.0f}; DuckDB {'loaded' if duckdb else 'not loaded'}"
                     )
-                    largest = ", ".join(f"{mapped} {mb:.1f}" for mapped, mb in maps.most_common(args.top))
+                    largest = ", ".join(f"{mapped} {mb:.1f}" for mapped, mb in _largest(maps, args.top))
                     print(f"  largest mappings (MB resident): {largest}")
         finally:
             with contextlib.suppress(ProcessLookupError):
