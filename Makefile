@@ -67,7 +67,7 @@ clean: ## remove .venv and build artefacts (keeps ./data)
 	find src -name '*.so' -delete
 
 .PHONY: bench bench-quick bench-soak
-bench: $(COMPILED) ## benchmark (about 9 min): clicks vs nginx, postbacks, memory, reports at 1M clicks, SQLite and PostgreSQL
+bench: $(COMPILED) ## benchmark (about 11 min): clicks vs nginx, postbacks, memory, reports at 1M and 10M clicks, SQLite and PostgreSQL
 	$(BIN)/python bench/run.py
 
 bench-quick: $(COMPILED) ## the same benchmark in fewer, shorter runs (under a minute)
