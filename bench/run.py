@@ -222,6 +222,29 @@ def seed_campaign(url: str) -> str:
     return campaign.key
 
 
+def server_processes(serve: int) -> list[int]:
+    """`serve`'s process and its children (workers, report feed and engine), every thread's."""
+    pids = [serve]
+    for children in Path(f"/proc/{serve}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            pids += [int(child) for child in children.read_text().split()]
+    return pids
+
+
+def process_role(pid: int, serve: int) -> str:
+    """What a process of the server `serve` is, from its command line."""
+    command = b""
+    with contextlib.suppress(OSError):
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    if b"\0feed\0" in command:
+        return "report feed"
+    if b"\0report-engine\0" in command:
+        return "report engine"
+    if b"resource_tracker" in command:
+        return "resource tracker"
+    return "worker" if pid != serve else "serve"
+
+
 def listening_sockets(port: int) -> int:
     """Listening TCP sockets on `port` (IPv4), from /proc/net/tcp: state 0A is LISTEN."""
     local = f":{port:04X}"
@@ -267,24 +290,10 @@ class Server:
         return max(1, sum(self.role(pid) == "worker" for pid in self.processes()[1:]))
 
     def role(self, pid: int) -> str:
-        command = b""
-        with contextlib.suppress(OSError):
-            command = Path(f"/proc/{pid}/cmdline").read_bytes()
-        if b"\0feed\0" in command:
-            return "report feed"
-        if b"\0report-engine\0" in command:
-            return "report engine"
-        if b"resource_tracker" in command:
-            return "resource tracker"
-        return "worker" if pid != self.process.pid else "serve"
+        return process_role(pid, self.process.pid)
 
     def processes(self) -> list[int]:
-        """The server's process and its children (workers, report feed and engine), every thread's."""
-        pids = [self.process.pid]
-        for children in Path(f"/proc/{self.process.pid}/task").glob("*/children"):
-            with contextlib.suppress(OSError):
-                pids += [int(child) for child in children.read_text().split()]
-        return pids
+        return server_processes(self.process.pid)
 
     def peak_rss_mb(self) -> list[tuple[str, float]]:
         """VmHWM (the peak resident set) of each process, in MB, with what the process is."""

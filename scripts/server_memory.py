@@ -7,14 +7,14 @@
 
 Generates the clicks (and 300,000 conversions) straight into Parquet segments with DuckDB, as
 scripts/report_render.py does, starts `clicktrail serve` on them with its default worker count and a
-quiet live feed, and prints every process of the server (found through /proc/<pid>/task/*/children,
-named from its command line) with its resident set now (VmRSS) and its peak (VmHWM): right after
-the start, then after --runs reports of each grouping through GET /api/v1/reports, each on a new
-connection. The kernel spreads connections across the workers; the worker that answered is the one
-whose CPU time grew most, and a grouping is asked again (up to --runs more times) until every worker
-has answered it, so each worker's peak includes the largest report. Ends with the verdict on the
-largest worker VmHWM against the target. --json prints one JSON line with the figures instead
-(bench/run.py prints them in its table). 127.0.0.1 only; every request times out after 120 s.
+quiet live feed, and prints every process of the server (found and named as bench/run.py does) with
+its resident set now (VmRSS) and its peak (VmHWM): right after the start, then after --runs reports
+of each grouping through GET /api/v1/reports, each on a new connection. The kernel spreads
+connections across the workers; the worker that answered is the one whose CPU time grew most, and a
+grouping is asked again (up to --runs more times) until every worker has answered it, so each
+worker's peak includes the largest report. Ends with the verdict on the largest worker VmHWM against
+the target. --json prints one JSON line with the figures instead (bench/run.py prints them in its
+table). 127.0.0.1 only; every request times out after 120 s.
 """
 
 import argparse
@@ -34,7 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the tests' helpers, without PYTHONPATH=.
 sys.path.insert(0, str(ROOT / "bench"))
 
-from run import process_cpu_seconds as cpu_seconds  # noqa: E402 -- the benchmark's own
+from run import listening_sockets, process_role, server_processes  # noqa: E402 -- the benchmark's
+from run import process_cpu_seconds as cpu_seconds  # noqa: E402
 from tests.dashboard.render_timing import generate_segments, utc_now  # noqa: E402
 from tests.support import ADMIN_TOKEN, fresh_database, start_server  # noqa: E402
 
@@ -56,33 +57,6 @@ class Memory:
     hwm_mb: float
 
 
-def processes(top: int) -> list[tuple[int, int]]:
-    """(pid, parent pid) of `top` and of every descendant, any thread's children."""
-    found = [(top, 0)]
-    for pid, _ in found:  # grows as it goes: children's children are walked too
-        for children in Path(f"/proc/{pid}/task").glob("*/children"):
-            with contextlib.suppress(OSError):
-                found += [(int(child), pid) for child in children.read_text().split()]
-    return found
-
-
-def role(pid: int, parent: int, top: int) -> str:
-    argv = [part.decode(errors="replace") for part in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")]
-    line = " ".join(argv)
-    if pid == top:
-        return "serve"
-    if "resource_tracker" in line:
-        return "resource tracker"
-    # Companions run a subcommand of their own (`clicktrail.cli feed`, and whatever comes next).
-    for number, part in enumerate(argv[:-1]):
-        if part == "clicktrail.cli" or Path(part).name == "clicktrail":
-            subcommand = argv[number + 1]
-            return "report feed" if subcommand == "feed" else subcommand.replace("-", " ")
-    if parent == top and "spawn_main" in line:  # uvicorn's workers, started by multiprocessing
-        return "worker"
-    return f"other ({Path(argv[0]).name} {' '.join(argv[1:3])})".strip()
-
-
 def status_mb(pid: int, field: str) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(f"{field}:"):
@@ -92,20 +66,14 @@ def status_mb(pid: int, field: str) -> float:
 
 def memory(top: int) -> list[Memory]:
     found = []
-    for pid, parent in processes(top):
+    for pid in server_processes(top):
         with contextlib.suppress(OSError):  # a process that ended meanwhile
             found.append(
-                Memory(role(pid, parent, top), pid, status_mb(pid, "VmRSS"), status_mb(pid, "VmHWM"))
+                Memory(process_role(pid, top), pid, status_mb(pid, "VmRSS"), status_mb(pid, "VmHWM"))
             )
     workers = sum(each.role == "worker" for each in found)
     serve = "serve (supervisor)" if workers else "serve (the worker)"
     return [Memory(serve, m.pid, m.rss_mb, m.hwm_mb) if m.role == "serve" else m for m in found]
-
-
-def listening_sockets(port: int) -> int:
-    """Listening TCP sockets on `port` (IPv4), from /proc/net/tcp: state 0A is LISTEN."""
-    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
-    return sum(1 for line in lines if line.split()[1].endswith(f":{port:04X}") and line.split()[3] == "0A")
 
 
 def wait_for_workers(top: int, port: int, seconds: float = 60) -> None:

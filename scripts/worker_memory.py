@@ -37,28 +37,6 @@ import run as bench  # noqa: E402 -- the benchmark's own helpers (free ports, wa
 VENV_BIN = Path(sys.executable).parent
 
 
-def tree(pid: int) -> list[int]:
-    pids = [pid]
-    for each in pids:
-        for children in Path(f"/proc/{each}/task").glob("*/children"):  # every thread's children
-            with contextlib.suppress(OSError):
-                pids += [int(child) for child in children.read_text().split()]
-    return pids
-
-
-def role(pid: int, top: int) -> str:
-    command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    if b"feed" in command:
-        return "report feed"
-    if b"report-engine" in command:
-        return "report engine"
-    if any(b"resource_tracker" in part for part in command):
-        return "resource tracker"
-    if pid == top:
-        return "serve"
-    return "worker"
-
-
 def status(pid: int) -> dict[str, float]:
     fields = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -133,9 +111,9 @@ def main() -> int:
                     timeout=60,
                 )
                 answer.raise_for_status()
-            for pid in tree(server.pid):
+            for pid in bench.server_processes(server.pid):
                 with contextlib.suppress(OSError):
-                    name = role(pid, server.pid)
+                    name = bench.process_role(pid, server.pid)
                     memory = status(pid)
                     maps = mappings(pid)
                     duckdb = any("duckdb" in mapped for mapped in maps)

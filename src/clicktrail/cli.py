@@ -193,11 +193,7 @@ def feed(args: argparse.Namespace) -> None:
     # with as many cores as workers its CPU was the workers' latency: with the feed idle, PostgreSQL's
     # paced postbacks had a p99 of 11 ms instead of 28-41 (BENCHMARKS.md, "Session of 2026-12-06
     # (08:47 UTC)"). Reports can wait a few seconds more; a redirect cannot.
-    os.nice(settings.analytics_niceness)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda _sig, _frame: stop.set())
-    parent = args.parent_pid
+    stop, keep_going = _as_companion(args, settings)
     database = Database(settings.sqlalchemy_url)
     try:
         AnalyticsFeed(
@@ -210,10 +206,21 @@ def feed(args: argparse.Namespace) -> None:
             stop,
             interval=settings.analytics_interval_seconds,
             clock=utc_now,
-            keep_going=lambda: parent is None or os.getppid() == parent,
+            keep_going=keep_going,
         )
     finally:
         database.dispose()
+
+
+def _as_companion(args: argparse.Namespace, settings: Settings) -> tuple[threading.Event, Callable[[], bool]]:
+    """What the report feed and the report engine share as serve's companions: a lower priority than
+    the workers, an event SIGTERM and SIGINT set, and whether --parent-pid is still their parent."""
+    os.nice(settings.analytics_niceness)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda _sig, _frame: stop.set())
+    parent = args.parent_pid
+    return stop, lambda: parent is None or os.getppid() == parent
 
 
 def report_engine(args: argparse.Namespace) -> None:
@@ -226,10 +233,7 @@ def report_engine(args: argparse.Namespace) -> None:
     if not address:
         raise CommandError(f"{remote.ADDRESS_VARIABLE} is not set: serve starts the report engine")
     settings = _settings()
-    os.nice(settings.analytics_niceness)  # as the feed: a redirect cannot wait, a report can
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda _sig, _frame: stop.set())
+    stop, keep_going = _as_companion(args, settings)  # as the feed: a redirect cannot wait, a report can
 
     def make_engine() -> ReportEngine:
         from clicktrail.reports.engine import DuckDbReports
@@ -237,10 +241,7 @@ def report_engine(args: argparse.Namespace) -> None:
         segments = SegmentStore(settings.analytics_path())
         return DuckDbReports(segments, memory_limit=settings.report_memory_limit)
 
-    parent = args.parent_pid
-    remote.ReportServer(address, make_engine).serve_until(
-        stop, keep_going=lambda: parent is None or os.getppid() == parent
-    )
+    remote.ReportServer(address, make_engine).serve_until(stop, keep_going)
 
 
 def migrate(_: argparse.Namespace) -> None:

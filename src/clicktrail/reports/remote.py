@@ -1,13 +1,13 @@
 """The report engine in a process of its own, and the workers' way to it.
 
 A worker that answered reports itself kept DuckDB's memory for good: after a few reports over 10
-million clicks each worker of `clicktrail serve` held about 475 MB resident (137 MB before), against
-issue 8's 150 MB a worker, and every worker paid it again with its own DuckDB, its own
-`report_memory_limit` and its own copy of the segments' metadata. `clicktrail serve` now starts one
-report engine process beside the workers (a `Companion`, as the report feed is); a worker sends it
-the parsed request and waits for the result (`RemoteReports`). The workers never import DuckDB, one
-memory limit covers every report of the server, and the engine runs at the report feed's lower
-priority, so a long report steps back for the redirects.
+million clicks each worker of `clicktrail serve` peaked at 452 MB (130 MB before, measured by
+scripts/server_memory.py), against issue 8's 150 MB a worker, and every worker paid it again with
+its own DuckDB, its own `report_memory_limit` and its own copy of the segments' metadata.
+`clicktrail serve` now starts one report engine process beside the workers (a `Companion`, as the
+report feed is); a worker sends it the parsed request and waits for the result (`RemoteReports`).
+The workers never import DuckDB, one memory limit covers every report of the server, and the engine
+runs at the report feed's lower priority, so a long report steps back for the redirects.
 
 The transport is a Unix socket in a directory only serve's user can enter, and the engine also
 refuses a peer of another user (SO_PEERCRED). One report per connection: a length-prefixed pickle of

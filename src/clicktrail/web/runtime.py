@@ -97,7 +97,7 @@ class Runtime:
             # longer take turns to decide (BENCHMARKS.md, "Session of 2026-12-07").
             prepare=self.postbacks.prepare_batch if self.database.is_sqlite else None,
         )
-        # The report feed runs in a process of its own (clicktrail.feeding), not here.
+        # The report feed and the report engine run in processes of their own (cli.py), not here.
         self.segments = SegmentStore(settings.analytics_path())
         self._reports: ReportEngine | None = None
         self._reports_lock = threading.Lock()

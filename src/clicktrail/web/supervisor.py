@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -196,34 +196,37 @@ def _shared_memory() -> Iterator[Path]:
     this process and removed when it returns. One left by a server that was killed is removed at
     the next start, once its process is gone."""
     tmpfs = "/dev/shm"  # noqa: S108 -- mkdtemp makes a private directory with a random name
-    directory = _private_directory(_SHARED_PREFIX, Path(tmpfs) if os.access(tmpfs, os.W_OK) else None)
-    previous = os.environ.get(SHARED_MEMORY_VARIABLE)
-    os.environ[SHARED_MEMORY_VARIABLE] = str(directory)  # the spawned workers inherit it
-    try:
+    parent = Path(tmpfs) if os.access(tmpfs, os.W_OK) else None
+    with _named_in_environment(SHARED_MEMORY_VARIABLE, _SHARED_PREFIX, parent) as directory:
         yield directory
-    finally:
-        if previous is None:
-            os.environ.pop(SHARED_MEMORY_VARIABLE, None)
-        else:
-            os.environ[SHARED_MEMORY_VARIABLE] = previous
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 @contextlib.contextmanager
 def report_engine_address() -> Iterator[str]:
     """A private directory for the report engine's socket (reports/remote.py), its address in the
     environment the engine and the workers inherit; removed on return."""
-    directory = _private_directory(_REPORTS_PREFIX)
-    address = remote.address_in(directory)
-    previous = os.environ.get(remote.ADDRESS_VARIABLE)
-    os.environ[remote.ADDRESS_VARIABLE] = address
+    with _named_in_environment(
+        remote.ADDRESS_VARIABLE, _REPORTS_PREFIX, naming=remote.address_in
+    ) as directory:
+        yield remote.address_in(directory)
+
+
+@contextlib.contextmanager
+def _named_in_environment(
+    variable: str, prefix: str, parent: Path | None = None, naming: Callable[[Path], str] = str
+) -> Iterator[Path]:
+    """A private directory (_private_directory), `naming(directory)` in `variable` for the processes
+    started meanwhile (they inherit it), both removed on return."""
+    directory = _private_directory(prefix, parent)
+    previous = os.environ.get(variable)
+    os.environ[variable] = naming(directory)
     try:
-        yield address
+        yield directory
     finally:
         if previous is None:
-            os.environ.pop(remote.ADDRESS_VARIABLE, None)
+            os.environ.pop(variable, None)
         else:
-            os.environ[remote.ADDRESS_VARIABLE] = previous
+            os.environ[variable] = previous
         shutil.rmtree(directory, ignore_errors=True)
 
 
