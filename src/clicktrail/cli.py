@@ -35,7 +35,7 @@ from clicktrail.reports.costs import cost_updates
 from clicktrail.reports.dimensions import DIMENSIONS
 from clicktrail.reports.render import csv_text, json_rows, text_table
 from clicktrail.reports.request import parse_report_request
-from clicktrail.reports.result import ReportEngine
+from clicktrail.reports.result import AbandonableEngine
 from clicktrail.reports.segments import SegmentStore
 from clicktrail.storage.database import Database
 from clicktrail.types import utc_now
@@ -235,7 +235,7 @@ def report_engine(args: argparse.Namespace) -> None:
     settings = _settings()
     stop, keep_going = _as_companion(args, settings)  # as the feed: a redirect cannot wait, a report can
 
-    def make_engine() -> ReportEngine:
+    def make_engine() -> AbandonableEngine:
         from clicktrail.reports.engine import DuckDbReports
 
         segments = SegmentStore(settings.analytics_path())

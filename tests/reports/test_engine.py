@@ -2,21 +2,24 @@
 same answer from the SQLite and the PostgreSQL row stores."""
 
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 
 from clicktrail.config import Settings
 from clicktrail.errors import InvalidQuery
 from clicktrail.ids import mint_conversion_id
 from clicktrail.reports import remote
-from clicktrail.reports.engine import DuckDbReports, ReportResult
+from clicktrail.reports.engine import ABANDON_CHECK_SECONDS, DuckDbReports, ReportResult, interrupted_when
 from clicktrail.reports.feed import AnalyticsFeed
 from clicktrail.reports.request import parse_report_request
+from clicktrail.reports.result import ReportAbandoned
 from clicktrail.reports.segments import SegmentStore
 from clicktrail.storage import event_store, inserts
 from clicktrail.storage.database import Database
@@ -302,3 +305,31 @@ def test_sqlite_and_postgresql_agree_to_the_cent(
     other = _answers.get("postgres" if backend == "sqlite" else "sqlite")
     if other is not None:
         assert answer == other
+
+
+def test_a_report_nobody_waits_for_any_more_is_not_started(reports: DuckDbReports) -> None:
+    asked = {"group_by": "campaign", "from": "2026-11-01", "to": "2026-11-30"}
+    request = parse_report_request(asked, today=TODAY)
+
+    with pytest.raises(ReportAbandoned):
+        reports.run(request, abandoned=lambda: True)
+    assert reports.run(request, abandoned=lambda: False) == reports.run(request)
+
+
+def test_a_query_whose_asker_gave_up_is_interrupted_not_run_to_its_end() -> None:
+    """What stops a long report in the report engine once its worker's timeout is over."""
+    cursor = duckdb.connect().cursor()
+    gave_up_at = time.monotonic() + 0.3
+
+    started = time.monotonic()
+    with pytest.raises(ReportAbandoned), interrupted_when(lambda: time.monotonic() >= gave_up_at, cursor):
+        cursor.execute("SELECT sum(hash(i)) FROM range(100000000000) t(i)").fetchall()  # minutes of work
+    assert time.monotonic() - started < 0.3 + 2 * ABANDON_CHECK_SECONDS + 0.5
+
+
+def test_a_query_nobody_gave_up_on_runs_to_its_end() -> None:
+    cursor = duckdb.connect().cursor()
+
+    with interrupted_when(lambda: False, cursor):
+        time.sleep(2 * ABANDON_CHECK_SECONDS)  # the watch looks more than once meanwhile
+        assert cursor.execute("SELECT 42").fetchall() == [(42,)]

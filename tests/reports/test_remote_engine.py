@@ -19,7 +19,7 @@ from clicktrail.errors import InvalidQuery
 from clicktrail.reports import remote
 from clicktrail.reports.costs import CostUpdate
 from clicktrail.reports.request import ReportRequest, parse_report_request
-from clicktrail.reports.result import ReportEngine, ReportResult
+from clicktrail.reports.result import AbandonableEngine, ReportAbandoned, ReportResult
 from clicktrail.web.errors import status_for
 
 TIMEOUT = 30.0
@@ -39,18 +39,24 @@ class _Engine:
         self._answer = answer
         self.asked: list[tuple[ReportRequest, tuple[CostUpdate, ...]]] = []
 
-    def run(self, request: ReportRequest, updates: Sequence[CostUpdate] = ()) -> ReportResult:
+    def run(
+        self,
+        request: ReportRequest,
+        updates: Sequence[CostUpdate] = (),
+        *,
+        abandoned: Callable[[], bool] | None = None,
+    ) -> ReportResult:
         self.asked.append((request, tuple(updates)))
         return self._answer(request)
 
 
 @pytest.fixture
-def serving(tmp_path: Path) -> Iterator[Callable[[ReportEngine], str]]:
+def serving(tmp_path: Path) -> Iterator[Callable[[AbandonableEngine], str]]:
     """Start a ReportServer (in a thread of this process) on an engine; its address."""
     stops: list[threading.Event] = []
     threads: list[threading.Thread] = []
 
-    def start(engine: ReportEngine) -> str:
+    def start(engine: AbandonableEngine) -> str:
         address = remote.address_in(tmp_path)
         server = remote.ReportServer(address, lambda: engine)
         stop = threading.Event()
@@ -68,7 +74,7 @@ def serving(tmp_path: Path) -> Iterator[Callable[[ReportEngine], str]]:
 
 
 def test_a_report_and_its_cost_updates_go_to_the_engine_and_its_answer_comes_back(
-    serving: Callable[[ReportEngine], str],
+    serving: Callable[[AbandonableEngine], str],
 ) -> None:
     engine = _Engine(lambda _request: ANSWER)
     address = serving(engine)
@@ -82,7 +88,7 @@ def test_a_report_and_its_cost_updates_go_to_the_engine_and_its_answer_comes_bac
 
 
 def test_a_request_the_engine_refuses_is_refused_with_the_engines_own_reason(
-    serving: Callable[[ReportEngine], str],
+    serving: Callable[[AbandonableEngine], str],
 ) -> None:
     def refuse(_request: ReportRequest) -> ReportResult:
         raise InvalidQuery("group_by: no such dimension", {"group_by": "no such dimension"})
@@ -96,7 +102,7 @@ def test_a_request_the_engine_refuses_is_refused_with_the_engines_own_reason(
 
 
 def test_an_engine_failure_is_said_and_the_engine_answers_the_next_report(
-    serving: Callable[[ReportEngine], str],
+    serving: Callable[[AbandonableEngine], str],
 ) -> None:
     failed: list[bool] = []
 
@@ -120,7 +126,7 @@ import sys, threading, time
 from clicktrail.reports import remote
 
 class Slow:
-    def run(self, request, updates=()):
+    def run(self, request, updates=(), abandoned=None):
         time.sleep(60)
 
 remote.ReportServer(sys.argv[1], Slow).serve_until(threading.Event(), lambda: True)
@@ -227,7 +233,7 @@ def test_a_stuck_engine_is_a_503_once_the_report_timeout_is_over_not_a_hang(tmp_
 
 
 def test_a_connection_that_sends_no_report_does_not_stop_the_engine(
-    serving: Callable[[ReportEngine], str],
+    serving: Callable[[AbandonableEngine], str],
 ) -> None:
     address = serving(_Engine(lambda _request: ANSWER))
     for garbage in (b"", b"\xff\xff\xff\xff", b"\x00\x00\x00\x0512345", b"GET / HTTP/1.1\r\n\r\n"):
@@ -264,7 +270,7 @@ def test_asked_to_stop_the_engine_finishes_the_report_in_hand(tmp_path: Path) ->
 
 
 def test_the_socket_left_by_a_killed_engine_does_not_stop_the_next_one(
-    tmp_path: Path, serving: Callable[[ReportEngine], str]
+    tmp_path: Path, serving: Callable[[AbandonableEngine], str]
 ) -> None:
     stale = socket.socket(socket.AF_UNIX)
     stale.bind(remote.address_in(tmp_path))  # bound and never closed cleanly: the file stays
@@ -302,6 +308,49 @@ def test_a_report_its_worker_stopped_waiting_for_is_not_run(tmp_path: Path) -> N
         assert answers == [ANSWER]
         time.sleep(0.3)  # the slot is free: the abandoned report would start now
         assert len(engine.asked) == 1
+    finally:
+        stop.set()
+        serving.join(10)
+
+
+def test_a_running_report_its_worker_stopped_waiting_for_is_stopped(tmp_path: Path) -> None:
+    started, stopped = threading.Event(), threading.Event()
+
+    class Running:
+        """A long report that looks, as the real engine does, whether anyone still waits for it."""
+
+        def run(
+            self,
+            request: ReportRequest,
+            updates: Sequence[CostUpdate] = (),
+            *,
+            abandoned: Callable[[], bool] | None = None,
+        ) -> ReportResult:
+            assert abandoned is not None
+            if started.is_set():
+                return ANSWER  # the next report: quick
+            started.set()
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                if abandoned():
+                    stopped.set()
+                    raise ReportAbandoned("nobody waits")
+                time.sleep(0.05)
+            return ANSWER
+
+    address = remote.address_in(tmp_path)
+    server = remote.ReportServer(address, Running, concurrent=1)
+    stop = threading.Event()
+    serving = threading.Thread(target=server.serve_until, args=(stop, lambda: True))
+    serving.start()
+    try:
+        with pytest.raises(remote.ReportsUnavailable, match="did not answer within"):
+            remote.RemoteReports(address, timeout=0.5).run(REQUEST)
+
+        assert started.is_set()
+        assert stopped.wait(2), "the report ran on after its worker gave up"
+        # The engine's only slot is free again: the next report does not wait for the first's end.
+        assert remote.RemoteReports(address, timeout=2).run(REQUEST) == ANSWER
     finally:
         stop.set()
         serving.join(10)

@@ -16,6 +16,7 @@ timeouts), so a stuck or stopped engine is a 503 to retry, never a worker thread
 """
 
 import contextlib
+import functools
 import logging
 import os
 import pickle
@@ -30,7 +31,7 @@ from typing import Any
 from clicktrail.errors import ClicktrailError, StorageError
 from clicktrail.reports.costs import CostUpdate
 from clicktrail.reports.request import ReportRequest
-from clicktrail.reports.result import ReportEngine, ReportResult
+from clicktrail.reports.result import AbandonableEngine, ReportAbandoned, ReportResult
 
 log = logging.getLogger(__name__)
 
@@ -162,10 +163,15 @@ class RemoteReports:
 
 class ReportServer:
     """Answers RemoteReports on `address` with the engine `make_engine` builds at the first report
-    (DuckDB is imported then: an idle server's engine process stays small)."""
+    (DuckDB is imported then: an idle server's engine process stays small). A report whose worker
+    stops waiting (its timeout, or the worker gone) is stopped, running or not yet started."""
 
     def __init__(
-        self, address: str, make_engine: Callable[[], ReportEngine], *, concurrent: int = CONCURRENT_REPORTS
+        self,
+        address: str,
+        make_engine: Callable[[], AbandonableEngine],
+        *,
+        concurrent: int = CONCURRENT_REPORTS,
     ) -> None:
         Path(address).unlink(missing_ok=True)  # left by an engine that was killed: bind would refuse it
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -174,7 +180,7 @@ class ReportServer:
         self._listener.settimeout(0.5)  # accept() looks at `_closing` this often
         self._address = address
         self._make_engine = make_engine
-        self._engine: ReportEngine | None = None
+        self._engine: AbandonableEngine | None = None
         self._engine_lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(concurrent)
         self._closing = threading.Event()
@@ -226,12 +232,13 @@ class ReportServer:
                     log.warning("a report request could not be read: %s", exc)
                     return
                 with self._slots:
-                    if _gone(connection):
-                        # Its worker gave up while it waited for a slot (its timeout): running it
-                        # anyway would only make the next reports wait longer.
-                        log.info("a report was dropped: its worker stopped waiting for it")
-                        return
-                    answer = self._report(request, updates)
+                    # A report its worker gave up on (while it waited for a slot, or while it runs)
+                    # would only make the next reports wait longer.
+                    gone = functools.partial(_gone, connection)
+                    answer = None if gone() else self._report(request, updates, gone)
+                if answer is None:
+                    log.info("a report was stopped: its worker stopped waiting for it")
+                    return
                 connection.settimeout(None)
                 self._tell(connection, answer)
         finally:
@@ -250,16 +257,21 @@ class ReportServer:
             with contextlib.suppress(OSError):
                 _send(connection, ("failed", None), _MAX_ANSWER_BYTES)
 
-    def _report(self, request: ReportRequest, updates: Sequence[CostUpdate]) -> tuple[str, Any]:
+    def _report(
+        self, request: ReportRequest, updates: Sequence[CostUpdate], abandoned: Callable[[], bool]
+    ) -> tuple[str, Any] | None:
+        """The answer to send, or None for a report stopped because nobody waits for it."""
         try:
-            return "result", self._engine_now().run(request, updates)
+            return "result", self._engine_now().run(request, updates, abandoned=abandoned)
+        except ReportAbandoned:
+            return None
         except ClicktrailError as refused:  # the request's own fault, said as the engine said it
             return "refused", refused
         except Exception:
             log.exception("a report failed")
             return "failed", None
 
-    def _engine_now(self) -> ReportEngine:
+    def _engine_now(self) -> AbandonableEngine:
         with self._engine_lock:
             if self._engine is None:
                 self._engine = self._make_engine()
