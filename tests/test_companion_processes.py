@@ -13,7 +13,7 @@ import pytest
 
 from tests.dashboard.test_sign_in_accounts import sign_in
 from tests.reports.test_reports_api import _report_when
-from tests.support import ADMIN_TOKEN, ServerProcess, Tracker, a_pid_nobody_has, start_server
+from tests.support import ADMIN_TOKEN, ServerProcess, Tracker, a_pid_nobody_has, fresh_database, start_server
 
 
 def _children(pid: int) -> list[int]:
@@ -125,6 +125,31 @@ def test_reports_fill_from_the_feed_process_and_are_answered_by_the_engine_proce
     finally:
         tracker.close()
         assert server.stop() == 0, server.log()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_on_postgresql_serve_holds_the_feed_to_its_share_and_reports_still_fill(
+    tmp_path: Path, backend: str
+) -> None:
+    """On SQLite the feed rests by itself instead: stopped from outside while it held a lock of the
+    database file's shared memory, it would stop the workers' writes too."""
+    with fresh_database(backend, tmp_path) as url:
+        server = start_server(url, tmp_path, workers=2)
+        tracker = Tracker(server)
+        try:
+            feed = _one_feed(server)
+            assert (b"--cpu-held-by-parent" in _command(feed)) == (backend == "postgres")
+            campaign = tracker.campaign()
+            for sub in ("a", "b"):
+                tracker.click(campaign["key"], sub1=sub)
+            params = {"campaign_id": str(campaign["id"])}
+            assert (
+                _report_when(tracker, params, lambda b: b["totals"]["clicks"] == 2)["totals"]["clicks"] == 2
+            )
+        finally:
+            tracker.close()
+            assert server.stop() == 0, server.log()
+        assert not _alive(feed)
 
 
 @pytest.mark.parametrize("workers", [1, 2])

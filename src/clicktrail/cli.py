@@ -134,7 +134,22 @@ def serve(args: argparse.Namespace) -> None:
     # The report feed and the report engine run in processes of their own: DuckDB's memory, the
     # feed's batches of CSV and a long report's CPU stay out of the workers.
     parent = ["--parent-pid", str(os.getpid())]
-    feed = supervisor.Companion("report feed", [sys.executable, "-m", "clicktrail.cli", "feed", *parent])
+    # On PostgreSQL the feed's CPU is held to its share from here, DuckDB's steps included
+    # (supervisor.CpuShare). Not on SQLite: stopped while it held a lock of the database file's
+    # shared memory, it would stop the workers' writes too (one paced run's p99 went to 145 ms).
+    held = supervisor.CpuShare.possible() and not settings.is_sqlite
+    feed = supervisor.Companion(
+        "report feed",
+        [
+            sys.executable,
+            "-m",
+            "clicktrail.cli",
+            "feed",
+            *parent,
+            *(["--cpu-held-by-parent"] if held else []),
+        ],
+        cpu_share=settings.analytics_work_share if held else None,
+    )
     engine = supervisor.Companion(
         "report engine", [sys.executable, "-m", "clicktrail.cli", "report-engine", *parent]
     )
@@ -201,7 +216,10 @@ def feed(args: argparse.Namespace) -> None:
             SegmentStore(settings.analytics_path()),
             lag=timedelta(seconds=settings.analytics_lag_seconds),
             # Asked to stop, it finishes the window in hand without resting: serve kills it after 10 s.
-            share=WorkShare(settings.analytics_work_share, sleep=stop.wait),
+            # Under serve (--cpu-held-by-parent) serve holds it to its share instead, DuckDB included.
+            share=WorkShare(
+                1.0 if args.cpu_held_by_parent else settings.analytics_work_share, sleep=stop.wait
+            ),
         ).run_until(
             stop,
             interval=settings.analytics_interval_seconds,
@@ -438,6 +456,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     feed_cmd.add_argument(
         "--parent-pid", type=int, help="stop when this process is gone (serve passes its own)"
+    )
+    feed_cmd.add_argument(
+        "--cpu-held-by-parent",
+        action="store_true",
+        help="do not rest to keep to CLICKTRAIL_ANALYTICS_WORK_SHARE: the parent (serve) holds the CPU to it",
     )
     feed_cmd.set_defaults(run=feed)
 

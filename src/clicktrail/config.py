@@ -102,8 +102,9 @@ class Settings(BaseSettings):
         0.25,
         gt=0,
         le=1,
-        description="CLICKTRAIL_ANALYTICS_WORK_SHARE: at most this share of the time the report feed "
-        "works, resting after each 20 ms of work (on SQLite after each window; 1: never rests)",
+        description="CLICKTRAIL_ANALYTICS_WORK_SHARE: at most this share of one core the report feed "
+        "uses: on PostgreSQL serve holds it there (stopping it for a few ms at a time); on SQLite, or "
+        "run alone, it rests after each 20 ms of work (on SQLite after each window); 1: never held",
     )
     report_memory_limit: str = Field(
         "256MB",
