@@ -226,6 +226,20 @@ def test_the_feed_and_the_engine_stop_by_themselves_when_serve_is_killed(tmp_pat
     assert _eventually(lambda: not _alive(feed) and not _alive(engine), timeout=5)
 
 
+def test_a_feed_held_to_its_share_dies_with_serve_even_while_it_is_stopped(tmp_path: Path) -> None:
+    """Stopped (SIGSTOP) it could not look for its parent: it leads its own process group, which
+    serve's death orphans, and the kernel ends a stopped member of an orphaned group (SIGHUP)."""
+    with fresh_database("postgres", tmp_path) as url:
+        server = start_server(url, tmp_path, workers=1)
+        feed = _one_feed(server)
+        assert b"--cpu-held-by-parent" in _command(feed)
+        os.kill(feed, signal.SIGSTOP)  # as serve's CpuShare does, a few milliseconds at a time
+
+        server.stop(signal.SIGKILL)
+
+        assert _eventually(lambda: not _alive(feed), timeout=5)
+
+
 def test_the_engines_socket_directory_is_removed_on_stop_and_a_killed_servers_at_the_next_start(
     tmp_path: Path,
 ) -> None:

@@ -103,7 +103,7 @@ class Settings(BaseSettings):
         gt=0,
         le=1,
         description="CLICKTRAIL_ANALYTICS_WORK_SHARE: at most this share of one core the report feed "
-        "uses: on PostgreSQL serve holds it there (stopping it for a few ms at a time); on SQLite, or "
+        "uses: on PostgreSQL (Linux) serve holds it there (stopping it a few ms at a time); on SQLite, or "
         "run alone, it rests after each 20 ms of work (on SQLite after each window); 1: never held",
     )
     report_memory_limit: str = Field(

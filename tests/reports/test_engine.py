@@ -323,8 +323,9 @@ def test_a_query_whose_asker_gave_up_is_interrupted_not_run_to_its_end() -> None
 
     started = time.monotonic()
     with pytest.raises(ReportAbandoned), interrupted_when(lambda: time.monotonic() >= gave_up_at, cursor):
-        cursor.execute("SELECT sum(hash(i)) FROM range(100000000000) t(i)").fetchall()  # minutes of work
-    assert time.monotonic() - started < 0.3 + 2 * ABANDON_CHECK_SECONDS + 0.5
+        # Some seconds of work (it ends even if the interrupt were lost: the test fails, not hangs).
+        cursor.execute("SELECT sum(hash(i)) FROM range(2000000000) t(i)").fetchall()
+    assert time.monotonic() - started < 0.3 + 2 * ABANDON_CHECK_SECONDS + 1.0
 
 
 def test_a_query_nobody_gave_up_on_runs_to_its_end() -> None:

@@ -336,7 +336,11 @@ def interrupted_when(
     abandoned: Callable[[], bool] | None, connection: duckdb.DuckDBPyConnection
 ) -> Iterator[None]:
     """Interrupt `connection`'s query once `abandoned()` is true (looked at before it starts, then
-    every ABANDON_CHECK_SECONDS from a thread of its own), and raise ReportAbandoned for it."""
+    every ABANDON_CHECK_SECONDS from a thread of its own), and raise ReportAbandoned for it.
+
+    Interrupted again at every look until the query ends: DuckDB clears the request when a query
+    starts executing, so one sent while it was still being planned (binding `read_parquet` over many
+    segments reads their metadata) would be lost, and the abandoned report run to its end."""
     if abandoned is None:
         yield
         return
@@ -347,17 +351,16 @@ def interrupted_when(
 
     def watch() -> None:
         while not finished.wait(ABANDON_CHECK_SECONDS):
-            if abandoned():
+            if interrupted.is_set() or abandoned():
                 interrupted.set()
                 connection.interrupt()
-                return
 
     watcher = threading.Thread(target=watch, name="report watch", daemon=True)
     watcher.start()
     try:
         yield
-    except duckdb.InterruptException as exc:
-        if interrupted.is_set():
+    except duckdb.Error as exc:
+        if interrupted.is_set():  # however the interrupt surfaced: nobody waits for the answer
             raise ReportAbandoned("nobody waits for this report any more") from exc
         raise
     finally:

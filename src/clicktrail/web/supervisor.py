@@ -185,7 +185,12 @@ class Companion:
                 self._process = self._spawn()
 
     def _spawn(self) -> "subprocess.Popen[bytes]":
-        return subprocess.Popen(self._command)  # noqa: S603 -- our own command line, built by serve
+        # A held companion leads a process group of its own: if serve is killed while it is stopped
+        # (SIGSTOP, CpuShare), its group is orphaned and the kernel sends it SIGHUP and SIGCONT, so it
+        # ends instead of staying stopped (it could not look for its parent). It then misses the
+        # SIGINT of a Ctrl-C to serve's group: serve's own stop sends it SIGTERM.
+        own_group = 0 if self._share is not None else None
+        return subprocess.Popen(self._command, process_group=own_group)  # noqa: S603 -- serve's own command
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it has not exited within the timeout."""
@@ -227,8 +232,10 @@ class CpuShare:
 
     TICK_SECONDS = 0.005
     """How often a working process's clock is read: it runs at most about this long over its share."""
-    IDLE_TICK_SECONDS = 0.05
-    """How often an idle one's is (the feed sleeps between runs: 10 s by default)."""
+    IDLE_TICK_SECONDS = 0.02
+    """How often an idle one's is (the feed sleeps between runs: 10 s by default)..."""
+    IDLE_AFTER_SECONDS = 0.05
+    """...once it has used no CPU for this long (not after one wait for the database)."""
 
     def __init__(self, companion: "Companion", share: float) -> None:
         if not 0 < share <= 1:
@@ -256,42 +263,55 @@ class CpuShare:
             self._thread.join()
 
     def _hold(self) -> None:
-        watched: int | None = None
-        credit = used = seen = 0.0
+        while not self._stop.is_set():
+            try:
+                self._hold_until_stopped()
+            except Exception:  # the feed must not run unheld for the rest of the server's life
+                log.exception(
+                    "holding the %s process to its CPU share failed; starting again", self._companion.name
+                )
+                self._stop.wait(1.0)
+
+    def _hold_until_stopped(self) -> None:
+        watched: subprocess.Popen[bytes] | None = None
+        credit = used = seen = busy_at = 0.0
         tick = self.IDLE_TICK_SECONDS
+        unreadable = False
         while not self._stop.wait(tick):
             process = self._companion.running()
             if process is None:
                 watched, tick = None, self.IDLE_TICK_SECONDS
                 continue
-            now = time.monotonic()
             try:
-                spent = time.clock_gettime(_cpu_clock(process.pid))
-            except OSError:  # gone since: the watcher restarts it, and this follows the new one
-                watched = None
+                now, spent = time.monotonic(), time.clock_gettime(_cpu_clock(process.pid))
+            except OSError as exc:  # gone since (the watcher restarts it, and this follows), or no clock
+                if not unreadable and process.poll() is None:
+                    log.warning(
+                        "cannot read the %s process's CPU clock (%s): not held", self._companion.name, exc
+                    )
+                    unreadable = True
+                watched, tick = None, self.IDLE_TICK_SECONDS
                 continue
-            if watched != process.pid:  # a new process: its time so far is not held against it
-                watched, credit, used, seen = process.pid, 0.0, spent, now
+            if watched is not process:  # a new process: its time so far is not held against it
+                watched, credit, used, seen, busy_at = process, 0.0, spent, now, now
                 continue
             credit = min(credit + self._share * (now - seen) - (spent - used), self.TICK_SECONDS)
-            tick = self.TICK_SECONDS if spent > used else self.IDLE_TICK_SECONDS
+            if spent > used:
+                busy_at = now
+            tick = self.TICK_SECONDS if now - busy_at < self.IDLE_AFTER_SECONDS else self.IDLE_TICK_SECONDS
             used, seen = spent, now
             if credit < 0:
-                pause = -credit / self._share
-                self._pause(process, pause)
+                self._pause(process, -credit / self._share)
                 credit, seen = 0.0, time.monotonic()
 
     def _pause(self, process: "subprocess.Popen[bytes]", seconds: float) -> None:
-        """Stop `process` for `seconds` (less if asked to stop meanwhile), and always let it go on."""
-        try:
-            process.send_signal(signal.SIGSTOP)  # Popen's: never a pid reaped and given to another
-        except ProcessLookupError:
-            return
+        """Stop `process` for `seconds` (less if asked to stop meanwhile), and always let it go on.
+        Popen's send_signal: a process already waited for is not signalled (nor its pid, reused)."""
+        process.send_signal(signal.SIGSTOP)
         try:
             self._stop.wait(seconds)
         finally:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGCONT)
+            process.send_signal(signal.SIGCONT)
 
 
 def _cpu_clock(pid: int) -> int:
