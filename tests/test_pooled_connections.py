@@ -77,3 +77,22 @@ def test_a_connection_lost_a_moment_after_use_fails_one_batch_and_the_others_are
         assert now_serving.isdisjoint(closed)
     finally:
         database.dispose()
+
+
+def test_clicktrails_sessions_ask_postgresql_to_write_their_pages_out_as_they_go(url: str) -> None:
+    """backend_flush_after (storage/database.py): no burst of dirty pages for the commits to wait behind."""
+    database = Database(url)
+    try:
+        with database.begin() as connection:
+            assert connection.exec_driver_sql("SHOW backend_flush_after").scalar_one() == "256kB"
+    finally:
+        database.dispose()
+
+
+def test_a_database_url_that_sets_backend_flush_after_keeps_its_own_value(url: str) -> None:
+    database = Database(f"{url}?options=-c%20backend_flush_after%3D0")
+    try:
+        with database.begin() as connection:
+            assert connection.exec_driver_sql("SHOW backend_flush_after").scalar_one() == "0"
+    finally:
+        database.dispose()
