@@ -139,6 +139,9 @@ def test_on_postgresql_serve_holds_the_feed_to_its_share_and_reports_still_fill(
         try:
             feed = _one_feed(server)
             assert (b"--cpu-held-by-parent" in _command(feed)) == (backend == "postgres")
+            # Held, it leads a process group of its own (supervisor.Companion): serve holds it, not
+            # only tells it not to rest.
+            assert (os.getpgid(feed) == feed) == (backend == "postgres")
             campaign = tracker.campaign()
             for sub in ("a", "b"):
                 tracker.click(campaign["key"], sub1=sub)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from clicktrail.web.supervisor import Companion, CpuShare
+from clicktrail.web.supervisor import Companion, CpuShare, cpu_clock
 
 pytestmark = pytest.mark.skipif(
     not CpuShare.possible(), reason="CpuShare reads another process's CPU clock: Linux"
@@ -20,7 +20,7 @@ SPIN = [sys.executable, "-c", "while True: pass"]  # one core's worth of work, i
 
 
 def _cpu_seconds(pid: int) -> float:
-    return time.clock_gettime(((~pid) << 3) | 2)
+    return time.clock_gettime(cpu_clock(pid))
 
 
 def _cores_used(pid: int, seconds: float) -> float:

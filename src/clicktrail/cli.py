@@ -136,7 +136,7 @@ def serve(args: argparse.Namespace) -> None:
     parent = ["--parent-pid", str(os.getpid())]
     # On PostgreSQL the feed's CPU is held to its share from here, DuckDB's steps included
     # (supervisor.CpuShare). Not on SQLite: stopped while it held a lock of the database file's
-    # shared memory, it would stop the workers' writes too (one paced run's p99 went to 145 ms).
+    # shared memory, it would stop the workers' writes too (held there too, one paced run's p99 was 145 ms).
     held = supervisor.CpuShare.possible() and not settings.is_sqlite
     feed = supervisor.Companion(
         "report feed",

@@ -334,3 +334,5 @@ def test_a_query_nobody_gave_up_on_runs_to_its_end() -> None:
     with interrupted_when(lambda: False, cursor):
         time.sleep(2 * ABANDON_CHECK_SECONDS)  # the watch looks more than once meanwhile
         assert cursor.execute("SELECT 42").fetchall() == [(42,)]
+        # And a query longer than a look (a wrong interrupt would land in it, not be cleared first).
+        assert len(cursor.execute("SELECT sum(hash(i)) FROM range(300000000) t(i)").fetchall()) == 1

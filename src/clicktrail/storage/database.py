@@ -306,11 +306,11 @@ BACKEND_FLUSH_AFTER = "256kB"
 """PostgreSQL's `backend_flush_after` for clicktrail's own sessions (off, 0, by default): each backend
 asks the kernel to write its data pages out as it goes, instead of leaving them dirty (under the
 click load the kernel's dirty memory rose to 250-275 MB and went out within ~150 ms, while every
-commit's WAL flush waited 40-70 ms). Paced
-PostgreSQL clicks after a burst (scripts/feed_interference.py, three alternated pairs): the run with
-the report feed's first catch-up had a p99 of 11-14 ms instead of 30-73, the run some 60 s after the
-burst 6-31 instead of 44-49 (BENCHMARKS.md, "Session of 2026-12-07 (22:56 UTC)"). A database URL
-whose `options` name `backend_flush_after` keeps its own value."""
+commit's WAL flush waited 40-70 ms). Paced PostgreSQL clicks after a burst
+(scripts/feed_interference.py, three pairs alternating the server's setting with `ALTER SYSTEM`):
+the run with the report feed's first catch-up had a p99 of 11-14 ms instead of 30-73, the run some
+60 s after the burst 6-31 instead of 44-49 (BENCHMARKS.md, "Session of 2026-12-07 (22:56 UTC)").
+A database URL whose `options` name `backend_flush_after` keeps its own value."""
 
 
 def _cooperative_connection(_dialect: object, _record: object, cargs: Any, cparams: Any) -> Any:

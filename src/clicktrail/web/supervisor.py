@@ -221,12 +221,13 @@ class CpuShare:
 
     The report feed's own rests (reports/feed.py, WorkShare) could not reach inside a DuckDB
     statement: turning a catch-up window of 300,000 clicks into Parquet took 0.5 s of a core in one
-    step. Held from here, the feed's CPU is at its share to within a few milliseconds (0.25 of a
-    core measured 0.246-0.252, tests/test_cpu_share.py), and in the paced PostgreSQL click runs
+    step. Held from here, the feed's CPU is at its share to within a few milliseconds (a spinning
+    process held at 0.25 used 0.246-0.252 of a core, its CPU clock read over 1 s three times;
+    tests/test_cpu_share.py holds it between 0.05 and 0.35), and in the paced PostgreSQL click runs
     the feed worked in after its first catch-up the p99 was 8.3-10.1 ms against 10.7-13.2 without
-    it (scripts/feed_interference.py, two pairs; BENCHMARKS.md, "Session of 2026-12-07 (22:56
-    UTC)"). The first catch-up's stall (65-100 ms, PostgreSQL's commits waiting on the disk) is
-    the same either way.
+    it (scripts/feed_interference.py, two pairs, with a switch made for the comparison and not kept;
+    BENCHMARKS.md, "Session of 2026-12-07 (22:56 UTC)"). The first catch-up's stall (65-100 ms,
+    PostgreSQL's commits waiting on the disk) is the same either way.
 
     Linux only (another process's CPU clock); elsewhere companions are not held."""
 
@@ -283,7 +284,7 @@ class CpuShare:
                 watched, tick = None, self.IDLE_TICK_SECONDS
                 continue
             try:
-                now, spent = time.monotonic(), time.clock_gettime(_cpu_clock(process.pid))
+                now, spent = time.monotonic(), time.clock_gettime(cpu_clock(process.pid))
             except OSError as exc:  # gone since (the watcher restarts it, and this follows), or no clock
                 if not unreadable and process.poll() is None:
                     log.warning(
@@ -314,7 +315,7 @@ class CpuShare:
             process.send_signal(signal.SIGCONT)
 
 
-def _cpu_clock(pid: int) -> int:
+def cpu_clock(pid: int) -> int:
     """The clock id of `pid`'s CPU time, all its threads (what glibc's clock_getcpuclockid makes)."""
     return ((~pid) << 3) | 2
 
